@@ -1,0 +1,25 @@
+# Two commands on a fresh machine: `make run` and `make test`. Only Python >= 3.11 is needed.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+ARGS ?=
+
+.PHONY: run test migrate clean
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required")'
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	@touch $@
+
+run: $(VENV)/.installed
+	$(PY) portfolio_manager.py live $(ARGS)
+
+test: $(VENV)/.installed
+	$(PY) -m pytest $(ARGS)
+
+migrate: $(VENV)/.installed
+	$(PY) portfolio_manager.py migrate $(ARGS)
+
+clean:
+	rm -rf $(VENV)

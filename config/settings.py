@@ -1,0 +1,121 @@
+"""The daemon's one frozen Settings object: flags > environment (PM_*) > defaults."""
+
+from collections.abc import Mapping
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
+
+from config.domain_files import DEFAULT_CONFIG_DIR, load_instruments, load_portfolio_config
+from config.errors import ConfigError, Loc, describe_validation_error
+from core.specs import InstrumentSpec, PortfolioConfig
+
+ENV_PREFIX = "PM_"
+PORTFOLIO_ENV_PREFIX = f"{ENV_PREFIX}PORTFOLIO__"
+
+class Settings(BaseSettings):
+    """Process settings; units in names. Read from PM_* variables, overridden by flags."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", frozen=True, extra="ignore"
+    )
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=1, le=65535)
+    state_dir: Path = Path("state")
+    broker: Literal["paper", "zerodha"] = "paper"
+    capital: Decimal | None = Field(default=None, gt=0)
+    db_config: Path | None = None
+    db_env: str = "local"
+    webhook_secret: SecretStr | None = None
+    admin_token: SecretStr | None = None
+    decision_wait_ms: int = Field(default=2000, ge=0)
+    webhook_max_bytes: int = Field(default=16384, gt=0)
+    rate_limit_per_min: int = Field(default=120, gt=0)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    config_dir: Path = DEFAULT_CONFIG_DIR
+    shutdown_timeout_s: float = Field(default=10.0, gt=0)
+    # PM_PORTFOLIO__<FIELD>=value, collected here so load_domain never reads the environment.
+    portfolio: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_log_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # No .env or secrets-dir sources: a file nobody remembers must not change a live daemon.
+        return init_settings, env_settings
+
+
+def build_settings(flags: Mapping[str, Any]) -> Settings:
+    """Return Settings from flags (None = not given), then PM_* variables, then defaults.
+
+    Raises ConfigError naming the flag or variable.
+    """
+    given = {name: value for name, value in flags.items() if value is not None}
+    try:
+        return Settings(**given)
+    except ValidationError as exc:
+        # Not chained: the pydantic text echoes inputs, which may be secrets.
+        message = describe_validation_error(exc, lambda loc: _setting_source(loc, given))
+        raise ConfigError(f"settings: {message}") from None
+    except SettingsError as exc:
+        # Raised when a PM_* value meant as JSON (PM_PORTFOLIO) does not parse.
+        raise ConfigError(f"settings: {exc}") from None
+
+
+def load_domain(settings: Settings) -> tuple[dict[str, InstrumentSpec], PortfolioConfig]:
+    """Return the instrument table and portfolio config from `settings.config_dir`.
+
+    PM_PORTFOLIO__<FIELD> variables override single fields of portfolio.json, and
+    `settings.capital`, when set, overrides initial_capital.
+    """
+    instruments = load_instruments(settings.config_dir / "instruments.json")
+    portfolio_path = settings.config_dir / "portfolio.json"
+    from_file = load_portfolio_config(portfolio_path)
+    portfolio = _apply_overrides(from_file, settings.portfolio, portfolio_path)
+    if settings.capital is not None:
+        portfolio = portfolio.model_copy(update={"initial_capital": settings.capital})
+    return instruments, portfolio
+
+
+def _apply_overrides(
+    base: PortfolioConfig, overrides: Mapping[str, str], path: Path
+) -> PortfolioConfig:
+    if not overrides:
+        return base
+    try:
+        # Revalidate the merged whole so an override is checked exactly like a file value.
+        return PortfolioConfig.model_validate({**base.model_dump(), **overrides})
+    except ValidationError as exc:
+        message = describe_validation_error(exc, _portfolio_env_name)
+        raise ConfigError(f"{message} (overriding {path})") from exc
+
+
+def _portfolio_env_name(loc: Loc) -> str:
+    return f"{PORTFOLIO_ENV_PREFIX}{str(loc[0]).upper()}" if loc else "PM_PORTFOLIO__*"
+
+
+def _setting_source(loc: Loc, flags: Mapping[str, Any]) -> str:
+    if not loc:
+        return "settings"
+    field = str(loc[0])
+    if field in flags:
+        return f"flag {field}"
+    return ENV_PREFIX + "__".join(str(part) for part in loc).upper()

@@ -1,0 +1,249 @@
+"""DatabaseStateManager: the pool, the unit of work, the write-through cache and the loaders."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from decimal import Decimal
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg import AsyncConnection, sql
+from psycopg.rows import class_row
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    stop_after_delay,
+    wait_exponential,
+)
+
+from core.db_transaction import (
+    INTENT_COLUMNS,
+    LAYER_COLUMNS,
+    PORTFOLIO_COLUMNS,
+    PYRAMIDING_COLUMNS,
+    Transaction,
+    columns,
+)
+from core.models import Layer, OrderIntent, PortfolioState, PyramidingState, SignalRecord
+from core.state_cache import PORTFOLIO_KEY, Missing, StateCache, layers_key, pyramiding_key
+
+T = TypeVar("T")
+
+TRANSIENT_ERRORS = (psycopg.OperationalError, PoolTimeout)
+SIGNAL_COLUMNS = columns(SignalRecord)
+UNRESOLVED_INTENT_STATUSES = ("pending", "placed", "partial")
+
+
+class DatabaseStateManager:
+    """The daemon's only door to PostgreSQL."""
+
+    def __init__(self, conninfo: str, *, min_size: int = 2, max_size: int = 10,
+                 pool_timeout_s: float = 10.0, retry_window_s: float = 15.0,
+                 name: str = "portfolio_manager"):
+        self._pool: AsyncConnectionPool[AsyncConnection[Any]] = AsyncConnectionPool(
+            conninfo,
+            min_size=min_size,
+            max_size=max_size,
+            timeout=pool_timeout_s,
+            # A connection that died with a server restart is replaced on checkout,
+            # so callers never see it.
+            check=AsyncConnectionPool.check_connection,
+            kwargs={"autocommit": True},
+            name=name,
+            open=False,
+        )
+        self._retry_window_s = retry_window_s
+        self.cache = StateCache()
+
+    # -- lifecycle ------------------------------------------------------------------------
+    async def open(self, wait_s: float = 30.0) -> None:
+        """Open the pool and wait until it holds `min_size` working connections."""
+        await self._pool.open(wait=True, timeout=wait_s)
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+    async def __aenter__(self) -> DatabaseStateManager:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- unit of work ---------------------------------------------------------------------
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Transaction]:
+        """Run one state transition: COMMIT on success, then publish to the cache.
+
+        On any failure — including a failed COMMIT or a cancellation — the transaction rolls
+        back and every cache entry it touched is dropped, to be reloaded from the database.
+        """
+        async with self._pool.connection() as conn:
+            tx = Transaction(conn, self.cache)
+            try:
+                async with conn.transaction():
+                    yield tx
+            except BaseException:
+                tx.discarded()
+                raise
+            tx.published()
+
+    async def _idempotent(self, operation: Callable[[], Awaitable[T]]) -> T:
+        """Run a read (or other repeatable operation), retrying transient faults."""
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception_type(TRANSIENT_ERRORS),
+            stop=stop_after_delay(self._retry_window_s),
+            wait=wait_exponential(multiplier=0.05, max=1.0),
+            reraise=True,
+        ):
+            with attempt:
+                return await operation()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _fetch(self, model: type[T], query: sql.Composable | str,
+                     params: Any = None) -> list[T]:
+        async def run() -> list[T]:
+            async with self._pool.connection() as conn:
+                async with conn.cursor(row_factory=class_row(model)) as cur:
+                    await cur.execute(query, params)
+                    return await cur.fetchall()
+
+        return await self._idempotent(run)
+
+    async def _scalar(self, query: str, params: Any = None) -> Any:
+        async def run() -> Any:
+            async with self._pool.connection() as conn:
+                row = await (await conn.execute(query, params)).fetchone()
+                return None if row is None else row[0]
+
+        return await self._idempotent(run)
+
+    # -- cached reads ---------------------------------------------------------------------
+    async def load_cache(self, attempts: int = 5) -> None:
+        """Fill the cache with the whole live book (startup, recovery, after a drop)."""
+        for _ in range(attempts):
+            epoch = self.cache.epoch
+            layers = await self.load_live_layers()
+            pyramiding = await self.load_pyramiding_states()
+            portfolio = await self.load_portfolio_state()
+            if self.cache.replace_all(layers, portfolio, pyramiding, epoch):
+                return
+        # Commits kept landing during the load; per-key read-through still serves correctly.
+
+    async def live_layers(self, instrument: str) -> list[Layer]:
+        """Return the instrument's open and closing layers, oldest first."""
+        cached = self.cache.live_layers(instrument)
+        if cached is not None:
+            return cached
+        generation = self.cache.generation(layers_key(instrument))
+        query = sql.SQL(
+            "SELECT {} FROM portfolio_positions WHERE instrument = %s AND status <> 'closed' "
+            "ORDER BY id").format(LAYER_COLUMNS)
+        layers = await self._fetch(Layer, query, (instrument,))
+        self.cache.fill_layers(instrument, layers, generation)
+        return layers
+
+    async def all_live_layers(self) -> list[Layer]:
+        """Return every open and closing layer of the book."""
+        if not self.cache.complete:
+            await self.load_cache()
+        result: list[Layer] = []
+        for instrument in self.cache.cached_instruments():
+            result.extend(await self.live_layers(instrument))
+        return sorted(result, key=lambda layer: layer.id)
+
+    async def portfolio_state(self) -> PortfolioState | None:
+        cached = self.cache.portfolio()
+        if cached is not None:
+            return cached
+        generation = self.cache.generation(PORTFOLIO_KEY)
+        state = await self.load_portfolio_state()
+        self.cache.fill_portfolio(state, generation)
+        return state
+
+    async def pyramiding_state(self, instrument: str) -> PyramidingState | None:
+        cached = self.cache.pyramiding(instrument)
+        if not isinstance(cached, Missing):
+            return cached
+        generation = self.cache.generation(pyramiding_key(instrument))
+        query = sql.SQL("SELECT {} FROM pyramiding_state WHERE instrument = %s").format(
+            PYRAMIDING_COLUMNS)
+        rows = await self._fetch(PyramidingState, query, (instrument,))
+        state = rows[0] if rows else None
+        self.cache.fill_pyramiding(instrument, state, generation)
+        return state
+
+    # -- recovery loaders (always from the database) --------------------------------------
+    async def load_live_layers(self) -> list[Layer]:
+        query = sql.SQL(
+            "SELECT {} FROM portfolio_positions WHERE status <> 'closed' ORDER BY id"
+        ).format(LAYER_COLUMNS)
+        return await self._fetch(Layer, query)
+
+    async def load_portfolio_state(self) -> PortfolioState | None:
+        query = sql.SQL("SELECT {} FROM portfolio_state WHERE id = 1").format(PORTFOLIO_COLUMNS)
+        rows = await self._fetch(PortfolioState, query)
+        return rows[0] if rows else None
+
+    async def load_pyramiding_states(self) -> list[PyramidingState]:
+        query = sql.SQL("SELECT {} FROM pyramiding_state ORDER BY instrument").format(
+            PYRAMIDING_COLUMNS)
+        return await self._fetch(PyramidingState, query)
+
+    async def load_pending_signals(self) -> list[SignalRecord]:
+        """Return signals without an outcome (`received` or `processing`), in arrival order."""
+        query = sql.SQL(
+            "SELECT {} FROM signal_log WHERE status <> 'processed' ORDER BY id"
+        ).format(SIGNAL_COLUMNS)
+        return await self._fetch(SignalRecord, query)
+
+    async def load_unresolved_intents(self) -> list[OrderIntent]:
+        """Return intents whose broker outcome is not final yet, oldest first."""
+        query = sql.SQL(
+            "SELECT {} FROM order_intents WHERE status = ANY(%s) ORDER BY id"
+        ).format(INTENT_COLUMNS)
+        return await self._fetch(OrderIntent, query, (list(UNRESOLVED_INTENT_STATUSES),))
+
+    async def signal(self, signal_id: int) -> SignalRecord | None:
+        query = sql.SQL("SELECT {} FROM signal_log WHERE id = %s").format(SIGNAL_COLUMNS)
+        rows = await self._fetch(SignalRecord, query, (signal_id,))
+        return rows[0] if rows else None
+
+    # -- status ---------------------------------------------------------------------------
+    async def status(self, timeout_s: float = 2.0) -> dict[str, Any]:
+        """Return connectivity, pool, schema, cache and book figures for `/db/status`."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                async with self._pool.connection(timeout=timeout_s) as conn:
+                    cur = await conn.execute(
+                        """SELECT (SELECT count(*) FROM portfolio_positions
+                                    WHERE status <> 'closed'),
+                                  (SELECT closed_equity FROM portfolio_state WHERE id = 1),
+                                  (SELECT migration_id FROM _yoyo_migration
+                                    ORDER BY applied_at_utc DESC LIMIT 1)""")
+                    open_positions, closed_equity, schema_version = await cur.fetchone() or (
+                        0, None, None)
+        except (*TRANSIENT_ERRORS, TimeoutError) as exc:
+            return {"status": "error", "connection": "unhealthy",
+                    "error": type(exc).__name__ + ": " + _first_line(exc)}
+        return {
+            "status": "connected",
+            "connection": "healthy",
+            "open_positions": open_positions,
+            "closed_equity": _money(closed_equity),
+            "schema_version": schema_version,
+            "pool": self._pool.get_stats(),
+            "cache": self.cache.stats(),
+        }
+
+
+def _money(value: Decimal | None) -> str | None:
+    return None if value is None else f"{value:.2f}"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else ""

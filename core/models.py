@@ -1,0 +1,188 @@
+"""The book's records: layers, portfolio state, pyramiding state, signals, intents, ledger rows.
+
+Field names match the database columns so rows map onto these classes one to one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any
+
+
+class SignalType(StrEnum):
+    BASE_ENTRY = "BASE_ENTRY"
+    PYRAMID = "PYRAMID"
+    EXIT = "EXIT"
+    MARKET_DATA = "MARKET_DATA"
+    EOD_MONITOR = "EOD_MONITOR"
+
+
+TRADE_SIGNAL_TYPES = frozenset({SignalType.BASE_ENTRY, SignalType.PYRAMID, SignalType.EXIT})
+
+
+class LayerStatus(StrEnum):
+    OPEN = "open"
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
+class LedgerType(StrEnum):
+    DEPOSIT = "DEPOSIT"
+    WITHDRAW = "WITHDRAW"
+    TRADING_PNL = "TRADING_PNL"
+
+
+BASE_LAYER = "Long_1"
+
+
+@dataclass(frozen=True, slots=True)
+class NewLayer:
+    trade_id: int
+    instrument: str
+    layer: str
+    lots: int
+    quantity: int
+    entry_price: Decimal
+    entry_timestamp: datetime
+    initial_stop: Decimal
+    atr: Decimal
+    limiter: str
+    tradingsymbol: str | None = None
+    signal_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Layer:
+    id: int
+    trade_id: int
+    instrument: str
+    layer: str
+    status: str
+    lots: int
+    quantity: int
+    entry_price: Decimal
+    entry_timestamp: datetime
+    initial_stop: Decimal
+    current_stop: Decimal
+    highest_close: Decimal
+    atr: Decimal
+    limiter: str
+    tradingsymbol: str | None
+    signal_id: int | None
+    exit_price: Decimal | None
+    exit_timestamp: datetime | None
+    exit_reason: str | None
+    realized_pnl: Decimal | None
+    version: int
+
+    @property
+    def is_base_position(self) -> bool:
+        return self.layer == BASE_LAYER
+
+    @property
+    def is_live(self) -> bool:
+        return self.status != LayerStatus.CLOSED
+
+
+@dataclass(frozen=True, slots=True)
+class PortfolioState:
+    initial_capital: Decimal
+    closed_equity: Decimal
+    equity_high: Decimal
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class PyramidingState:
+    instrument: str
+    trade_id: int
+    base_position_id: int | None
+    last_pyramid_price: Decimal
+    pyramid_count: int
+    version: int = 0  # 0: not stored yet
+
+
+@dataclass(frozen=True, slots=True)
+class NewSignal:
+    fingerprint: str
+    signal_type: str
+    instrument: str
+    position: str | None
+    signal_timestamp: datetime
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class SignalRecord:
+    id: int
+    fingerprint: str
+    signal_type: str
+    instrument: str
+    position: str | None
+    signal_timestamp: datetime
+    payload: dict[str, Any]
+    received_at: datetime
+    status: str
+    outcome: str | None
+    reason: str | None
+    processed_at: datetime | None
+    processed_by: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class SignalAdmission:
+    """What the durable inbox did with a signal: stored it, or found the one it repeats."""
+
+    signal_id: int
+    accepted: bool
+
+
+@dataclass(frozen=True, slots=True)
+class NewIntent:
+    signal_id: int | None
+    instrument: str
+    side: str
+    lots: int
+    quantity: int
+    order_type: str
+    price: Decimal | None = None
+    tradingsymbol: str | None = None
+    position_ids: tuple[int, ...] = ()
+    fencing_epoch: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class OrderIntent:
+    id: int
+    tag: str
+    signal_id: int | None
+    instrument: str
+    tradingsymbol: str | None
+    position_ids: list[int]
+    side: str
+    lots: int
+    quantity: int
+    order_type: str
+    price: Decimal | None
+    status: str
+    broker_order_id: str | None
+    filled_quantity: int
+    average_price: Decimal | None
+    reason: str | None
+    fencing_epoch: int
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    id: int
+    txn_type: str
+    amount: Decimal
+    equity_before: Decimal
+    equity_after: Decimal
+    position_id: int | None
+    note: str | None
+    created_at: datetime

@@ -1,0 +1,85 @@
+"""Instrument and portfolio parameters: the one table every sizing rule reads from.
+
+Pure: standard library, decimal and pydantic only. Loading from files lives in `config/`.
+"""
+
+from datetime import time
+from decimal import Decimal
+from typing import Annotated, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+Percent = Annotated[Decimal, Field(gt=0, le=100)]
+Positive = Annotated[Decimal, Field(gt=0)]
+
+
+class InstrumentSpec(BaseModel):
+    """Contract parameters of one logical market (DOMAIN.md §2)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Z][A-Z0-9_]*$")
+    exchange: Literal["NFO", "MCX"]
+    lot_size: int = Field(gt=0)
+    point_value: Positive
+    quantity_unit: Literal["units", "lots"]
+    margin_per_lot: Positive
+    initial_risk_percent: Percent
+    initial_vol_percent: Percent
+    ongoing_risk_percent: Percent
+    ongoing_vol_percent: Percent
+    initial_atr_mult: Positive
+    trailing_atr_mult: Positive
+    max_pyramids: int = Field(ge=0)
+    tick_size: Positive
+    session_open: time
+    session_close: time
+    freeze_quantity: int | None = Field(default=None, gt=0)
+
+    @field_validator("session_open", "session_close")
+    @classmethod
+    def _naive_ist(cls, value: time) -> time:
+        # Sessions are IST wall-clock times; an offset would make them incomparable with
+        # the naive times the rest of the table uses.
+        if value.tzinfo is not None:
+            raise ValueError("give session times as IST wall-clock time without an offset")
+        return value
+
+    @model_validator(mode="after")
+    def _session_order(self) -> Self:
+        if self.session_close <= self.session_open:
+            raise ValueError("session_close must be after session_open")
+        return self
+
+    def broker_quantity(self, lots: int) -> int:
+        """Return the order quantity the broker expects for this many lots."""
+        if lots < 0:
+            raise ValueError(f"lots must be >= 0, got {lots}")
+        if self.quantity_unit == "units":
+            return lots * self.lot_size
+        return lots
+
+
+class PortfolioConfig(BaseModel):
+    """Portfolio-wide limits and signal rules (DOMAIN.md §2 and §3)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_portfolio_risk_percent: Percent = Decimal("15")
+    max_portfolio_vol_percent: Percent = Decimal("5")
+    max_margin_utilization_percent: Percent = Decimal("60")
+    pyramid_risk_block: Percent = Decimal("12")
+    pyramid_vol_block: Percent = Decimal("4")
+    atr_pyramid_spacing: Decimal = Field(default=Decimal("0.5"), ge=0)
+    use_1r_gate: bool = True
+    sizing_equity: Literal["equity_high", "closed", "blended"] = "equity_high"
+    paper_margin_fraction: Decimal = Field(default=Decimal("0.6"), gt=0, le=1)
+    use_volatility_constraint: bool = False
+    stop_source: Literal["signal", "atr"] = "signal"
+    initial_capital: Positive = Decimal("5000000")
+    paper_slippage_ticks: int = Field(default=0, ge=0)
+    paper_enforce_sessions: bool = False
+    max_signal_age_s: int = Field(default=300, gt=0)
+    max_future_skew_s: int = Field(default=60, ge=0)
+    max_entry_delay_s: int = Field(default=120, gt=0)
+    dedup_window_s: int = Field(default=60, ge=0)

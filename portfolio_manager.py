@@ -1,0 +1,77 @@
+"""Portfolio manager CLI: parse arguments, build settings, call into `live/`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from config.errors import ConfigError
+from config.settings import Settings, build_settings
+from live.daemon import AlreadyRunning, run_live
+from live.logging_setup import configure_logging
+
+
+def _database_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--db-config", type=Path, help="database_config.json (default: embedded)")
+    parser.add_argument("--db-env", help="environment block of the config file (default: local)")
+    parser.add_argument("--state-dir", type=Path, help="state directory (default: ./state)")
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="portfolio_manager.py", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    live = commands.add_parser("live", help="run the trading daemon")
+    _database_flags(live)
+    live.add_argument("--broker", choices=["paper", "zerodha"])
+    live.add_argument("--host")
+    live.add_argument("--port", type=int)
+    live.add_argument("--capital", type=Decimal, help="opening balance of an empty ledger")
+
+    migrate = commands.add_parser("migrate", help="apply (or roll back) schema migrations")
+    _database_flags(migrate)
+    migrate.add_argument("--rollback", type=int, metavar="N",
+                         help="roll back the newest N migrations")
+    return parser.parse_args(argv)
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    names = ["db_config", "db_env", "state_dir", "broker", "host", "port", "capital"]
+    flags: dict[str, Any] = {name: getattr(args, name, None) for name in names}
+    return build_settings(flags)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        settings = settings_from(args)
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level)
+    log = structlog.get_logger("portfolio_manager")
+    try:
+        if args.command == "live":
+            asyncio.run(run_live(settings))
+        else:
+            from live.migrate_command import run_migrate
+
+            for line in asyncio.run(run_migrate(settings, args.rollback)):
+                print(line)
+    except ConfigError as exc:
+        log.error("configuration_error", error=str(exc))
+        return 2
+    except AlreadyRunning as exc:
+        log.error("already_running", error=str(exc))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
