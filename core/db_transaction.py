@@ -1,13 +1,13 @@
-"""One state transition: the writes of a unit of work, and the cache changes it publishes on commit."""
+"""One state transition: a unit of work's writes, and the cache changes it publishes on commit."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 import json
+from collections.abc import Callable
 from dataclasses import fields
-from functools import partial
 from datetime import datetime, timedelta
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 from psycopg import AsyncConnection, sql

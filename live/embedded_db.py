@@ -11,10 +11,9 @@ import hashlib
 import os
 import subprocess
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
-
-import warnings
 
 with warnings.catch_warnings():
     # The wheel computes a runtime dir we never use at import; without XDG_RUNTIME_DIR
@@ -101,7 +100,8 @@ class EmbeddedPostgres:
                      "-o", " ".join(options), "start")
         except subprocess.CalledProcessError as exc:
             tail = self.log_path.read_text()[-2000:] if self.log_path.exists() else ""
-            raise RuntimeError(f"embedded PostgreSQL failed to start in {self.pgdata}:\n{tail}") from exc
+            raise RuntimeError(
+                f"embedded PostgreSQL failed to start in {self.pgdata}:\n{tail}") from exc
 
     def _socket_dir(self) -> Path:
         # Unix socket paths are limited to ~107 bytes; fall back to a short per-datadir dir.

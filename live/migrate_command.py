@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 
 from config.settings import Settings
-from live.database_server import database_target
 from live.daemon import state_dir_lock
+from live.database_server import database_target
 from live.schema_migrations import applied_migrations, apply_migrations, rollback_migrations
 
 

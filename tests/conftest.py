@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -30,21 +31,23 @@ class EmbeddedServerExecutor(NoopExecutor):
         return "template1"
 
 
-def start_test_server(root: Path) -> EmbeddedPostgres:
+@contextmanager
+def temporary_server(prefix: str = "pm-test-") -> Iterator[EmbeddedPostgres]:
+    """Start an embedded server in a new temporary dir; stop and remove it afterwards."""
+    root = Path(tempfile.mkdtemp(prefix=prefix))
     server = EmbeddedPostgres(root / "pg", settings=TEST_SERVER_SETTINGS)
-    server.start()
-    return server
-
-
-@pytest.fixture(scope="session")
-def embedded_server() -> Iterator[EmbeddedPostgres]:
-    root = Path(tempfile.mkdtemp(prefix="pm-test-"))
-    server = start_test_server(root)
     try:
+        server.start()
         yield server
     finally:
         server.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def embedded_server() -> Iterator[EmbeddedPostgres]:
+    with temporary_server() as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
-import tempfile
 from decimal import Decimal
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -14,18 +11,13 @@ import pytest
 from core.db_state_manager import DatabaseStateManager
 from core.models import LedgerType
 from live.schema_migrations import apply_migrations
-from tests.conftest import start_test_server
+from tests.conftest import temporary_server
 
 
 @pytest.fixture
 def own_server():
-    root = Path(tempfile.mkdtemp(prefix="pm-restart-"))
-    server = start_test_server(root)
-    try:
+    with temporary_server("pm-restart-") as server:
         yield server
-    finally:
-        server.stop()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 async def test_operations_succeed_after_server_restart(own_server):

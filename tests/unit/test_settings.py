@@ -1,8 +1,8 @@
 import json
 import os
 import re
-from collections.abc import Mapping
 import shutil
+from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import Path
 
