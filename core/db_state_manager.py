@@ -207,10 +207,34 @@ class DatabaseStateManager:
         ).format(INTENT_COLUMNS)
         return await self._fetch(OrderIntent, query, (list(UNRESOLVED_INTENT_STATUSES),))
 
+    async def intents_for_signal(self, signal_id: int) -> list[OrderIntent]:
+        query = sql.SQL("SELECT {} FROM order_intents WHERE signal_id = %s ORDER BY id").format(
+            INTENT_COLUMNS)
+        return await self._fetch(OrderIntent, query, (signal_id,))
+
     async def signal(self, signal_id: int) -> SignalRecord | None:
         query = sql.SQL("SELECT {} FROM signal_log WHERE id = %s").format(SIGNAL_COLUMNS)
         rows = await self._fetch(SignalRecord, query, (signal_id,))
         return rows[0] if rows else None
+
+    # -- read models for the HTTP API -----------------------------------------------------
+    async def list_positions(self, status: str, limit: int) -> list[Layer]:
+        """Return layers newest first: `open` (open and closing), `closed`, or `all`."""
+        where = {"open": "status <> 'closed'", "closed": "status = 'closed'", "all": "true"}
+        query = sql.SQL("SELECT {} FROM portfolio_positions WHERE {} ORDER BY id DESC LIMIT %s"
+                        ).format(LAYER_COLUMNS, sql.SQL(where[status]))
+        return await self._fetch(Layer, query, (limit,))
+
+    async def list_signals(self, limit: int, instrument: str | None) -> list[SignalRecord]:
+        query = sql.SQL(
+            "SELECT {} FROM signal_log WHERE (%s::text IS NULL OR instrument = %s) "
+            "ORDER BY id DESC LIMIT %s").format(SIGNAL_COLUMNS)
+        return await self._fetch(SignalRecord, query, (instrument, instrument, limit))
+
+    async def list_intents(self, limit: int) -> list[OrderIntent]:
+        query = sql.SQL("SELECT {} FROM order_intents ORDER BY id DESC LIMIT %s").format(
+            INTENT_COLUMNS)
+        return await self._fetch(OrderIntent, query, (limit,))
 
     # -- status ---------------------------------------------------------------------------
     async def status(self, timeout_s: float = 2.0) -> dict[str, Any]:

@@ -252,10 +252,10 @@ class Transaction:
                 return SignalAdmission(signal_id=int(earlier[0]), accepted=False)
         cur = await self.conn.execute(
             """INSERT INTO signal_log (fingerprint, signal_type, instrument, position,
-               signal_timestamp, payload) VALUES (%s, %s, %s, %s, %s, %s)
+               signal_timestamp, payload, received_at) VALUES (%s, %s, %s, %s, %s, %s, %s)
                ON CONFLICT (fingerprint) DO NOTHING RETURNING id""",
             (signal.fingerprint, signal.signal_type, signal.instrument, signal.position,
-             signal.signal_timestamp, jsonb(signal.payload)),
+             signal.signal_timestamp, jsonb(signal.payload), signal.received_at),
         )
         inserted = await cur.fetchone()
         if inserted is not None:
@@ -267,10 +267,13 @@ class Transaction:
         return SignalAdmission(signal_id=int(existing[0]), accepted=False)
 
     async def mark_signal_processing(self, signal_id: int) -> None:
-        await self.conn.execute(
+        """Move a received signal to processing; any other state raises SignalAlreadyDecided."""
+        cur = await self.conn.execute(
             "UPDATE signal_log SET status = 'processing' WHERE id = %s AND status = 'received'",
             (signal_id,),
         )
+        if cur.rowcount != 1:
+            raise SignalAlreadyDecided(f"signal {signal_id} is no longer waiting for a decision")
 
     async def decide_signal(self, signal_id: int, outcome: str, reason: str | None,
                             processed_by: str, now: datetime) -> None:
@@ -288,14 +291,15 @@ class Transaction:
         """Insert a pending intent whose broker tag is derived from its id."""
         query = sql.SQL(
             """INSERT INTO order_intents (id, tag, signal_id, instrument, tradingsymbol,
-               position_ids, side, lots, quantity, order_type, price, fencing_epoch)
+               position_ids, side, lots, quantity, order_type, price, fencing_epoch, purpose)
                SELECT n.id, %(prefix)s || n.id, %(signal_id)s, %(instrument)s, %(tradingsymbol)s,
                       %(position_ids)s, %(side)s, %(lots)s, %(quantity)s, %(order_type)s,
-                      %(price)s, %(fencing_epoch)s
+                      %(price)s, %(fencing_epoch)s, %(purpose)s
                FROM (SELECT nextval('order_intents_id_seq') AS id) n RETURNING {}"""
         ).format(INTENT_COLUMNS)
         params = {f.name: getattr(new, f.name) for f in fields(NewIntent)}
         params["position_ids"] = list(new.position_ids)
+        params["purpose"] = jsonb(new.purpose)
         return await self._one(OrderIntent, query, {**params, "prefix": tag_prefix})
 
     async def update_intent(self, intent: OrderIntent, **changes: Any) -> OrderIntent:

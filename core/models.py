@@ -5,7 +5,7 @@ Field names match the database columns so rows map onto these classes one to one
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
@@ -113,6 +113,7 @@ class NewSignal:
     position: str | None
     signal_timestamp: datetime
     payload: dict[str, Any]
+    received_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +153,7 @@ class NewIntent:
     tradingsymbol: str | None = None
     position_ids: tuple[int, ...] = ()
     fencing_epoch: int = 0
+    purpose: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +176,7 @@ class OrderIntent:
     reason: str | None
     fencing_epoch: int
     version: int
+    purpose: dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,3 +189,13 @@ class LedgerEntry:
     position_id: int | None
     note: str | None
     created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class SignalOutcome:
+    """What became of a signal, as the webhook and `/signals/{id}` report it."""
+
+    signal_id: int
+    outcome: str  # executed | blocked | rejected | ignored
+    reason: str | None
+    result: dict[str, Any] = field(default_factory=dict)

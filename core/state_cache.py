@@ -86,7 +86,10 @@ class StateCache:
         self._bump(key)
         layers = self._layers.get(layer.instrument)
         if layers is None:
-            return  # not cached: the next read loads it whole
+            if not self.complete:
+                return  # not cached: the next read loads it whole
+            # The whole book is cached, so an absent instrument had no live layers.
+            layers = self._layers[layer.instrument] = {}
         current = layers.get(layer.id)
         if current is not None and current.version >= layer.version:
             return

@@ -5,21 +5,31 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import os
+import secrets
 import signal
 import socket
+import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import AsyncExitStack, contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 import structlog
 from aiohttp import web
 
+from config.errors import ConfigError
 from config.settings import Settings, load_domain
 from core.db_state_manager import DatabaseStateManager
+from live.brokers.paper import PaperBroker
 from live.database_server import database_target
+from live.engine import LiveTradingEngine
+from live.metrics import Metrics
+from live.order_flow import OrderFlow
+from live.rate_limit import RateLimiter
+from live.recovery import recover
 from live.schema_migrations import apply_migrations
-from live.server import build_app
+from live.server import Context, Readiness, WebhookPolicy, build_app
 
 VERSION = "0.1.0"
 log = structlog.get_logger(__name__)
@@ -52,12 +62,32 @@ def stop_requested() -> asyncio.Event:
     return event
 
 
+def now_utc() -> datetime:
+    return datetime.now(UTC)
+
+
+def webhook_secret(settings: Settings) -> tuple[str, bool]:
+    """Return the webhook secret and whether it was generated for paper mode."""
+    if settings.webhook_secret is not None:
+        return settings.webhook_secret.get_secret_value(), False
+    if settings.broker != "paper":
+        raise ConfigError("PM_WEBHOOK_SECRET must be set to trade with a live broker")
+    path = settings.state_dir / "webhook_secret"
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(24))
+        path.chmod(0o600)
+    return path.read_text().strip(), True
+
+
 async def run_live(settings: Settings) -> None:
     """Run the daemon until asked to stop; every resource is released in reverse order."""
-    _, portfolio = load_domain(settings)  # a bad config file stops startup here
+    instruments, portfolio = load_domain(settings)  # a bad config file stops startup here
+    if settings.broker != "paper":
+        raise ConfigError("the zerodha broker is not available in this build")
     stop = stop_requested()
     async with AsyncExitStack() as stack:
         stack.enter_context(state_dir_lock(settings.state_dir))
+        secret, generated = webhook_secret(settings)
         target = await stack.enter_async_context(database_target(settings))
         log.info("database_selected", database=target.description)
         applied = await asyncio.to_thread(apply_migrations, target.conninfo)
@@ -66,27 +96,64 @@ async def run_live(settings: Settings) -> None:
                                   max_size=target.pool_max_size)
         await db.open()
         stack.push_async_callback(db.close)
+        instance = instance_id(settings.state_dir)
         async with db.transaction() as tx:
             if await tx.seed_portfolio(portfolio.initial_capital):
                 log.info("ledger_seeded", capital=str(portfolio.initial_capital))
-            await tx.register_instance(instance_id(settings.state_dir), socket.gethostname(),
-                                       settings.port, "single", VERSION)
-        await db.load_cache()
-        runner = web.AppRunner(build_app(db), access_log=None, handle_signals=False,
+            await tx.register_instance(instance, socket.gethostname(), settings.port, "single",
+                                       VERSION)
+        broker = PaperBroker(target.conninfo, instruments, portfolio)
+        await broker.start()
+        stack.push_async_callback(broker.close)
+        metrics = Metrics()
+        flow = OrderFlow(db, broker, instruments, processed_by=instance, clock=now_utc,
+                         metrics=metrics)
+        engine = LiveTradingEngine(db, broker, instruments, portfolio, flow,
+                                   processed_by=instance, clock=now_utc, metrics=metrics)
+        stack.push_async_callback(engine.stop, settings.shutdown_timeout_s)
+        readiness = Readiness()
+        context = Context(
+            db=db, engine=engine, instruments=instruments, metrics=metrics,
+            readiness=readiness, broker_name=broker.name, clock=now_utc,
+            limiter=RateLimiter(settings.rate_limit_per_min),
+            policy=WebhookPolicy(secret=secret, max_bytes=settings.webhook_max_bytes,
+                                 decision_wait_ms=settings.decision_wait_ms,
+                                 rate_limit_per_min=settings.rate_limit_per_min))
+        runner = web.AppRunner(build_app(context), access_log=None, handle_signals=False,
                                shutdown_timeout=settings.shutdown_timeout_s)
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
         await web.TCPSite(runner, settings.host, settings.port).start()
         url = f"http://{settings.host}:{settings.port}"
-        log.info("serving", url=url, webhook_url=f"{url}/webhook", broker=settings.broker)
-        await stop.wait()
+        announce(url, secret if generated else None)
+        log.info("serving", url=url, webhook_url=f"{url}/webhook", broker=broker.name)
+        recovery = asyncio.create_task(recover(db, broker, engine, flow, portfolio),
+                                       name="recovery")
+        waiting = asyncio.create_task(stop.wait(), name="stop-signal")
+        done, _ = await asyncio.wait({recovery, waiting}, return_when=asyncio.FIRST_COMPLETED)
+        if recovery in done:
+            readiness.reasons = recovery.result()
+            log.info("ready" if not readiness.reasons else "not_ready",
+                     reasons=readiness.reasons)
+            await waiting
+        else:
+            recovery.cancel()
+            await asyncio.gather(recovery, return_exceptions=True)
         log.info("stopping")
     log.info("stopped")
+
+
+def announce(url: str, generated_secret: str | None) -> None:
+    """Tell the operator where to point TradingView (stderr: kept out of the JSON log)."""
+    print(f"Webhook URL: {url}/webhook", file=sys.stderr, flush=True)
+    if generated_secret is not None:
+        print(f"Paper-mode webhook secret (put it in the alert's JSON as \"secret\"): "
+              f"{generated_secret}", file=sys.stderr, flush=True)
 
 
 def instance_id(state_dir: Path) -> str:
     """Return this installation's stable id, created on first start."""
     path = state_dir / "instance_id"
     if not path.exists():
-        path.write_text(uuid.uuid4().hex)
+        path.write_text(uuid.uuid4().hex[:16])
     return path.read_text().strip()

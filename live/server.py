@@ -1,27 +1,273 @@
-"""The aiohttp application: routes and handlers, nothing else."""
+"""The aiohttp application: the webhook and the read-only views of the book."""
 
 from __future__ import annotations
 
+import hmac
+import json
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from functools import partial
+from typing import Any
+
+import psycopg
+import structlog
 from aiohttp import web
+from prometheus_client.aiohttp import make_aiohttp_handler
+from psycopg_pool import PoolTimeout
 
 from core.db_state_manager import DatabaseStateManager
+from core.models import Layer, OrderIntent, SignalOutcome, SignalRecord
+from core.signals import InvalidSignal, parse_signal, storable_payload
+from core.specs import InstrumentSpec
+from live.engine import LiveTradingEngine
+from live.metrics import Metrics
+from live.rate_limit import RateLimiter
+from live.status import status_report
 
-DB_KEY = web.AppKey("db", DatabaseStateManager)
+UNAVAILABLE = (psycopg.OperationalError, PoolTimeout)
+MAX_LIST_LIMIT = 1000
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class Readiness:
+    """Why the daemon cannot trade yet; empty when it can."""
+
+    reasons: list[str] = field(default_factory=lambda: ["recovering"])
+
+
+@dataclass(frozen=True)
+class WebhookPolicy:
+    secret: str
+    max_bytes: int
+    decision_wait_ms: int
+    rate_limit_per_min: int
+
+
+@dataclass
+class Context:
+    db: DatabaseStateManager
+    engine: LiveTradingEngine
+    instruments: dict[str, InstrumentSpec]
+    policy: WebhookPolicy
+    metrics: Metrics
+    readiness: Readiness
+    broker_name: str
+    limiter: RateLimiter
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+
+
+CTX = web.AppKey("ctx", Context)
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+dumps = partial(json.dumps, default=_default)
+
+
+def reply(body: dict[str, Any], status: int = 200) -> web.Response:
+    return web.json_response(body, status=status, dumps=dumps)
+
+
+def error(status: int, code: str, detail: str) -> web.Response:
+    return reply({"status": "error", "error": code, "detail": detail}, status)
+
+
+def outcome_body(outcome: SignalOutcome) -> dict[str, Any]:
+    return {"status": outcome.outcome, "signal_id": outcome.signal_id,
+            "reason": outcome.reason, "result": outcome.result}
+
+
+@web.middleware
+async def request_context(request: web.Request,
+                          handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                          ) -> web.StreamResponse:
+    structlog.contextvars.bind_contextvars(request_id=uuid.uuid4().hex[:12])
+    try:
+        return await handler(request)
+    except UNAVAILABLE as exc:
+        log.warning("database_unavailable", path=request.path, error=str(exc))
+        return error(503, "unavailable", "database unavailable")
+    finally:
+        structlog.contextvars.clear_contextvars()
+
+
+async def webhook(request: web.Request) -> web.Response:
+    ctx = request.app[CTX]
+    response = await _webhook(request, ctx)
+    ctx.metrics.webhook_requests.labels(str(response.status)).inc()
+    return response
+
+
+async def _webhook(request: web.Request, ctx: Context) -> web.Response:
+    received_at = ctx.clock()
+    if not ctx.limiter.allow(request.remote or "unknown", time.monotonic()):
+        return error(429, "rate_limited", "Too many requests")
+    if (request.content_length or 0) > ctx.policy.max_bytes:
+        return error(413, "payload_too_large", f"Payload exceeds {ctx.policy.max_bytes} bytes")
+    try:
+        body = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        return error(413, "payload_too_large", f"Payload exceeds {ctx.policy.max_bytes} bytes")
+    try:
+        payload = json.loads(body, parse_float=Decimal, parse_constant=_no_constants)
+    except ValueError:
+        return error(400, "validation_error", "Invalid JSON")
+    if not isinstance(payload, dict):
+        return error(400, "validation_error", "Invalid JSON")
+    secret = payload.get("secret")
+    if not isinstance(secret, str) or not hmac.compare_digest(
+            secret.encode(), ctx.policy.secret.encode()):
+        return error(401, "unauthorized", "Unauthorized")
+    try:
+        signal = parse_signal(payload, ctx.instruments)
+    except InvalidSignal as exc:
+        return error(400, "validation_error", exc.phrase)
+    structlog.contextvars.bind_contextvars(instrument=signal.instrument)
+    admission, outcome = await ctx.engine.submit(signal, storable_payload(payload), received_at)
+    structlog.contextvars.bind_contextvars(signal_id=admission.signal_id)
+    if not admission.accepted:
+        return reply({"status": "duplicate", "signal_id": admission.signal_id,
+                      "reason": "duplicate signal", "result": {}})
+    if outcome is None:
+        outcome = await ctx.engine.wait_for_decision(admission.signal_id,
+                                                     ctx.policy.decision_wait_ms / 1000)
+    if outcome is None:
+        return reply({"status": "accepted", "signal_id": admission.signal_id, "reason": None,
+                      "result": {}}, 202)
+    return reply(outcome_body(outcome))
+
+
+def _no_constants(name: str) -> None:
+    raise ValueError(f"{name} is not a number")
 
 
 async def health(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+    return reply({"status": "ok"})
+
+
+async def ready(request: web.Request) -> web.Response:
+    ctx = request.app[CTX]
+    reasons = list(ctx.readiness.reasons)
+    if ctx.engine.paused:
+        reasons.append("database_unavailable")
+    ctx.metrics.ready.set(int(not reasons))
+    return reply({"ready": not reasons, "reasons": reasons}, 200 if not reasons else 503)
 
 
 async def db_status(request: web.Request) -> web.Response:
-    status = await request.app[DB_KEY].status()
-    return web.json_response(status, status=200 if status["status"] == "connected" else 503)
+    status = await request.app[CTX].db.status()
+    return reply(status, 200 if status["status"] == "connected" else 503)
 
 
-def build_app(db: DatabaseStateManager) -> web.Application:
-    """Return the daemon's HTTP application bound to its state manager."""
-    app = web.Application()
-    app[DB_KEY] = db
+async def status(request: web.Request) -> web.Response:
+    ctx = request.app[CTX]
+    report = await status_report(ctx.db, ctx.engine, ctx.instruments, ctx.metrics)
+    return reply({"broker": ctx.broker_name, "role": "single",
+                  "ready": not ctx.readiness.reasons and not ctx.engine.paused,
+                  "paused": ctx.engine.paused, **report})
+
+
+def _limit(request: web.Request, default: int = 100) -> int:
+    try:
+        return max(1, min(int(request.query.get("limit", default)), MAX_LIST_LIMIT))
+    except ValueError:
+        raise web.HTTPBadRequest(text=dumps({"status": "error", "error": "validation_error",
+                                             "detail": "Invalid limit"}),
+                                 content_type="application/json") from None
+
+
+async def positions(request: web.Request) -> web.Response:
+    wanted = request.query.get("status", "open")
+    if wanted not in ("open", "closed", "all"):
+        return error(400, "validation_error", "Invalid status")
+    layers = await request.app[CTX].db.list_positions(wanted, _limit(request))
+    return reply({"positions": [position_view(layer) for layer in layers]})
+
+
+async def signals(request: web.Request) -> web.Response:
+    instrument = request.query.get("instrument")
+    records = await request.app[CTX].db.list_signals(
+        _limit(request), instrument.upper() if instrument else None)
+    return reply({"signals": [signal_view(record) for record in records]})
+
+
+async def signal_detail(request: web.Request) -> web.Response:
+    db = request.app[CTX].db
+    try:
+        signal_id = int(request.match_info["signal_id"])
+    except ValueError:
+        return error(400, "validation_error", "Invalid signal id")
+    record = await db.signal(signal_id)
+    if record is None:
+        return error(404, "not_found", f"no signal {signal_id}")
+    intents = await db.intents_for_signal(signal_id)
+    return reply({**signal_view(record), "payload": record.payload,
+                  "orders": [order_view(intent) for intent in intents]})
+
+
+async def orders(request: web.Request) -> web.Response:
+    intents = await request.app[CTX].db.list_intents(_limit(request))
+    return reply({"orders": [order_view(intent) for intent in intents]})
+
+
+def position_view(layer: Layer) -> dict[str, Any]:
+    return {
+        "position_id": layer.id, "trade_id": layer.trade_id, "instrument": layer.instrument,
+        "layer": layer.layer, "is_base_position": layer.is_base_position,
+        "status": layer.status, "lots": layer.lots, "quantity": layer.quantity,
+        "entry_price": layer.entry_price, "entry_timestamp": layer.entry_timestamp,
+        "initial_stop": layer.initial_stop, "current_stop": layer.current_stop,
+        "highest_close": layer.highest_close, "atr": layer.atr, "limiter": layer.limiter,
+        "tradingsymbol": layer.tradingsymbol, "exit_price": layer.exit_price,
+        "exit_timestamp": layer.exit_timestamp, "exit_reason": layer.exit_reason,
+        "realized_pnl": layer.realized_pnl,
+    }
+
+
+def signal_view(record: SignalRecord) -> dict[str, Any]:
+    return {
+        "signal_id": record.id, "type": record.signal_type, "instrument": record.instrument,
+        "position": record.position, "status": record.status, "outcome": record.outcome,
+        "reason": record.reason, "signal_timestamp": record.signal_timestamp,
+        "received_at": record.received_at, "processed_at": record.processed_at,
+    }
+
+
+def order_view(intent: OrderIntent) -> dict[str, Any]:
+    return {
+        "intent_id": intent.id, "tag": intent.tag, "signal_id": intent.signal_id,
+        "instrument": intent.instrument, "tradingsymbol": intent.tradingsymbol,
+        "side": intent.side, "lots": intent.lots, "quantity": intent.quantity,
+        "status": intent.status, "broker_order_id": intent.broker_order_id,
+        "filled_quantity": intent.filled_quantity, "average_price": intent.average_price,
+        "reason": intent.reason,
+    }
+
+
+def build_app(ctx: Context) -> web.Application:
+    """Return the daemon's HTTP application."""
+    app = web.Application(client_max_size=ctx.policy.max_bytes,
+                          middlewares=[request_context])
+    app[CTX] = ctx
+    app.router.add_post("/webhook", webhook)
     app.router.add_get("/health", health)
+    app.router.add_get("/ready", ready)
     app.router.add_get("/db/status", db_status)
+    app.router.add_get("/status", status)
+    app.router.add_get("/positions", positions)
+    app.router.add_get("/signals", signals)
+    app.router.add_get("/signals/{signal_id}", signal_detail)
+    app.router.add_get("/orders", orders)
+    app.router.add_get("/metrics", make_aiohttp_handler(ctx.metrics.registry))
     return app

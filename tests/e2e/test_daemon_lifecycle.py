@@ -10,7 +10,11 @@ import sys
 import pytest
 
 from live.embedded_db import EmbeddedPostgres
+from live.schema_migrations import MIGRATIONS_DIR
 from tests.support.daemon import REPO, Daemon
+
+LATEST_MIGRATION = max(p.name.removesuffix(".sql") for p in MIGRATIONS_DIR.glob("*.sql")
+                       if not p.name.endswith(".rollback.sql"))
 
 
 @pytest.fixture
@@ -46,7 +50,7 @@ def test_serves_db_status_and_stops_on_ctrl_c_keeping_data(daemons, state_dir):
     assert code == 200
     assert status["status"] == "connected" and status["connection"] == "healthy"
     assert status["closed_equity"] == "5000000.00"
-    assert status["schema_version"] == "0001_initial_schema"
+    assert status["schema_version"] == LATEST_MIGRATION
     assert first.stop(signal.SIGINT) == 0
     assert not embedded_server_running(state_dir)
 
@@ -117,10 +121,10 @@ def test_migrate_command_rolls_back_and_reapplies(state_dir):
         assert result.returncode == 0, result.stdout + result.stderr
         return result.stdout
 
-    assert "applied 0001_initial_schema" in migrate()
+    assert f"applied {LATEST_MIGRATION}" in migrate()
     assert "schema is up to date" in migrate()
-    assert "rolled back 0001_initial_schema" in migrate("--rollback", "1")
-    assert "applied 0001_initial_schema" in migrate()
+    assert f"rolled back {LATEST_MIGRATION}" in migrate("--rollback", "1")
+    assert f"applied {LATEST_MIGRATION}" in migrate()
     assert not embedded_server_running(state_dir)
 
 

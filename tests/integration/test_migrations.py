@@ -5,11 +5,16 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from live.schema_migrations import applied_migrations, apply_migrations, rollback_migrations
+from live.schema_migrations import (
+    MIGRATIONS_DIR,
+    applied_migrations,
+    apply_migrations,
+    rollback_migrations,
+)
 
-TABLES = {"portfolio_positions", "portfolio_state", "pyramiding_state", "signal_log",
-          "order_intents", "fills", "capital_transactions", "execution_log",
-          "instance_metadata"}
+TABLES = {"paper_orders", "paper_trades", "portfolio_positions", "portfolio_state",
+          "pyramiding_state", "signal_log", "order_intents", "fills", "capital_transactions",
+          "execution_log", "instance_metadata"}
 
 
 def tables(postgresql) -> set[str]:
@@ -18,15 +23,22 @@ def tables(postgresql) -> set[str]:
     return {r[0] for r in rows}
 
 
+ALL = sorted(p.name.removesuffix(".sql") for p in MIGRATIONS_DIR.glob("*.sql")
+             if not p.name.endswith(".rollback.sql"))
+
+
 def test_rollback_and_reapply(dsn, postgresql):
+    assert ALL[0] == "0001_initial_schema" and len(ALL) >= 2
     assert TABLES <= tables(postgresql)
     assert apply_migrations(dsn) == []  # already up to date
-    assert rollback_migrations(dsn, 1) == ["0001_initial_schema"]
+    assert rollback_migrations(dsn, 1) == [ALL[-1]]
+    assert applied_migrations(dsn) == ALL[:-1]
+    assert rollback_migrations(dsn, len(ALL)) == ALL[-2::-1]
     assert not TABLES & tables(postgresql)
     assert applied_migrations(dsn) == []
-    assert apply_migrations(dsn) == ["0001_initial_schema"]
+    assert apply_migrations(dsn) == ALL
     assert TABLES <= tables(postgresql)
-    assert applied_migrations(dsn) == ["0001_initial_schema"]
+    assert applied_migrations(dsn) == ALL
 
 
 def test_execution_log_is_append_only(postgresql):

@@ -42,4 +42,5 @@ def new_signal(signal_type: str = "BASE_ENTRY", instrument: str = "GOLD_MINI",
         signal_timestamp=moment,
         payload={"type": signal_type, "instrument": instrument, "position": position,
                  "price": Decimal("78500"), "timestamp": moment.isoformat()},
+        received_at=moment,
     )

@@ -1,0 +1,78 @@
+"""Profit and equity (DOMAIN.md §7) and the open risk the portfolio caps read (§4).
+
+Pure: standard library, `decimal` and `core.specs` only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+
+from core.specs import PortfolioConfig
+
+_ZERO = Decimal(0)
+_HALF = Decimal("0.5")
+_HUNDRED = Decimal(100)
+
+
+@dataclass(frozen=True, slots=True)
+class Equity:
+    """The portfolio's equity figures at one moment."""
+
+    closed: Decimal
+    unrealised: Decimal
+    open: Decimal
+    blended: Decimal
+    high: Decimal
+
+
+def layer_pnl(entry_price: Decimal, exit_price: Decimal, lots: int,
+              point_value: Decimal) -> Decimal:
+    """Return the rupee P&L of a layer: (exit − entry) × lots × pv."""
+    return (exit_price - entry_price) * lots * point_value
+
+
+def unrealised_pnl(positions: Iterable[tuple[Decimal, Decimal, int, Decimal]]) -> Decimal:
+    """Return the P&L of open layers given as (entry, last price, lots, pv)."""
+    return sum((layer_pnl(entry, last, lots, pv) for entry, last, lots, pv in positions), _ZERO)
+
+
+def equity(closed: Decimal, unrealised: Decimal, high: Decimal) -> Equity:
+    """Return open (closed + unrealised) and blended (closed + half unrealised) equity.
+
+    The high is raised to the closed equity when closed equity has passed it.
+    """
+    return Equity(closed=closed, unrealised=unrealised, open=closed + unrealised,
+                  blended=closed + _HALF * unrealised, high=max(high, closed))
+
+
+def open_risk(layers: Iterable[tuple[Decimal, Decimal, int, Decimal]]) -> Decimal:
+    """Return Σ max(0, entry − current stop) × lots × pv over (entry, stop, lots, pv)."""
+    # A stop trailed above the entry locks in profit: it adds no risk, and offsets none.
+    return sum((max(_ZERO, entry - stop) * lots * pv for entry, stop, lots, pv in layers), _ZERO)
+
+
+def open_volatility(layers: Iterable[tuple[Decimal, int, Decimal]]) -> Decimal:
+    """Return Σ atr × lots × pv over (ATR at entry, lots, pv)."""
+    return sum((atr * lots * pv for atr, lots, pv in layers), _ZERO)
+
+
+def sizing_equity(cfg: PortfolioConfig, closed: Decimal, blended: Decimal,
+                  high: Decimal) -> Decimal:
+    """Return E, the equity sizing uses, as chosen by `cfg.sizing_equity`."""
+    choices = {"equity_high": high, "closed": closed, "blended": blended}
+    return choices[cfg.sizing_equity]
+
+
+def allocate_fill(fill_price: Decimal, layer_lots: Sequence[int]) -> list[Decimal]:
+    """Return each layer's exit price when one order closed them all: its average fill."""
+    # Every lot of one order shares its average price; no layer is favoured.
+    return [fill_price for _ in layer_lots]
+
+
+def percent(part: Decimal, whole: Decimal) -> Decimal:
+    """Return part as a percentage of whole; 0 when whole is not positive."""
+    if whole <= 0:
+        return _ZERO
+    return part * _HUNDRED / whole

@@ -1,0 +1,106 @@
+"""The broker port: what the engine needs from any venue, and the errors it must tell apart."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Protocol
+
+
+class OrderStatus(StrEnum):
+    OPEN = "OPEN"
+    COMPLETE = "COMPLETE"
+    REJECTED = "REJECTED"
+    CANCELLED = "CANCELLED"
+
+
+FINAL_STATUSES = frozenset({OrderStatus.COMPLETE, OrderStatus.REJECTED, OrderStatus.CANCELLED})
+
+
+class BrokerError(Exception):
+    """Base of what a broker adapter raises."""
+
+
+class BrokerUnavailable(BrokerError):
+    """The call may or may not have reached the venue: resolve by tag before anything else."""
+
+
+class OrderRejected(BrokerError):
+    """The venue refused the order; nothing was placed."""
+
+
+class BrokerAuthExpired(BrokerError):
+    """The session token is no longer valid."""
+
+
+@dataclass(frozen=True, slots=True)
+class OrderRequest:
+    tag: str
+    instrument: str
+    tradingsymbol: str
+    side: str
+    quantity: int  # in the venue's units (MCX lots, NFO units)
+    order_type: str
+    price: Decimal | None  # reference price: the limit, or the price a paper fill takes
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerTrade:
+    trade_id: str
+    quantity: int
+    price: Decimal
+    traded_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerOrder:
+    order_id: str
+    tag: str
+    tradingsymbol: str
+    side: str
+    quantity: int
+    status: OrderStatus
+    filled_quantity: int
+    average_price: Decimal | None
+    message: str | None
+    trades: tuple[BrokerTrade, ...] = ()
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in FINAL_STATUSES
+
+
+class Broker(Protocol):
+    """A trading venue. Adapters translate their client's errors into the ones above."""
+
+    name: str
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    def tradingsymbol(self, instrument: str, now: datetime) -> str:
+        """Return the contract traded for `instrument` at `now`."""
+        ...
+
+    async def place(self, request: OrderRequest) -> str:
+        """Place an order and return the venue's order id."""
+        ...
+
+    async def find_by_tag(self, tag: str) -> list[BrokerOrder]:
+        """Return every order the venue holds with this tag (slices are several)."""
+        ...
+
+    async def order(self, order_id: str) -> BrokerOrder:
+        """Return an order's current state with its trades."""
+        ...
+
+    async def positions(self) -> dict[str, int]:
+        """Return the net quantity per tradingsymbol, in the venue's units."""
+        ...
+
+    async def available_margin(self, equity: Decimal, used_margin: Decimal) -> Decimal:
+        """Return the margin free for new positions."""
+        ...

@@ -1,0 +1,31 @@
+"""Prometheus metrics of one daemon, in a registry of its own."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.webhook_requests = Counter("pm_webhook_requests", "Webhook requests by HTTP status",
+                                        ["status"], registry=r)
+        self.decision_latency = Histogram(
+            "pm_decision_latency_seconds", "Signal received to outcome committed",
+            ["outcome"], buckets=LATENCY_BUCKETS_S, registry=r)
+        self.signal_outcomes = Counter("pm_signal_outcomes", "Signal outcomes",
+                                       ["type", "outcome"], registry=r)
+        self.orders = Counter("pm_orders", "Orders by final status", ["status"], registry=r)
+        self.broker_latency = Histogram("pm_broker_call_seconds", "Broker call latency",
+                                        ["call"], buckets=LATENCY_BUCKETS_S, registry=r)
+        self.open_layers = Gauge("pm_open_layers", "Open layers", registry=r)
+        self.closed_equity = Gauge("pm_closed_equity_rupees", "Closed equity", registry=r)
+        self.risk_percent = Gauge("pm_portfolio_risk_percent", "Open risk, % of equity",
+                                  registry=r)
+        self.ready = Gauge("pm_ready", "1 when recovered and able to trade", registry=r)
+        self.leader = Gauge("pm_leader", "1 when this instance may trade", registry=r)
+        self.paused = Gauge("pm_engine_paused", "1 while the database is unreachable",
+                            registry=r)

@@ -1,0 +1,88 @@
+"""An engine on a test database with the paper broker and a clock the test moves."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from config.domain_files import DEFAULT_CONFIG_DIR, load_instruments, load_portfolio_config
+from core.db_state_manager import DatabaseStateManager
+from core.models import SignalOutcome
+from core.signals import parse_signal, storable_payload
+from core.specs import PortfolioConfig
+from live.brokers.paper import PaperBroker
+from live.engine import LiveTradingEngine
+from live.metrics import Metrics
+from live.order_flow import OrderFlow
+
+INSTRUMENTS = load_instruments(DEFAULT_CONFIG_DIR / "instruments.json")
+PORTFOLIO = load_portfolio_config(DEFAULT_CONFIG_DIR / "portfolio.json")
+START = datetime(2026, 11, 20, 5, 0, tzinfo=UTC)
+
+
+@dataclass
+class Clock:
+    now: datetime = START
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+def signal_payload(kind: str, instrument: str = "GOLD_MINI", position: str | None = "Long_1",
+                   price: str = "78500", at: datetime = START, **fields: Any) -> dict[str, Any]:
+    payload: dict[str, Any] = {"type": kind, "instrument": instrument, "price": Decimal(price),
+                               "timestamp": at.isoformat(), "atr": Decimal("700"),
+                               "supertrend": Decimal("77000")}
+    if position is not None:
+        payload["position"] = position
+    if kind in ("BASE_ENTRY", "PYRAMID", "EXIT"):
+        payload.update(stop=Decimal("77800"), lots=1, er=Decimal("1"))
+    if kind == "EXIT":
+        payload.update(stop=Decimal("0"), reason="trend reversal")
+    payload.update(fields)
+    return payload
+
+
+@dataclass
+class Trading:
+    db: DatabaseStateManager
+    dsn: str
+    config: PortfolioConfig = PORTFOLIO
+    clock: Clock = field(default_factory=Clock)
+    metrics: Metrics = field(default_factory=Metrics)
+
+    async def start(self) -> Trading:
+        async with self.db.transaction() as tx:
+            await tx.seed_portfolio(self.config.initial_capital)
+        self.broker = PaperBroker(self.dsn, INSTRUMENTS, self.config)
+        await self.broker.start()
+        self.flow = OrderFlow(self.db, self.broker, INSTRUMENTS, processed_by="test",
+                              clock=self.clock, metrics=self.metrics, poll_interval_s=0.01)
+        self.engine = LiveTradingEngine(self.db, self.broker, INSTRUMENTS, self.config,
+                                        self.flow, processed_by="test", clock=self.clock,
+                                        metrics=self.metrics)
+        return self
+
+    async def close(self) -> None:
+        await self.engine.stop(5)
+        await self.broker.close()
+
+    async def send(self, kind: str, **kwargs: Any) -> SignalOutcome:
+        """Submit a signal as the webhook does and wait for its outcome."""
+        kwargs.setdefault("at", self.clock.now)
+        payload = signal_payload(kind, **kwargs)
+        signal = parse_signal(payload, INSTRUMENTS)
+        admission, outcome = await self.engine.submit(signal, storable_payload(payload),
+                                                      self.clock.now)
+        assert admission.accepted, f"duplicate of {admission.signal_id}"
+        self.engine.start_processing()
+        if outcome is None:
+            outcome = await self.engine.wait_for_decision(admission.signal_id, 10)
+        assert outcome is not None
+        self.clock.advance(61)  # past the dedup window for the next signal
+        return outcome
