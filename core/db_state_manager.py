@@ -42,7 +42,7 @@ class DatabaseStateManager:
 
     def __init__(self, conninfo: str, *, min_size: int = 2, max_size: int = 10,
                  pool_timeout_s: float = 10.0, retry_window_s: float = 15.0,
-                 name: str = "portfolio_manager"):
+                 reconnect_timeout_s: float = 5.0, name: str = "portfolio_manager"):
         self._pool: AsyncConnectionPool[AsyncConnection[Any]] = AsyncConnectionPool(
             conninfo,
             min_size=min_size,
@@ -52,6 +52,9 @@ class DatabaseStateManager:
             # so callers never see it.
             check=AsyncConnectionPool.check_connection,
             kwargs={"autocommit": True},
+            # psycopg backs off reconnects exponentially (1, 2, 4 … s); bounding the attempt
+            # makes the pool start afresh — connecting at once — when the server returns.
+            reconnect_timeout=reconnect_timeout_s,
             name=name,
             open=False,
         )

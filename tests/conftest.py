@@ -50,6 +50,13 @@ def embedded_server() -> Iterator[EmbeddedPostgres]:
         yield server
 
 
+@pytest.fixture
+def own_server() -> Iterator[EmbeddedPostgres]:
+    """A server of the test's own, for tests that stop and start it."""
+    with temporary_server("pm-own-") as server:
+        yield server
+
+
 @pytest.fixture(scope="session")
 def embedded_pg(embedded_server: EmbeddedPostgres) -> NoopExecutor:
     address = embedded_server.address()

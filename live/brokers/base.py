@@ -101,6 +101,10 @@ class Broker(Protocol):
         """Return the net quantity per tradingsymbol, in the venue's units."""
         ...
 
+    async def quote(self, tradingsymbol: str) -> Decimal | None:
+        """Return the last traded price of a contract, or None when the venue has none."""
+        ...
+
     async def available_margin(self, equity: Decimal, used_margin: Decimal) -> Decimal:
         """Return the margin free for new positions."""
         ...

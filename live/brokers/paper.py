@@ -11,9 +11,10 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+import psycopg
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from core.signals import INDIA
 from core.specs import InstrumentSpec, PortfolioConfig
@@ -25,6 +26,7 @@ from live.brokers.base import (
     OrderStatus,
 )
 
+VENUE_ERRORS = (psycopg.Error, PoolTimeout)
 CLOSED_MESSAGE = "Markets are closed right now. Use GTT for placing long standing orders instead."
 
 
@@ -35,6 +37,7 @@ class PaperBroker:
                  config: PortfolioConfig):
         self._pool: AsyncConnectionPool[AsyncConnection[Any]] = AsyncConnectionPool(
             conninfo, min_size=1, max_size=4, open=False, name="paper_broker",
+            reconnect_timeout=5.0,
             check=AsyncConnectionPool.check_connection, kwargs={"autocommit": True})
         self._instruments = instruments
         self._config = config
@@ -87,7 +90,7 @@ class PaperBroker:
                            quantity, price, traded_at) VALUES (%s, %s, %s, %s, %s, %s, %s)""",
                         (f"{order_id}T1", order_id, request.tradingsymbol, request.side,
                          request.quantity, price, now))
-        except Exception as exc:
+        except VENUE_ERRORS as exc:
             # The commit may or may not have happened: the engine resolves by tag.
             raise BrokerUnavailable(f"paper broker: {type(exc).__name__}") from exc
         return order_id
@@ -112,7 +115,7 @@ class PaperBroker:
                         "SELECT * FROM paper_trades WHERE order_id = ANY(%s) ORDER BY id",
                         ([o["order_id"] for o in orders],))
                     trades = await cur.fetchall()
-        except Exception as exc:
+        except VENUE_ERRORS as exc:
             raise BrokerUnavailable(f"paper broker: {type(exc).__name__}") from exc
         return [_order(o, [t for t in trades if t["order_id"] == o["order_id"]])
                 for o in orders]
@@ -125,9 +128,21 @@ class PaperBroker:
                               sum(CASE side WHEN 'BUY' THEN quantity ELSE -quantity END)
                        FROM paper_trades GROUP BY tradingsymbol""")
                 rows = await cur.fetchall()
-        except Exception as exc:
+        except VENUE_ERRORS as exc:
             raise BrokerUnavailable(f"paper broker: {type(exc).__name__}") from exc
         return {str(symbol): int(net) for symbol, net in rows if net}
+
+    async def quote(self, tradingsymbol: str) -> Decimal | None:
+        """Return the price of the venue's last trade in the contract (it has no feed)."""
+        try:
+            async with self._pool.connection() as conn:
+                cur = await conn.execute(
+                    "SELECT price FROM paper_trades WHERE tradingsymbol = %s "
+                    "ORDER BY id DESC LIMIT 1", (tradingsymbol,))
+                row = await cur.fetchone()
+        except VENUE_ERRORS as exc:
+            raise BrokerUnavailable(f"paper broker: {type(exc).__name__}") from exc
+        return None if row is None else row[0]
 
     async def available_margin(self, equity: Decimal, used_margin: Decimal) -> Decimal:
         return max(Decimal(0), self._config.paper_margin_fraction * equity - used_margin)

@@ -6,18 +6,10 @@ import asyncio
 from decimal import Decimal
 
 import psycopg
-import pytest
 
 from core.db_state_manager import DatabaseStateManager
 from core.models import LedgerType
 from live.schema_migrations import apply_migrations
-from tests.conftest import temporary_server
-
-
-@pytest.fixture
-def own_server():
-    with temporary_server("pm-restart-") as server:
-        yield server
 
 
 async def test_operations_succeed_after_server_restart(own_server):

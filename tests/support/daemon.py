@@ -80,3 +80,38 @@ class Daemon:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait(timeout=10)
+
+
+def post(url: str, body: bytes, timeout_s: float = 10) -> tuple[int, Any]:
+    request = urllib.request.Request(url, data=body, method="POST",
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+class TradingDaemon(Daemon):
+    """A paper-trading daemon and the alerts a TradingView user would send it."""
+
+    @property
+    def secret(self) -> str:
+        return (self.state_dir / "webhook_secret").read_text().strip()
+
+    def send(self, **fields: Any) -> tuple[int, Any]:
+        return post(self.url + "/webhook", json.dumps({"secret": self.secret, **fields}).encode())
+
+    def send_raw(self, body: bytes) -> tuple[int, Any]:
+        return post(self.url + "/webhook", body)
+
+    def book_conninfo(self) -> str:
+        return f"host={self.state_dir / 'pg'} port=5432 user=postgres dbname=portfolio_manager"
+
+    def wait_ready(self, timeout_s: float = 60) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.get("/ready")[0] == 200:
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"daemon not ready: {self.get('/ready')}\n{self.output()}")
