@@ -185,7 +185,9 @@ class LiveTradingEngine:
 
     async def _process_guarded(self, item: InboxItem) -> None:
         try:
-            await self._process_until_decided(item)
+            with structlog.contextvars.bound_contextvars(signal_id=item.signal_id,
+                                                         instrument=item.signal.instrument):
+                await self._process_until_decided(item)
         except asyncio.CancelledError:
             log.warning("processing_cancelled", signal_id=item.signal_id)
             raise
