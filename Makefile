@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: run test migrate clean
+.PHONY: run test migrate bench clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required")'
@@ -23,3 +23,6 @@ migrate: $(VENV)/.installed
 
 clean:
 	rm -rf $(VENV)
+
+bench: $(VENV)/.installed
+	$(PY) -m bench.run $(if $(QUICK),--quick,)

@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from datetime import datetime
 from decimal import Decimal
 from typing import Any, TypeVar
 
 import psycopg
-from psycopg import AsyncConnection, sql
+from psycopg import sql
 from psycopg.rows import class_row
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from psycopg_pool import PoolTimeout
 from tenacity import (
     AsyncRetrying,
     retry_if_exception_type,
@@ -19,15 +20,29 @@ from tenacity import (
     wait_exponential,
 )
 
+from core.db_pool import make_pool
 from core.db_transaction import (
+    ADMIT_SQL,
     INTENT_COLUMNS,
     LAYER_COLUMNS,
     PORTFOLIO_COLUMNS,
     PYRAMIDING_COLUMNS,
+    RECORD_DECISION_SQL,
     Transaction,
+    admit_params,
     columns,
+    decision_params,
 )
-from core.models import Layer, OrderIntent, PortfolioState, PyramidingState, SignalRecord
+from core.errors import SignalAlreadyDecided
+from core.models import (
+    Layer,
+    NewSignal,
+    OrderIntent,
+    PortfolioState,
+    PyramidingState,
+    SignalAdmission,
+    SignalRecord,
+)
 from core.state_cache import PORTFOLIO_KEY, Missing, StateCache, layers_key, pyramiding_key
 
 T = TypeVar("T")
@@ -43,21 +58,8 @@ class DatabaseStateManager:
     def __init__(self, conninfo: str, *, min_size: int = 2, max_size: int = 10,
                  pool_timeout_s: float = 10.0, retry_window_s: float = 15.0,
                  reconnect_timeout_s: float = 5.0, name: str = "portfolio_manager"):
-        self._pool: AsyncConnectionPool[AsyncConnection[Any]] = AsyncConnectionPool(
-            conninfo,
-            min_size=min_size,
-            max_size=max_size,
-            timeout=pool_timeout_s,
-            # A connection that died with a server restart is replaced on checkout,
-            # so callers never see it.
-            check=AsyncConnectionPool.check_connection,
-            kwargs={"autocommit": True},
-            # psycopg backs off reconnects exponentially (1, 2, 4 … s); bounding the attempt
-            # makes the pool start afresh — connecting at once — when the server returns.
-            reconnect_timeout=reconnect_timeout_s,
-            name=name,
-            open=False,
-        )
+        self._pool = make_pool(conninfo, name=name, min_size=min_size, max_size=max_size,
+                               timeout_s=pool_timeout_s, reconnect_timeout_s=reconnect_timeout_s)
         self._retry_window_s = retry_window_s
         self.cache = StateCache()
 
@@ -87,12 +89,39 @@ class DatabaseStateManager:
         async with self._pool.connection() as conn:
             tx = Transaction(conn, self.cache)
             try:
-                async with conn.transaction():
+                # Pipeline mode: statements whose results are not read yet travel together,
+                # so a transition costs a few round trips, not one per statement.
+                async with conn.pipeline(), conn.transaction():
                     yield tx
+                    await tx.verify()
             except BaseException:
                 tx.discarded()
                 raise
             tx.published()
+
+    async def admit_signal(self, signal: NewSignal, window_s: int,
+                           rejection: str | None = None,
+                           processed_by: str | None = None) -> SignalAdmission:
+        """Store a signal unless it repeats one (both DOMAIN.md §3 rules), in one statement.
+
+        Durable when this returns. With `rejection` the stored signal is decided at once.
+        Never retried: after an ambiguous failure a retry would find the signal itself.
+        """
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(ADMIT_SQL, admit_params(signal, window_s, rejection,
+                                                             processed_by))
+            row = await cur.fetchone()
+        assert row is not None
+        return SignalAdmission(signal_id=int(row[0]), accepted=bool(row[1]))
+
+    async def record_decision(self, signal_id: int, outcome: str, reason: str | None,
+                              processed_by: str, now: datetime) -> None:
+        """Record a no-order outcome and its audit row in one statement."""
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(RECORD_DECISION_SQL, decision_params(
+                signal_id, outcome, reason, processed_by, now))
+            if await cur.fetchone() is None:
+                raise SignalAlreadyDecided(f"signal {signal_id} already has an outcome")
 
     async def _idempotent(self, operation: Callable[[], Awaitable[T]]) -> T:
         """Run a read (or other repeatable operation), retrying transient faults."""

@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import fields
-from datetime import datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 from functools import partial
 from typing import Any
 
-from psycopg import AsyncConnection, sql
+from psycopg import AsyncConnection, AsyncCursor, sql
 from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
@@ -21,7 +21,6 @@ from core.errors import (
     VersionConflict,
 )
 from core.models import (
-    TRADE_SIGNAL_TYPES,
     Layer,
     LedgerEntry,
     LedgerType,
@@ -62,8 +61,29 @@ def jsonb(value: Any) -> Jsonb:
     return Jsonb(value, dumps=partial(json.dumps, default=str))
 
 
-# Namespace of transaction-level advisory locks that serialise the dedup window per instrument.
-SIGNAL_LOCK_NAMESPACE = 7301
+ADMIT_SQL = """SELECT signal_id, accepted FROM admit_signal(%s, %s, %s, %s, %s, %s, %s, %s,
+                                                           %s, %s)"""
+DECIDE_SQL = """UPDATE signal_log SET status = 'processed', outcome = %(outcome)s,
+                reason = %(reason)s, processed_at = %(now)s, processed_by = %(by)s
+                WHERE id = %(id)s AND status <> 'processed' RETURNING id, instrument"""
+RECORD_DECISION_SQL = f"""WITH decided AS ({DECIDE_SQL})
+    INSERT INTO execution_log (event, signal_id, instrument, details)
+    SELECT 'signal_decided', id, instrument,
+           jsonb_build_object('outcome', %(outcome)s::text, 'reason', %(reason)s::text)
+    FROM decided RETURNING signal_id"""
+
+
+def admit_params(signal: NewSignal, window_s: int, rejection: str | None = None,
+                 processed_by: str | None = None) -> tuple[Any, ...]:
+    return (signal.fingerprint, signal.signal_type, signal.instrument, signal.position,
+            signal.signal_timestamp, jsonb(signal.payload), signal.received_at, window_s,
+            rejection, processed_by)
+
+
+def decision_params(signal_id: int, outcome: str, reason: str | None, processed_by: str,
+                    now: datetime) -> dict[str, Any]:
+    return {"id": signal_id, "outcome": outcome, "reason": reason, "now": now,
+            "by": processed_by}
 
 
 class Transaction:
@@ -74,6 +94,32 @@ class Transaction:
         self._cache = cache
         self._publish: list[Callable[[], None]] = []
         self._drop: list[Callable[[], None]] = []
+        self._expected: list[tuple[AsyncCursor[Any], Callable[[Any], None] | None,
+                                   Callable[[], Exception]]] = []
+
+    async def verify(self) -> None:
+        """Check every deferred expectation (one pipeline sync), before COMMIT.
+
+        A statement whose result is only a check — the version matched, the signal was still
+        undecided — is not waited for when sent; all are read here, and a missing row raises
+        inside the transaction, which then rolls back as if it had failed when sent.
+        """
+        expected, self._expected = self._expected, []
+        for cursor, on_row, on_missing in expected:
+            row = await cursor.fetchone()
+            await cursor.close()
+            if row is None:
+                raise on_missing()
+            if on_row is not None:
+                on_row(row)
+
+    async def _later(self, model: type | None, query: sql.Composable | str, params: Any,
+                     on_missing: Callable[[], Exception],
+                     on_row: Callable[[Any], None] | None = None) -> None:
+        cursor = (self.conn.cursor(row_factory=class_row(model)) if model is not None
+                  else self.conn.cursor())
+        await cursor.execute(query, params)
+        self._expected.append((cursor, on_row, on_missing))
 
     def published(self) -> None:
         """Apply the staged cache changes (called only after COMMIT)."""
@@ -121,9 +167,24 @@ class Transaction:
             raise VersionConflict("portfolio_positions", layer.id, layer.version)
         return self._stage_layer(row)
 
+    async def update_layer_later(self, layer: Layer, **changes: Any) -> None:
+        """Like update_layer, checked at commit: for writes whose result nothing else needs."""
+        self._drop.append(lambda: self._cache.drop_layers(layer.instrument))
+        query, params = self._update_query("portfolio_positions", LAYER_COLUMNS, LAYER_MUTABLE,
+                                           layer.id, layer.version, changes)
+        await self._later(Layer, query, params,
+                          lambda: VersionConflict("portfolio_positions", layer.id, layer.version),
+                          self._stage_layer)
+
     async def _update(self, table: str, model: type, returning: sql.Composed,
                       allowed: frozenset[str], row_id: int, version: int,
                       changes: dict[str, Any]) -> Any:
+        query, params = self._update_query(table, returning, allowed, row_id, version, changes)
+        return await self._one(model, query, params)
+
+    def _update_query(self, table: str, returning: sql.Composed, allowed: frozenset[str],
+                      row_id: int, version: int,
+                      changes: dict[str, Any]) -> tuple[sql.Composed, dict[str, Any]]:
         unknown = set(changes) - allowed
         if unknown or not changes:
             raise ValueError(f"{table}: cannot update {sorted(unknown) or 'nothing'}")
@@ -135,7 +196,7 @@ class Transaction:
             """UPDATE {} SET {}, version = version + 1, updated_at = now()
                WHERE id = %(_id)s AND version = %(_version)s RETURNING {}"""
         ).format(sql.Identifier(table), assignments, returning)
-        return await self._one(model, query, {**changes, "_id": row_id, "_version": version})
+        return query, {**changes, "_id": row_id, "_version": version}
 
     async def next_trade_id(self) -> int:
         cur = await self.conn.execute("SELECT nextval('trade_id_seq')")
@@ -207,84 +268,60 @@ class Transaction:
             raise ValueError(f"{txn_type} amount must be positive, got {amount}")
         delta = -amount if txn_type is LedgerType.WITHDRAW else amount
         flow = txn_type is not LedgerType.TRADING_PNL
+        # One statement: the balance moves and its ledger row is written together.
         query = sql.SQL(
-            """UPDATE portfolio_state SET
-                 closed_equity = closed_equity + %(d)s,
-                 equity_high = GREATEST(closed_equity + %(d)s,
-                                        equity_high + CASE WHEN %(flow)s THEN %(d)s ELSE 0 END),
-                 version = version + 1, updated_at = now()
-               WHERE id = 1 AND (closed_equity + %(d)s >= 0 OR NOT %(flow)s)
-               RETURNING {}"""
-        ).format(PORTFOLIO_COLUMNS)
-        state = await self._one(PortfolioState, query, {"d": delta, "flow": flow})
+            """WITH state AS (
+                 UPDATE portfolio_state SET
+                   closed_equity = closed_equity + %(d)s,
+                   equity_high = GREATEST(closed_equity + %(d)s,
+                                          equity_high + CASE WHEN %(flow)s THEN %(d)s ELSE 0 END),
+                   version = version + 1, updated_at = now()
+                 WHERE id = 1 AND (closed_equity + %(d)s >= 0 OR NOT %(flow)s)
+                 RETURNING {portfolio}),
+               entry AS (
+                 INSERT INTO capital_transactions (txn_type, amount, equity_before,
+                                                   equity_after, position_id, note)
+                 SELECT %(type)s, %(amount)s, closed_equity - %(d)s, closed_equity,
+                        %(position)s, %(note)s FROM state
+                 RETURNING {ledger})
+               SELECT state.*, entry.* FROM state, entry"""
+        ).format(portfolio=PORTFOLIO_COLUMNS, ledger=LEDGER_COLUMNS)
         self._drop.append(self._cache.drop_portfolio)
-        if state is None:
+        cur = await self.conn.execute(query, {"d": delta, "flow": flow, "type": txn_type.value,
+                                              "amount": amount, "position": position_id,
+                                              "note": note})
+        row = await cur.fetchone()
+        if row is None:
             exists = await (await self.conn.execute("SELECT 1 FROM portfolio_state")).fetchone()
             if exists is None:
                 raise PortfolioNotSeeded("the ledger has no opening balance")
             raise InsufficientEquity(f"withdrawal of {amount} exceeds closed equity")
-        entry = await self._one(LedgerEntry, sql.SQL(
-            """INSERT INTO capital_transactions (txn_type, amount, equity_before, equity_after,
-               position_id, note) VALUES (%s, %s, %s, %s, %s, %s) RETURNING {}"""
-        ).format(LEDGER_COLUMNS), (txn_type.value, amount, state.closed_equity - delta,
-                                   state.closed_equity, position_id, note))
+        split = len(fields(PortfolioState))
+        state, entry = PortfolioState(*row[:split]), LedgerEntry(*row[split:])
         self._publish.append(lambda: self._cache.publish_portfolio(state))
         return entry
 
     # -- signal inbox ---------------------------------------------------------------------
     async def admit_signal(self, signal: NewSignal, window_s: int) -> SignalAdmission:
         """Store a signal unless it repeats one already stored (DOMAIN.md §3, both rules)."""
-        if signal.signal_type in TRADE_SIGNAL_TYPES:
-            # Serialise the window check per instrument: two near-identical signals arriving
-            # together must not both see "no earlier signal".
-            await self.conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))",
-                                    (SIGNAL_LOCK_NAMESPACE, signal.instrument))
-            window = timedelta(seconds=window_s)
-            cur = await self.conn.execute(
-                """SELECT id FROM signal_log WHERE instrument = %s AND signal_type = %s
-                   AND position IS NOT DISTINCT FROM %s
-                   AND signal_timestamp BETWEEN %s AND %s ORDER BY id LIMIT 1""",
-                (signal.instrument, signal.signal_type, signal.position,
-                 signal.signal_timestamp - window, signal.signal_timestamp + window),
-            )
-            earlier = await cur.fetchone()
-            if earlier is not None:
-                return SignalAdmission(signal_id=int(earlier[0]), accepted=False)
-        cur = await self.conn.execute(
-            """INSERT INTO signal_log (fingerprint, signal_type, instrument, position,
-               signal_timestamp, payload, received_at) VALUES (%s, %s, %s, %s, %s, %s, %s)
-               ON CONFLICT (fingerprint) DO NOTHING RETURNING id""",
-            (signal.fingerprint, signal.signal_type, signal.instrument, signal.position,
-             signal.signal_timestamp, jsonb(signal.payload), signal.received_at),
-        )
-        inserted = await cur.fetchone()
-        if inserted is not None:
-            return SignalAdmission(signal_id=int(inserted[0]), accepted=True)
-        cur = await self.conn.execute("SELECT id FROM signal_log WHERE fingerprint = %s",
-                                      (signal.fingerprint,))
-        existing = await cur.fetchone()
-        assert existing is not None
-        return SignalAdmission(signal_id=int(existing[0]), accepted=False)
+        cur = await self.conn.execute(ADMIT_SQL, admit_params(signal, window_s))
+        row = await cur.fetchone()
+        assert row is not None
+        return SignalAdmission(signal_id=int(row[0]), accepted=bool(row[1]))
 
     async def mark_signal_processing(self, signal_id: int) -> None:
         """Move a received signal to processing; any other state raises SignalAlreadyDecided."""
-        cur = await self.conn.execute(
-            "UPDATE signal_log SET status = 'processing' WHERE id = %s AND status = 'received'",
-            (signal_id,),
-        )
-        if cur.rowcount != 1:
-            raise SignalAlreadyDecided(f"signal {signal_id} is no longer waiting for a decision")
+        await self._later(
+            None, "UPDATE signal_log SET status = 'processing' "
+                  "WHERE id = %s AND status = 'received' RETURNING id", (signal_id,),
+            lambda: SignalAlreadyDecided(f"signal {signal_id} is no longer waiting"))
 
     async def decide_signal(self, signal_id: int, outcome: str, reason: str | None,
                             processed_by: str, now: datetime) -> None:
         """Record the signal's one outcome; a second outcome raises SignalAlreadyDecided."""
-        cur = await self.conn.execute(
-            """UPDATE signal_log SET status = 'processed', outcome = %s, reason = %s,
-               processed_at = %s, processed_by = %s WHERE id = %s AND status <> 'processed'""",
-            (outcome, reason, now, processed_by, signal_id),
-        )
-        if cur.rowcount != 1:
-            raise SignalAlreadyDecided(f"signal {signal_id} already has an outcome")
+        await self._later(
+            None, DECIDE_SQL, decision_params(signal_id, outcome, reason, processed_by, now),
+            lambda: SignalAlreadyDecided(f"signal {signal_id} already has an outcome"))
 
     # -- order intents and fills ----------------------------------------------------------
     async def insert_intent(self, new: NewIntent, tag_prefix: str = "PM") -> OrderIntent:
@@ -302,6 +339,13 @@ class Transaction:
         params["purpose"] = jsonb(new.purpose)
         return await self._one(OrderIntent, query, {**params, "prefix": tag_prefix})
 
+    async def update_intent_later(self, intent: OrderIntent, **changes: Any) -> None:
+        """Like update_intent, checked at commit."""
+        query, params = self._update_query("order_intents", INTENT_COLUMNS, INTENT_MUTABLE,
+                                           intent.id, intent.version, changes)
+        await self._later(OrderIntent, query, params,
+                          lambda: VersionConflict("order_intents", intent.id, intent.version))
+
     async def update_intent(self, intent: OrderIntent, **changes: Any) -> OrderIntent:
         row = await self._update("order_intents", OrderIntent, INTENT_COLUMNS, INTENT_MUTABLE,
                                  intent.id, intent.version, changes)
@@ -310,14 +354,13 @@ class Transaction:
         return row
 
     async def insert_fill(self, intent_id: int, broker_trade_id: str, quantity: int,
-                          price: Decimal, filled_at: datetime) -> bool:
-        """Record a broker trade once; return False when it was already recorded."""
-        cur = await self.conn.execute(
+                          price: Decimal, filled_at: datetime) -> None:
+        """Record a broker trade once (a repeat is ignored: the intent's version guards it)."""
+        await self.conn.execute(
             """INSERT INTO fills (intent_id, broker_trade_id, quantity, price, filled_at)
                VALUES (%s, %s, %s, %s, %s) ON CONFLICT (broker_trade_id) DO NOTHING""",
             (intent_id, broker_trade_id, quantity, price, filled_at),
         )
-        return cur.rowcount == 1
 
     # -- instances ------------------------------------------------------------------------
     async def register_instance(self, instance_id: str, hostname: str, port: int, role: str,

@@ -123,7 +123,8 @@ async def run_live(settings: Settings) -> None:
                                shutdown_timeout=settings.shutdown_timeout_s)
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
-        await web.TCPSite(runner, settings.host, settings.port).start()
+        # A deep accept queue: alerts arrive in bursts (one per instrument at a bar close).
+        await web.TCPSite(runner, settings.host, settings.port, backlog=1024).start()
         url = f"http://{settings.host}:{settings.port}"
         announce(url, secret if generated else None)
         log.info("serving", url=url, webhook_url=f"{url}/webhook", broker=broker.name)

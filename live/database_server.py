@@ -24,7 +24,7 @@ class DatabaseTarget:
     conninfo: str
     description: str  # safe to log: no password
     pool_min_size: int = 2
-    pool_max_size: int = 10
+    pool_max_size: int = 24
 
 
 @asynccontextmanager

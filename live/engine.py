@@ -80,6 +80,7 @@ class LiveTradingEngine:
         # Entry decisions share one portfolio cap: decide them one at a time, counting the
         # risk of entries whose orders are still in flight.
         self._entry_lock = asyncio.Lock()
+        # Risk, volatility and margin of entries decided but not yet filled, by reservation.
         self._inflight: dict[int, tuple[Decimal, Decimal, Decimal]] = {}
         self.entry_blocks: list[str] = []
         self.paused = False
@@ -99,11 +100,8 @@ class LiveTradingEngine:
                          self._config.max_future_skew_s)
         new = NewSignal(signal.fingerprint, signal.signal_type.value, signal.instrument,
                         signal.position, signal.timestamp, payload, received_at)
-        async with self._db.transaction() as tx:
-            admission = await tx.admit_signal(new, self._config.dedup_window_s)
-            if admission.accepted and late:
-                await tx.decide_signal(admission.signal_id, "rejected", late,
-                                       self._processed_by, received_at)
+        admission = await self._db.admit_signal(new, self._config.dedup_window_s, late,
+                                                self._processed_by)
         if not admission.accepted:
             return admission, None
         if late:
@@ -131,9 +129,8 @@ class LiveTradingEngine:
         try:
             signal = parse_signal(record.payload, self._instruments)
         except InvalidSignal as exc:
-            async with self._db.transaction() as tx:
-                await tx.decide_signal(record.id, "rejected", exc.phrase, self._processed_by,
-                                       self._clock())
+            await self._db.record_decision(record.id, "rejected", exc.phrase,
+                                           self._processed_by, self._clock())
             return
         self.enqueue(InboxItem(record.id, signal, record.received_at, recovered=True))
 
@@ -273,17 +270,16 @@ class LiveTradingEngine:
         return None
 
     async def _record(self, item: InboxItem, verdict: Verdict) -> SignalOutcome:
-        async with self._db.transaction() as tx:
-            await tx.decide_signal(item.signal_id, verdict.outcome, verdict.reason,
-                                   self._processed_by, self._clock())
-            await tx.log_event("signal_decided", signal_id=item.signal_id,
-                               instrument=item.signal.instrument, outcome=verdict.outcome,
-                               reason=verdict.reason)
+        await self._db.record_decision(item.signal_id, verdict.outcome, verdict.reason,
+                                       self._processed_by, self._clock())
         return SignalOutcome(item.signal_id, verdict.outcome, verdict.reason)
 
     async def _enter(self, item: InboxItem) -> SignalOutcome:
         signal = item.signal
         spec = self._instruments[signal.instrument]
+        # The lock covers only snapshot → decision → reservation of the entry's risk, so
+        # that entries on different instruments never pass one portfolio cap twice. With a
+        # warm cache nothing inside awaits I/O; the writes happen after it is released.
         async with self._entry_lock:
             layers = await self._db.live_layers(signal.instrument)
             book = await self.book_snapshot()
@@ -292,18 +288,20 @@ class LiveTradingEngine:
                 plan = decide_base_entry(signal, spec, self._config, layers, book)
             else:
                 plan = decide_pyramid(signal, spec, self._config, layers, pyramiding, book)
-            if isinstance(plan, Verdict):
-                return await self._record(item, plan)
-            intent = await self._open_entry(item, plan, pyramiding)
-            assert signal.atr is not None
-            self._inflight[intent.id] = (
-                (signal.price - plan.initial_stop) * plan.lots * spec.point_value,
-                signal.atr * plan.lots * spec.point_value, plan.lots * spec.margin_per_lot)
+            if isinstance(plan, EntryPlan):
+                assert signal.atr is not None
+                reservation = object()
+                self._inflight[id(reservation)] = (
+                    (signal.price - plan.initial_stop) * plan.lots * spec.point_value,
+                    signal.atr * plan.lots * spec.point_value, plan.lots * spec.margin_per_lot)
+        if isinstance(plan, Verdict):
+            return await self._record(item, plan)
         try:
+            intent = await self._open_entry(item, plan, pyramiding)
             return await self._flow.complete(intent, fresh=True,
                                              deadline=self._deadline(item, intent))
         finally:
-            self._inflight.pop(intent.id, None)
+            self._inflight.pop(id(reservation), None)
 
     async def _open_entry(self, item: InboxItem, plan: EntryPlan,
                           pyramiding: object) -> OrderIntent:
@@ -325,15 +323,15 @@ class LiveTradingEngine:
         exit_plan = plan.exit if isinstance(plan, MarketDataPlan) else plan
         async with self._db.transaction() as tx:
             for layer, trail in trails:
-                await tx.update_layer(layer, highest_close=trail.highest_close,
-                                      current_stop=trail.current_stop)
+                await tx.update_layer_later(layer, highest_close=trail.highest_close,
+                                            current_stop=trail.current_stop)
             if exit_plan is None:
                 await tx.decide_signal(item.signal_id, "executed", None, self._processed_by,
                                        self._clock())
                 intent = None
             else:
                 for layer in exit_plan.layers:
-                    await tx.update_layer(layer, status="closing")
+                    await tx.update_layer_later(layer, status="closing")
                 ids = tuple(layer.id for layer in exit_plan.layers)
                 intent = await self._flow.open_intent(
                     tx, item.signal_id, signal.instrument, "SELL", exit_plan.lots, signal.price,

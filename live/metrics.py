@@ -5,6 +5,10 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+# Fine enough to read percentiles of a millisecond-scale decision from the histogram.
+DECISION_BUCKETS_S = tuple(
+    [i / 2000 for i in range(1, 11)] + [i / 1000 for i in range(6, 21)]
+    + [0.025, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
 
 
 class Metrics:
@@ -15,7 +19,7 @@ class Metrics:
                                         ["status"], registry=r)
         self.decision_latency = Histogram(
             "pm_decision_latency_seconds", "Signal received to outcome committed",
-            ["outcome"], buckets=LATENCY_BUCKETS_S, registry=r)
+            ["outcome"], buckets=DECISION_BUCKETS_S, registry=r)
         self.signal_outcomes = Counter("pm_signal_outcomes", "Signal outcomes",
                                        ["type", "outcome"], registry=r)
         self.orders = Counter("pm_orders", "Orders by final status", ["status"], registry=r)

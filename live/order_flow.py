@@ -172,8 +172,9 @@ class OrderFlow:
         filled_lots = _lots(spec, order.filled_quantity)
         async with self._db.transaction() as tx:
             status = "filled" if order.status == OrderStatus.COMPLETE else "cancelled"
-            await tx.update_intent(intent, status=status, broker_order_id=order.order_id,
-                                   filled_quantity=order.filled_quantity, average_price=price)
+            await tx.update_intent_later(intent, status=status, broker_order_id=order.order_id,
+                                         filled_quantity=order.filled_quantity,
+                                         average_price=price)
             for trade in order.trades:
                 await tx.insert_fill(intent.id, trade.trade_id, trade.quantity, trade.price,
                                      trade.traded_at)
@@ -220,9 +221,9 @@ class OrderFlow:
         for layer_id in ids:
             layer = live[layer_id]
             pnl = layer_pnl(layer.entry_price, price, layer.lots, spec.point_value).quantize(CENT)
-            await tx.update_layer(layer, status=LayerStatus.CLOSED.value, exit_price=price,
-                                  exit_timestamp=now, exit_reason=intent.purpose["reason"],
-                                  realized_pnl=pnl)
+            await tx.update_layer_later(layer, status=LayerStatus.CLOSED.value,
+                                        exit_price=price, exit_timestamp=now,
+                                        exit_reason=intent.purpose["reason"], realized_pnl=pnl)
             await tx.append_ledger(LedgerType.TRADING_PNL, pnl, position_id=layer_id)
             total += pnl
         if not set(live) - set(ids):
@@ -234,12 +235,13 @@ class OrderFlow:
         """Record a refused order: nothing booked, exits' layers open again."""
         now = self._clock()
         async with self._db.transaction() as tx:
-            await tx.update_intent(intent, status="rejected", reason=message,
-                                   broker_order_id=order_id)
+            await tx.update_intent_later(intent, status="rejected", reason=message,
+                                         broker_order_id=order_id)
             if intent.purpose.get("kind") == "exit":
                 live = {x.id: x for x in await self._db.live_layers(intent.instrument)}
                 for layer_id in intent.purpose["position_ids"]:
-                    await tx.update_layer(live[int(layer_id)], status=LayerStatus.OPEN.value)
+                    await tx.update_layer_later(live[int(layer_id)],
+                                                status=LayerStatus.OPEN.value)
             if intent.signal_id is not None:
                 await tx.decide_signal(intent.signal_id, "rejected", message,
                                        self._processed_by, now)

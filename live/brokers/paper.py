@@ -12,10 +12,10 @@ from decimal import Decimal
 from typing import Any
 
 import psycopg
-from psycopg import AsyncConnection
 from psycopg.rows import dict_row
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from psycopg_pool import PoolTimeout
 
+from core.db_pool import make_pool
 from core.signals import INDIA
 from core.specs import InstrumentSpec, PortfolioConfig
 from live.brokers.base import (
@@ -35,10 +35,7 @@ class PaperBroker:
 
     def __init__(self, conninfo: str, instruments: dict[str, InstrumentSpec],
                  config: PortfolioConfig):
-        self._pool: AsyncConnectionPool[AsyncConnection[Any]] = AsyncConnectionPool(
-            conninfo, min_size=1, max_size=4, open=False, name="paper_broker",
-            reconnect_timeout=5.0,
-            check=AsyncConnectionPool.check_connection, kwargs={"autocommit": True})
+        self._pool = make_pool(conninfo, name="paper_broker", min_size=1, max_size=10)
         self._instruments = instruments
         self._config = config
 
@@ -68,31 +65,38 @@ class PaperBroker:
         rejected = self._config.paper_enforce_sessions and not self._in_session(
             request.instrument, now)
         price = self._fill_price(request)
+        status = OrderStatus.REJECTED if rejected else OrderStatus.COMPLETE
         try:
-            async with self._pool.connection() as conn, conn.transaction():
+            async with self._pool.connection() as conn:
+                # One statement: the order and its trade commit together, in one round trip.
                 cur = await conn.execute(
-                    """INSERT INTO paper_orders (order_id, tag, tradingsymbol, side, quantity,
-                       order_type, price, status, filled_quantity, average_price, status_message)
-                       SELECT 'PAPER' || n.id, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s
-                       FROM (SELECT nextval('paper_orders_id_seq') AS id) n
-                       RETURNING order_id""",
-                    (request.tag, request.tradingsymbol, request.side, request.quantity,
-                     request.order_type, request.price,
-                     OrderStatus.REJECTED if rejected else OrderStatus.COMPLETE,
-                     0 if rejected else request.quantity, None if rejected else price,
-                     CLOSED_MESSAGE if rejected else None))
+                    """WITH o AS (
+                         INSERT INTO paper_orders (order_id, tag, tradingsymbol, side, quantity,
+                           order_type, price, status, filled_quantity, average_price,
+                           status_message)
+                         SELECT 'PAPER' || n.id, %(tag)s, %(symbol)s, %(side)s, %(quantity)s,
+                                %(type)s, %(price)s, %(status)s, %(filled)s, %(fill)s, %(msg)s
+                         FROM (SELECT nextval('paper_orders_id_seq') AS id) n
+                         RETURNING order_id),
+                       t AS (
+                         INSERT INTO paper_trades (trade_id, order_id, tradingsymbol, side,
+                           quantity, price, traded_at)
+                         SELECT o.order_id || 'T1', o.order_id, %(symbol)s, %(side)s,
+                                %(quantity)s, %(fill)s, %(now)s
+                         FROM o WHERE %(filled)s > 0)
+                       SELECT order_id FROM o""",
+                    {"tag": request.tag, "symbol": request.tradingsymbol, "side": request.side,
+                     "quantity": request.quantity, "type": request.order_type,
+                     "price": request.price, "status": status.value,
+                     "filled": 0 if rejected else request.quantity,
+                     "fill": None if rejected else price,
+                     "msg": CLOSED_MESSAGE if rejected else None, "now": now})
                 row = await cur.fetchone()
-                assert row is not None
-                order_id = str(row[0])
-                if not rejected:
-                    await conn.execute(
-                        """INSERT INTO paper_trades (trade_id, order_id, tradingsymbol, side,
-                           quantity, price, traded_at) VALUES (%s, %s, %s, %s, %s, %s, %s)""",
-                        (f"{order_id}T1", order_id, request.tradingsymbol, request.side,
-                         request.quantity, price, now))
         except VENUE_ERRORS as exc:
             # The commit may or may not have happened: the engine resolves by tag.
             raise BrokerUnavailable(f"paper broker: {type(exc).__name__}") from exc
+        assert row is not None
+        order_id = str(row[0])
         return order_id
 
     async def find_by_tag(self, tag: str) -> list[BrokerOrder]:
@@ -108,17 +112,16 @@ class PaperBroker:
         try:
             async with self._pool.connection() as conn:
                 async with conn.cursor(row_factory=dict_row) as cur:
-                    await cur.execute(f"SELECT * FROM paper_orders WHERE {where} ORDER BY id",
-                                      (value,))
-                    orders = await cur.fetchall()
                     await cur.execute(
-                        "SELECT * FROM paper_trades WHERE order_id = ANY(%s) ORDER BY id",
-                        ([o["order_id"] for o in orders],))
-                    trades = await cur.fetchall()
+                        f"""SELECT o.*, coalesce((SELECT json_agg(json_build_object(
+                                'trade_id', t.trade_id, 'quantity', t.quantity,
+                                'price', t.price::text, 'traded_at', t.traded_at) ORDER BY t.id)
+                              FROM paper_trades t WHERE t.order_id = o.order_id), '[]') AS trades
+                            FROM paper_orders o WHERE {where} ORDER BY o.id""", (value,))
+                    rows = await cur.fetchall()
         except VENUE_ERRORS as exc:
             raise BrokerUnavailable(f"paper broker: {type(exc).__name__}") from exc
-        return [_order(o, [t for t in trades if t["order_id"] == o["order_id"]])
-                for o in orders]
+        return [_order(row) for row in rows]
 
     async def positions(self) -> dict[str, int]:
         try:
@@ -148,12 +151,13 @@ class PaperBroker:
         return max(Decimal(0), self._config.paper_margin_fraction * equity - used_margin)
 
 
-def _order(row: dict[str, Any], trades: list[dict[str, Any]]) -> BrokerOrder:
+def _order(row: dict[str, Any]) -> BrokerOrder:
     return BrokerOrder(
         order_id=row["order_id"], tag=row["tag"], tradingsymbol=row["tradingsymbol"],
         side=row["side"], quantity=row["quantity"], status=OrderStatus(row["status"]),
         filled_quantity=row["filled_quantity"], average_price=row["average_price"],
         message=row["status_message"],
-        trades=tuple(BrokerTrade(t["trade_id"], t["quantity"], t["price"], t["traded_at"])
-                     for t in trades),
+        trades=tuple(BrokerTrade(t["trade_id"], t["quantity"], Decimal(t["price"]),
+                                 datetime.fromisoformat(t["traded_at"]))
+                     for t in row["trades"]),
     )
