@@ -113,8 +113,9 @@ def commit_floor(daemon: BenchDaemon, samples: int) -> dict[str, float]:
 
 def loadgen(daemon: BenchDaemon, *args: str) -> dict[str, Any]:
     output = subprocess.run(
-        [sys.executable, "-m", "bench.loadgen", *args, "--url", daemon.url + "/webhook",
-         "--secret", daemon.secret, "--instruments", str(STREAM_INSTRUMENTS)],
+        # --opt=value: a generated secret may begin with "-".
+        [sys.executable, "-m", "bench.loadgen", *args, f"--url={daemon.url}/webhook",
+         f"--secret={daemon.secret}", f"--instruments={STREAM_INSTRUMENTS}"],
         cwd=REPO, capture_output=True, text=True, check=True).stdout
     return json.loads(output)
 
@@ -182,7 +183,7 @@ def storm(daemon: BenchDaemon, count: int) -> dict[str, Any]:
             "stop": str(instrument.price - instrument.atr), "lots": 1,
             "atr": str(instrument.atr), "er": "0.9", "supertrend": "1",
             "timestamp": now.isoformat(timespec="seconds")}
-    result = loadgen(daemon, "storm", "--count", str(count), "--body", json.dumps(body))
+    result = loadgen(daemon, "storm", "--count", str(count), f"--body={json.dumps(body)}")
     return {"requests": result["requests"], "statuses": result["statuses"],
             "answered_all_s": result["elapsed_s"],
             "exactly_one_executed": result["statuses"].get("200:executed") == 1
