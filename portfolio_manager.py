@@ -33,18 +33,52 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     live.add_argument("--host")
     live.add_argument("--port", type=int)
     live.add_argument("--capital", type=Decimal, help="opening balance of an empty ledger")
+    live.add_argument("--kite-root", help="Kite Connect API root (default: Zerodha's)")
 
     migrate = commands.add_parser("migrate", help="apply (or roll back) schema migrations")
     _database_flags(migrate)
     migrate.add_argument("--rollback", type=int, metavar="N",
                          help="roll back the newest N migrations")
+
+    login = commands.add_parser("kite-login", help="store today's Kite session")
+    login.add_argument("--state-dir", type=Path, help="state directory (default: ./state)")
+    login.add_argument("--kite-root", help="Kite Connect API root (default: Zerodha's)")
+    login.add_argument("--request-token", help="the request_token from Kite's login redirect")
+
+    reconcile = commands.add_parser("reconcile", help="compare broker positions with the book")
+    _database_flags(reconcile)
+    reconcile.add_argument("--broker", choices=["paper", "zerodha"])
+    reconcile.add_argument("--kite-root", help="Kite Connect API root (default: Zerodha's)")
+    reconcile.add_argument("--accept", choices=["book", "broker"],
+                           help="resolve the differences by accepting one side")
     return parser.parse_args(argv)
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
-    names = ["db_config", "db_env", "state_dir", "broker", "host", "port", "capital"]
+    names = ["db_config", "db_env", "state_dir", "broker", "host", "port", "capital",
+             "kite_root"]
     flags: dict[str, Any] = {name: getattr(args, name, None) for name in names}
     return build_settings(flags)
+
+
+def run_command(args: argparse.Namespace, settings: Settings) -> int:
+    """Run a one-shot operator command; print its report."""
+    code = 0
+    if args.command == "migrate":
+        from live.migrate_command import run_migrate
+
+        lines = asyncio.run(run_migrate(settings, args.rollback))
+    elif args.command == "kite-login":
+        from live.operator_commands import kite_login
+
+        lines = kite_login(settings, args.request_token)
+    else:
+        from live.operator_commands import run_reconcile
+
+        lines, code = asyncio.run(run_reconcile(settings, args.accept))
+    for line in lines:
+        print(line)
+    return code
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,11 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "live":
             asyncio.run(run_live(settings))
-        else:
-            from live.migrate_command import run_migrate
-
-            for line in asyncio.run(run_migrate(settings, args.rollback)):
-                print(line)
+            return 0
+        return run_command(args, settings)
     except ConfigError as exc:
         log.error("configuration_error", error=str(exc))
         return 2

@@ -244,6 +244,12 @@ class DatabaseStateManager:
             INTENT_COLUMNS)
         return await self._fetch(OrderIntent, query, (signal_id,))
 
+    async def latest_event(self, event: str) -> dict[str, Any] | None:
+        """Return the details of the newest audit event of this kind."""
+        return await self._scalar(
+            "SELECT details FROM execution_log WHERE event = %s ORDER BY id DESC LIMIT 1",
+            (event,))
+
     async def signal(self, signal_id: int) -> SignalRecord | None:
         query = sql.SQL("SELECT {} FROM signal_log WHERE id = %s").format(SIGNAL_COLUMNS)
         rows = await self._fetch(SignalRecord, query, (signal_id,))

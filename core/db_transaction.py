@@ -198,6 +198,26 @@ class Transaction:
         ).format(sql.Identifier(table), assignments, returning)
         return query, {**changes, "_id": row_id, "_version": version}
 
+    async def insert_closed_part(self, layer: Layer, lots: int, quantity: int,
+                                 **exit_fields: Any) -> int:
+        """Record `lots` of a layer as closed in a row of their own (a partial exit)."""
+        query = sql.SQL(
+            """INSERT INTO portfolio_positions
+               (trade_id, instrument, layer, is_base_position, status, lots, quantity,
+                entry_price, entry_timestamp, initial_stop, current_stop, highest_close, atr,
+                limiter, tradingsymbol, signal_id, exit_price, exit_timestamp, exit_reason,
+                realized_pnl)
+               SELECT trade_id, instrument, layer, is_base_position, 'closed', %(lots)s,
+                      %(quantity)s, entry_price, entry_timestamp, initial_stop, current_stop,
+                      highest_close, atr, limiter, tradingsymbol, signal_id, %(exit_price)s,
+                      %(exit_timestamp)s, %(exit_reason)s, %(realized_pnl)s
+               FROM portfolio_positions WHERE id = %(id)s RETURNING id""")
+        cur = await self.conn.execute(query, {"id": layer.id, "lots": lots,
+                                              "quantity": quantity, **exit_fields})
+        row = await cur.fetchone()
+        assert row is not None
+        return int(row[0])
+
     async def next_trade_id(self) -> int:
         cur = await self.conn.execute("SELECT nextval('trade_id_seq')")
         row = await cur.fetchone()

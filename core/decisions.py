@@ -155,3 +155,23 @@ def decide_market_data(signal: Signal, spec: InstrumentSpec,
             trails.append((layer, trail))
     exit_plan = ExitPlan(tuple(hits), STOP_HIT_REASON) if hits else None
     return MarketDataPlan(tuple(trails), exit_plan)
+
+
+def check_execution_price(plan: EntryPlan, signal: Signal, quote: Decimal, pyramid: bool,
+                          max_divergence_percent: Decimal) -> Verdict | EntryPlan:
+    """Refuse an entry whose market moved away from the alert; shrink a riskier pyramid.
+
+    A pyramid's lots were sized for the risk (price − stop) at the signal price; filled at a
+    higher quote that risk grows, so its lots shrink in proportion (never grow).
+    """
+    divergence = abs(quote - signal.price) / signal.price * 100
+    if divergence > max_divergence_percent:
+        return Verdict("rejected", f"Quote {quote} diverges {divergence:.2f}% from signal "
+                                   f"price {signal.price} (limit {max_divergence_percent}%)")
+    if not pyramid or quote <= signal.price:
+        return plan
+    lots = int(plan.lots * (signal.price - plan.initial_stop) / (quote - plan.initial_stop))
+    if lots <= 0:
+        return blocked("Zero lots (limited by quote)")
+    return EntryPlan(plan.layer, lots, "quote" if lots < plan.lots else plan.limiter,
+                     plan.initial_stop)

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from core.models import Layer
+
+ACCEPTED_EVENT = "reconciliation_accepted"
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,3 +35,11 @@ def diff_positions(book: Mapping[str, int], broker: Mapping[str, int]) -> list[D
     return [Discrepancy(symbol, book.get(symbol, 0), broker.get(symbol, 0))
             for symbol in sorted(set(book) | set(broker))
             if book.get(symbol, 0) != broker.get(symbol, 0)]
+
+
+def accepted(event: Mapping[str, Any] | None) -> set[tuple[str, int, int]]:
+    """Return the differences an operator accepted on the book's side (exact quantities)."""
+    if not event or event.get("side") != "book":
+        return set()
+    return {(d["tradingsymbol"], int(d["book"]), int(d["broker"]))
+            for d in event.get("differences", [])}

@@ -13,14 +13,19 @@ import uuid
 from collections.abc import Iterator
 from contextlib import AsyncExitStack, contextmanager
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 
 import structlog
 from aiohttp import web
 
 from config.errors import ConfigError
+from config.kite import load_kite_config
 from config.settings import Settings, load_domain
 from core.db_state_manager import DatabaseStateManager
+from core.specs import InstrumentSpec, PortfolioConfig
+from live.brokers.base import Broker
+from live.brokers.kite_session import KiteSession
 from live.brokers.paper import PaperBroker
 from live.database_server import database_target
 from live.engine import LiveTradingEngine
@@ -79,11 +84,33 @@ def webhook_secret(settings: Settings) -> tuple[str, bool]:
     return path.read_text().strip(), True
 
 
+def build_broker(settings: Settings, instruments: dict[str, InstrumentSpec],
+                 portfolio: PortfolioConfig, conninfo: str, metrics: Metrics
+                 ) -> tuple[Broker, tuple[Decimal, Decimal] | None]:
+    """Return the venue chosen for this run and its entry quote-check limits."""
+    if settings.broker == "paper":
+        return PaperBroker(conninfo, instruments, portfolio), None
+    from live.brokers.kite import KiteBroker
+    from live.brokers.kite_client import KiteCalls
+
+    if not settings.kite_api_key or settings.kite_api_secret is None:
+        raise ConfigError("PM_KITE_API_KEY and PM_KITE_API_SECRET must be set for zerodha")
+    config = load_kite_config(settings.config_dir / "kite.json")
+    configured = settings.kite_access_token
+    session = KiteSession(settings.state_dir,
+                          configured.get_secret_value() if configured else None)
+    calls = KiteCalls(settings.kite_api_key, settings.kite_root, config.request_timeout_s)
+    broker = KiteBroker(calls, session, config, instruments,
+                        api_secret=settings.kite_api_secret.get_secret_value(), clock=now_utc,
+                        metrics=metrics)
+    return broker, (config.max_entry_divergence_percent, config.max_pyramid_divergence_percent)
+
+
 async def run_live(settings: Settings) -> None:
     """Run the daemon until asked to stop; every resource is released in reverse order."""
     instruments, portfolio = load_domain(settings)  # a bad config file stops startup here
-    if settings.broker != "paper":
-        raise ConfigError("the zerodha broker is not available in this build")
+    if settings.broker == "zerodha":
+        load_kite_config(settings.config_dir / "kite.json")
     stop = stop_requested()
     async with AsyncExitStack() as stack:
         stack.enter_context(state_dir_lock(settings.state_dir))
@@ -102,19 +129,21 @@ async def run_live(settings: Settings) -> None:
                 log.info("ledger_seeded", capital=str(portfolio.initial_capital))
             await tx.register_instance(instance, socket.gethostname(), settings.port, "single",
                                        VERSION)
-        broker = PaperBroker(target.conninfo, instruments, portfolio)
+        metrics = Metrics()
+        broker, price_limits = build_broker(settings, instruments, portfolio,
+                                            target.conninfo, metrics)
         await broker.start()
         stack.push_async_callback(broker.close)
-        metrics = Metrics()
         flow = OrderFlow(db, broker, instruments, processed_by=instance, clock=now_utc,
                          metrics=metrics)
         engine = LiveTradingEngine(db, broker, instruments, portfolio, flow,
-                                   processed_by=instance, clock=now_utc, metrics=metrics)
+                                   processed_by=instance, clock=now_utc, metrics=metrics,
+                                   price_limits_percent=price_limits)
         stack.push_async_callback(engine.stop, settings.shutdown_timeout_s)
         readiness = Readiness()
         context = Context(
             db=db, engine=engine, instruments=instruments, metrics=metrics,
-            readiness=readiness, broker_name=broker.name, clock=now_utc,
+            readiness=readiness, broker=broker, clock=now_utc,
             limiter=RateLimiter(settings.rate_limit_per_min),
             policy=WebhookPolicy(secret=secret, max_bytes=settings.webhook_max_bytes,
                                  decision_wait_ms=settings.decision_wait_ms,

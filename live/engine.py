@@ -24,6 +24,7 @@ from core.decisions import (
     ExitPlan,
     MarketDataPlan,
     Verdict,
+    check_execution_price,
     decide_base_entry,
     decide_exit,
     decide_market_data,
@@ -42,7 +43,7 @@ from core.models import (
 )
 from core.signals import InvalidSignal, Signal, entry_waited_too_long, freshness, parse_signal
 from core.specs import InstrumentSpec, PortfolioConfig
-from live.brokers.base import Broker
+from live.brokers.base import Broker, BrokerError
 from live.metrics import Metrics
 from live.order_flow import OrderFlow
 
@@ -63,7 +64,8 @@ class LiveTradingEngine:
     def __init__(self, db: DatabaseStateManager, broker: Broker,
                  instruments: dict[str, InstrumentSpec], config: PortfolioConfig,
                  flow: OrderFlow, *, processed_by: str, clock: Callable[[], datetime],
-                 metrics: Metrics):
+                 metrics: Metrics,
+                 price_limits_percent: tuple[Decimal, Decimal] | None = None):
         self._db = db
         self._broker = broker
         self._instruments = instruments
@@ -72,6 +74,8 @@ class LiveTradingEngine:
         self._processed_by = processed_by
         self._clock = clock
         self._metrics = metrics
+        # (base, pyramid) divergence limits of the quote check; None: no quote check.
+        self._price_limits = price_limits_percent if broker.price_check else None
         self._queues: dict[str, asyncio.Queue[InboxItem]] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._busy: set[str] = set()
@@ -246,6 +250,8 @@ class LiveTradingEngine:
             if self.entry_blocks:
                 return await self._record(item, Verdict(
                     "rejected", "entries blocked: " + "; ".join(self.entry_blocks)))
+            if self._broker.unavailable_reason is not None:
+                return await self._record(item, Verdict("rejected", "broker_unavailable"))
             return await self._enter(item)
         layers = await self._db.live_layers(signal.instrument)
         if kind is SignalType.EXIT:
@@ -288,29 +294,46 @@ class LiveTradingEngine:
                 plan = decide_base_entry(signal, spec, self._config, layers, book)
             else:
                 plan = decide_pyramid(signal, spec, self._config, layers, pyramiding, book)
+            reservation: object | None = None
             if isinstance(plan, EntryPlan):
                 assert signal.atr is not None
                 reservation = object()
                 self._inflight[id(reservation)] = (
                     (signal.price - plan.initial_stop) * plan.lots * spec.point_value,
                     signal.atr * plan.lots * spec.point_value, plan.lots * spec.margin_per_lot)
-        if isinstance(plan, Verdict):
-            return await self._record(item, plan)
         try:
+            if isinstance(plan, EntryPlan) and self._price_limits is not None:
+                plan = await self._check_price(signal, plan)
+            if isinstance(plan, Verdict):
+                return await self._record(item, plan)
             intent = await self._open_entry(item, plan, pyramiding)
             return await self._flow.complete(intent, fresh=True,
                                              deadline=self._deadline(item, intent))
         finally:
-            self._inflight.pop(id(reservation), None)
+            if reservation is not None:
+                self._inflight.pop(id(reservation), None)
+
+    async def _check_price(self, signal: Signal, plan: EntryPlan) -> Verdict | EntryPlan:
+        """Check the entry against the venue's quote (DOMAIN: 2 % base, 1 % pyramid)."""
+        assert self._price_limits is not None
+        symbol = self._broker.tradingsymbol(signal.instrument, self._clock())
+        try:
+            quote = await self._broker.quote(symbol)
+        except BrokerError as exc:
+            log.warning("quote_unavailable", tradingsymbol=symbol, error=str(exc))
+            return Verdict("rejected", "broker_unavailable")
+        if quote is None:
+            return Verdict("rejected", f"no quote for {symbol}")
+        pyramid = signal.signal_type is SignalType.PYRAMID
+        limit = self._price_limits[1] if pyramid else self._price_limits[0]
+        return check_execution_price(plan, signal, quote, pyramid, limit)
 
     async def _open_entry(self, item: InboxItem, plan: EntryPlan,
                           pyramiding: object) -> OrderIntent:
         signal = item.signal
+        # A base entry's trade id is allocated when it fills; a pyramid joins its base's trade.
+        trade_id = None if plan.layer == BASE_LAYER else pyramiding.trade_id  # type: ignore
         async with self._db.transaction() as tx:
-            if plan.layer == BASE_LAYER:
-                trade_id = await tx.next_trade_id()
-            else:
-                trade_id = pyramiding.trade_id  # type: ignore[attr-defined]
             return await self._flow.open_intent(
                 tx, item.signal_id, signal.instrument, "BUY", plan.lots, signal.price,
                 {"kind": "entry", "layer": plan.layer, "trade_id": trade_id,

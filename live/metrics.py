@@ -31,5 +31,8 @@ class Metrics:
                                   registry=r)
         self.ready = Gauge("pm_ready", "1 when recovered and able to trade", registry=r)
         self.leader = Gauge("pm_leader", "1 when this instance may trade", registry=r)
+        self.token_expiry = Gauge("pm_kite_token_expiry_seconds",
+                                  "Seconds until the Kite session's daily 06:00 IST expiry",
+                                  registry=r)
         self.paused = Gauge("pm_engine_paused", "1 while the database is unreachable",
                             registry=r)

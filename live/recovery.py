@@ -7,7 +7,7 @@ from datetime import timedelta
 import structlog
 
 from core.db_state_manager import DatabaseStateManager
-from core.reconciliation import book_positions, diff_positions
+from core.reconciliation import ACCEPTED_EVENT, accepted, book_positions, diff_positions
 from core.specs import PortfolioConfig
 from live.brokers.base import Broker
 from live.engine import LiveTradingEngine
@@ -36,7 +36,10 @@ async def recover(db: DatabaseStateManager, broker: Broker, engine: LiveTradingE
                  outcome=outcome.outcome, reason=outcome.reason)
     differences = diff_positions(book_positions(await db.all_live_layers()),
                                  await broker.positions())
-    reasons = [f"position mismatch {d.describe()}" for d in differences]
+    # An operator may have accepted the book's side of exactly these quantities.
+    waived = accepted(await db.latest_event(ACCEPTED_EVENT))
+    reasons = [f"position mismatch {d.describe()}" for d in differences
+               if (d.tradingsymbol, d.book, d.broker) not in waived]
     for reason in reasons:
         log.error("reconciliation_mismatch", detail=reason)
     engine.entry_blocks = reasons

@@ -23,6 +23,7 @@ from core.db_state_manager import DatabaseStateManager
 from core.models import Layer, OrderIntent, SignalOutcome, SignalRecord
 from core.signals import InvalidSignal, parse_signal, storable_payload
 from core.specs import InstrumentSpec
+from live.brokers.base import Broker
 from live.engine import LiveTradingEngine
 from live.metrics import Metrics
 from live.rate_limit import RateLimiter
@@ -56,7 +57,7 @@ class Context:
     policy: WebhookPolicy
     metrics: Metrics
     readiness: Readiness
-    broker_name: str
+    broker: Broker
     limiter: RateLimiter
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
 
@@ -158,11 +159,19 @@ async def health(request: web.Request) -> web.Response:
 
 async def ready(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
+    reasons = current_reasons(ctx)
+    ctx.metrics.ready.set(int(not reasons))
+    return reply({"ready": not reasons, "reasons": reasons}, 200 if not reasons else 503)
+
+
+def current_reasons(ctx: Context) -> list[str]:
+    """Why the daemon cannot trade right now: recovery, reconciliation, database, broker."""
     reasons = list(ctx.readiness.reasons)
     if ctx.engine.paused:
         reasons.append("database_unavailable")
-    ctx.metrics.ready.set(int(not reasons))
-    return reply({"ready": not reasons, "reasons": reasons}, 200 if not reasons else 503)
+    if ctx.broker.unavailable_reason is not None:
+        reasons.append(ctx.broker.unavailable_reason)
+    return reasons
 
 
 async def db_status(request: web.Request) -> web.Response:
@@ -173,9 +182,24 @@ async def db_status(request: web.Request) -> web.Response:
 async def status(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     report = await status_report(ctx.db, ctx.engine, ctx.instruments, ctx.metrics)
-    return reply({"broker": ctx.broker_name, "role": "single",
-                  "ready": not ctx.readiness.reasons and not ctx.engine.paused,
-                  "paused": ctx.engine.paused, **report})
+    reasons = current_reasons(ctx)
+    return reply({"broker": ctx.broker.name, "role": "single", "ready": not reasons,
+                  "not_ready_reasons": reasons, "paused": ctx.engine.paused,
+                  "discrepancies": ctx.engine.entry_blocks, **report})
+
+
+async def kite_postback(request: web.Request) -> web.Response:
+    """Kite order postback: checksum verified in constant time; repeats are harmless."""
+    accept = getattr(request.app[CTX].broker, "accept_postback", None)
+    if accept is None:
+        return error(404, "not_found", "no postbacks for this broker")
+    try:
+        payload = json.loads(await request.read())
+    except ValueError:
+        return error(400, "validation_error", "Invalid JSON")
+    if not isinstance(payload, dict) or not accept(payload):
+        return error(403, "unauthorized", "Invalid checksum")
+    return reply({"status": "ok"})
 
 
 def _limit(request: web.Request, default: int = 100) -> int:
@@ -270,4 +294,5 @@ def build_app(ctx: Context) -> web.Application:
     app.router.add_get("/signals/{signal_id}", signal_detail)
     app.router.add_get("/orders", orders)
     app.router.add_get("/metrics", make_aiohttp_handler(ctx.metrics.registry))
+    app.router.add_post("/kite/postback", kite_postback)
     return app

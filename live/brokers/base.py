@@ -66,6 +66,7 @@ class BrokerOrder:
     average_price: Decimal | None
     message: str | None
     trades: tuple[BrokerTrade, ...] = ()
+    order_type: str = "MARKET"
 
     @property
     def is_final(self) -> bool:
@@ -76,25 +77,44 @@ class Broker(Protocol):
     """A trading venue. Adapters translate their client's errors into the ones above."""
 
     name: str
+    price_check: bool  # whether entries are checked against the venue's quote before placing
 
     async def start(self) -> None: ...
 
     async def close(self) -> None: ...
 
+    @property
+    def unavailable_reason(self) -> str | None:
+        """Why no new entry can be placed now (e.g. `token_expired`), or None."""
+        ...
+
+    async def wait_available(self) -> None:
+        """Return once the venue can take orders again."""
+        ...
+
     def tradingsymbol(self, instrument: str, now: datetime) -> str:
         """Return the contract traded for `instrument` at `now`."""
         ...
 
-    async def place(self, request: OrderRequest) -> str:
-        """Place an order and return the venue's order id."""
+    async def place(self, request: OrderRequest) -> list[str]:
+        """Place an order (several when sliced) with the request's tag; return the order ids."""
         ...
 
     async def find_by_tag(self, tag: str) -> list[BrokerOrder]:
-        """Return every order the venue holds with this tag (slices are several)."""
+        """Return every order the venue holds with this tag."""
         ...
 
     async def order(self, order_id: str) -> BrokerOrder:
         """Return an order's current state with its trades."""
+        ...
+
+    async def manage(self, order: BrokerOrder, request: OrderRequest) -> BrokerOrder:
+        """Work a resting order per the venue's policy (chase, convert, cancel a partial
+        remainder) and return its current state."""
+        ...
+
+    async def wait_for_update(self, timeout_s: float) -> None:
+        """Sleep until the venue reports an order change, at most `timeout_s`."""
         ...
 
     async def positions(self) -> dict[str, int]:

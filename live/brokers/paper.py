@@ -7,6 +7,7 @@ without the engine having recorded it, and crash tests can compare broker and bo
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -32,6 +33,8 @@ CLOSED_MESSAGE = "Markets are closed right now. Use GTT for placing long standin
 
 class PaperBroker:
     name = "paper"
+    price_check = False  # no market feed: fills are at the signal's price by definition
+    unavailable_reason = None
 
     def __init__(self, conninfo: str, instruments: dict[str, InstrumentSpec],
                  config: PortfolioConfig):
@@ -48,6 +51,15 @@ class PaperBroker:
     def tradingsymbol(self, instrument: str, now: datetime) -> str:
         return instrument
 
+    async def wait_available(self) -> None:
+        return None
+
+    async def manage(self, order: BrokerOrder, request: OrderRequest) -> BrokerOrder:
+        return await self.order(order.order_id)  # paper orders are final when placed
+
+    async def wait_for_update(self, timeout_s: float) -> None:
+        await asyncio.sleep(timeout_s)
+
     def _fill_price(self, request: OrderRequest) -> Decimal:
         if request.price is None:
             raise ValueError(f"paper order {request.tag} has no reference price")
@@ -60,7 +72,7 @@ class PaperBroker:
         local = now.astimezone(INDIA).time()
         return spec.session_open <= local <= spec.session_close
 
-    async def place(self, request: OrderRequest, now: datetime | None = None) -> str:
+    async def place(self, request: OrderRequest, now: datetime | None = None) -> list[str]:
         now = now or datetime.now(INDIA)
         rejected = self._config.paper_enforce_sessions and not self._in_session(
             request.instrument, now)
@@ -96,8 +108,7 @@ class PaperBroker:
             # The commit may or may not have happened: the engine resolves by tag.
             raise BrokerUnavailable(f"paper broker: {type(exc).__name__}") from exc
         assert row is not None
-        order_id = str(row[0])
-        return order_id
+        return [str(row[0])]
 
     async def find_by_tag(self, tag: str) -> list[BrokerOrder]:
         return await self._orders("tag = %s", tag)

@@ -23,7 +23,7 @@ async def test_webhook_answers_503_while_the_database_is_down(own_server):
     trading = await Trading(db, conninfo).start()
     trading.engine.start_processing()
     ctx = Context(db=db, engine=trading.engine, instruments=INSTRUMENTS,
-                  metrics=trading.metrics, readiness=Readiness([]), broker_name="paper",
+                  metrics=trading.metrics, readiness=Readiness([]), broker=trading.broker,
                   limiter=RateLimiter(1000),
                   policy=WebhookPolicy("s3cret", 16384, 2000, 1000))
     client = TestClient(TestServer(build_app(ctx)))

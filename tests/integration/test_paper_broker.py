@@ -26,8 +26,9 @@ def request(tag: str, side: str, quantity: int, price: str = "52000",
 
 
 async def test_fills_with_slippage_against_the_trader(venue):
-    buy = await venue.order(await venue.place(request("PM1", "BUY", 90)))
-    sell = await venue.order(await venue.place(request("PM2", "SELL", 30, "52100")))
+    [buy_id] = await venue.place(request("PM1", "BUY", 90))
+    [sell_id] = await venue.place(request("PM2", "SELL", 30, "52100"))
+    buy, sell = await venue.order(buy_id), await venue.order(sell_id)
     assert (buy.status, buy.filled_quantity, buy.average_price) == (
         OrderStatus.COMPLETE, 90, Decimal("52000.10"))  # 2 ticks of 0.05 worse
     assert sell.average_price == Decimal("52099.90")
@@ -58,7 +59,8 @@ async def test_sessions_are_enforced_when_configured(dsn):
     await strict.start()
     try:
         night = datetime(2026, 11, 20, 18, 0, tzinfo=UTC)  # 23:30 IST: NFO is closed
-        order = await strict.order(await strict.place(request("PM9", "BUY", 30), now=night))
+        [order_id] = await strict.place(request("PM9", "BUY", 30), now=night)
+        order = await strict.order(order_id)
         assert (order.status, order.filled_quantity) == (OrderStatus.REJECTED, 0)
         assert await strict.positions() == {}
     finally:

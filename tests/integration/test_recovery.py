@@ -88,7 +88,7 @@ async def test_intent_committed_but_never_placed_is_placed_once(runs, postgresql
 async def test_order_placed_but_not_recorded_is_adopted_not_repeated(runs, postgresql):
     first = await runs()
     intent = await intent_for(first, await stored_signal(first))
-    await first.broker.place(first.flow._request(intent))  # the venue has it; the book not
+    await first.broker.place(first.flow._request(intent, intent.quantity))  # venue has it
     second, reasons = await restart(runs)
     assert reasons == []
     assert count(postgresql, "paper_orders", f"tag = '{intent.tag}'") == 1
