@@ -42,6 +42,10 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     config_dir: Path = DEFAULT_CONFIG_DIR
     shutdown_timeout_s: float = Field(default=10.0, gt=0)
+    kite_api_key: str | None = None
+    kite_api_secret: SecretStr | None = None
+    kite_access_token: SecretStr | None = None
+    kite_root: str = "https://api.kite.trade"
     # PM_PORTFOLIO__<FIELD>=value, collected here so load_domain never reads the environment.
     portfolio: dict[str, str] = Field(default_factory=dict)
 
