@@ -46,6 +46,7 @@ class Settings(BaseSettings):
     kite_api_secret: SecretStr | None = None
     kite_access_token: SecretStr | None = None
     kite_root: str = "https://api.kite.trade"
+    failpoint: str | None = None  # crash tests only: see live/failpoints.py
     # PM_PORTFOLIO__<FIELD>=value, collected here so load_domain never reads the environment.
     portfolio: dict[str, str] = Field(default_factory=dict)
 

@@ -24,6 +24,7 @@ from config.kite import load_kite_config
 from config.settings import Settings, load_domain
 from core.db_state_manager import DatabaseStateManager
 from core.specs import InstrumentSpec, PortfolioConfig
+from live import failpoints
 from live.brokers.base import Broker
 from live.brokers.kite_session import KiteSession
 from live.brokers.paper import PaperBroker
@@ -109,6 +110,7 @@ def build_broker(settings: Settings, instruments: dict[str, InstrumentSpec],
 async def run_live(settings: Settings) -> None:
     """Run the daemon until asked to stop; every resource is released in reverse order."""
     instruments, portfolio = load_domain(settings)  # a bad config file stops startup here
+    failpoints.arm(settings.failpoint)
     if settings.broker == "zerodha":
         load_kite_config(settings.config_dir / "kite.json")
     stop = stop_requested()

@@ -43,6 +43,7 @@ from core.models import (
 )
 from core.signals import InvalidSignal, Signal, entry_waited_too_long, freshness, parse_signal
 from core.specs import InstrumentSpec, PortfolioConfig
+from live import failpoints
 from live.brokers.base import Broker, BrokerError
 from live.metrics import Metrics
 from live.order_flow import OrderFlow
@@ -106,6 +107,7 @@ class LiveTradingEngine:
                         signal.position, signal.timestamp, payload, received_at)
         admission = await self._db.admit_signal(new, self._config.dedup_window_s, late,
                                                 self._processed_by)
+        failpoints.reached("after_signal_durable")
         if not admission.accepted:
             return admission, None
         if late:
@@ -307,6 +309,7 @@ class LiveTradingEngine:
             if isinstance(plan, Verdict):
                 return await self._record(item, plan)
             intent = await self._open_entry(item, plan, pyramiding)
+            failpoints.reached("after_intent_commit")
             return await self._flow.complete(intent, fresh=True,
                                              deadline=self._deadline(item, intent))
         finally:
@@ -361,6 +364,8 @@ class LiveTradingEngine:
                     {"kind": "exit", "reason": exit_plan.reason, "position_ids": list(ids)},
                     position_ids=ids)
         stops = {str(layer.id): str(trail.current_stop) for layer, trail in trails}
+        if intent is not None:
+            failpoints.reached("after_intent_commit")
         if intent is None:
             return SignalOutcome(item.signal_id, "executed", None, {"stops": stops})
         outcome = await self._flow.complete(intent, fresh=True)

@@ -22,6 +22,7 @@ from core.models import (
     SignalOutcome,
 )
 from core.specs import InstrumentSpec
+from live import failpoints
 from live.brokers.base import BrokerOrder, OrderStatus
 
 CENT = Decimal("0.01")
@@ -116,6 +117,8 @@ class FillBooking:
             await tx.append_ledger(LedgerType.TRADING_PNL, pnl, position_id=closed_id)
             total += pnl
             closed.append(closed_id)
+            if len(intent.purpose["position_ids"]) > 1:
+                failpoints.reached("during_exit_allocation")
         if not set(live) - set(closed) and remaining == 0:
             await tx.delete_pyramiding(intent.instrument)  # flat: the trade is over
         return {"pnl": money(total), "positions_closed": closed, "fill_price": str(price)}

@@ -20,6 +20,7 @@ from core.db_state_manager import DatabaseStateManager
 from core.errors import VersionConflict
 from core.models import OrderIntent, SignalOutcome
 from core.specs import InstrumentSpec
+from live import failpoints
 from live.brokers.base import (
     Broker,
     BrokerAuthExpired,
@@ -89,7 +90,9 @@ class OrderFlow:
             self._metrics.orders.labels(order.status.value).inc()
         try:
             if filled:
-                return await self.booking.apply_fill(intent, orders)
+                outcome = await self.booking.apply_fill(intent, orders)
+                failpoints.reached("after_fill_recorded")
+                return outcome
             message = refusal or next((o.message for o in orders if o.message), None)
             return await self.booking.apply_rejection(
                 intent, _ids(orders), message or "order not filled")
@@ -116,6 +119,7 @@ class OrderFlow:
             try:
                 started = time.perf_counter()
                 ids = await self._broker.place(self._request(intent, missing))
+                failpoints.reached("after_broker_accept")
                 self._metrics.broker_latency.labels("place").observe(
                     time.perf_counter() - started)
                 orders += [await self._retrying(lambda i=i: self._broker.order(i)) for i in ids]

@@ -9,6 +9,7 @@ import structlog
 from core.db_state_manager import DatabaseStateManager
 from core.reconciliation import ACCEPTED_EVENT, accepted, book_positions, diff_positions
 from core.specs import PortfolioConfig
+from live import failpoints
 from live.brokers.base import Broker
 from live.engine import LiveTradingEngine
 from live.order_flow import OrderFlow
@@ -34,6 +35,7 @@ async def recover(db: DatabaseStateManager, broker: Broker, engine: LiveTradingE
         outcome = await flow.complete(intent, fresh=False, deadline=deadline)
         log.info("intent_resolved", intent_id=intent.id, tag=intent.tag,
                  outcome=outcome.outcome, reason=outcome.reason)
+        failpoints.reached("during_recovery")
     differences = diff_positions(book_positions(await db.all_live_layers()),
                                  await broker.positions())
     # An operator may have accepted the book's side of exactly these quantities.

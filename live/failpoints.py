@@ -1,0 +1,48 @@
+"""Named fail points in the money path, for crash tests: the process SIGKILLs itself there.
+
+Disabled unless armed (`PM_FAILPOINT=name` or `name:N` for the Nth hit); disabled, a fail
+point costs one comparison. The points, in the order a signal meets them:
+
+- `after_signal_durable`   the signal is committed to the inbox; the webhook has not answered
+- `after_intent_commit`    the order intent is committed; the broker has not been called
+- `after_broker_accept`    the broker accepted the order; nothing of its answer is recorded
+- `after_fill_recorded`    the fill transaction committed; the waiter has not been told
+- `during_exit_allocation` inside the fill transaction of a multi-layer exit, between layers
+                           (the layer update and its ledger row share that one transaction,
+                           so there is no point between them: they cannot be separated)
+- `during_recovery`        after recovery resolved its first intent
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+POINTS = frozenset({"after_signal_durable", "after_intent_commit", "after_broker_accept",
+                    "after_fill_recorded", "during_exit_allocation", "during_recovery"})
+
+_armed: str | None = None
+_at_hit = 1
+_hits = 0
+
+
+def arm(spec: str | None) -> None:
+    """Arm one fail point from `name` or `name:N`; None disarms."""
+    global _armed, _at_hit, _hits
+    if not spec:
+        _armed, _hits = None, 0
+        return
+    name, _, nth = spec.partition(":")
+    if name not in POINTS:
+        raise ValueError(f"unknown fail point {name!r}; known: {', '.join(sorted(POINTS))}")
+    _armed, _at_hit, _hits = name, int(nth or 1), 0
+
+
+def reached(name: str) -> None:
+    """Die here (SIGKILL, no cleanup) if this is the armed point's chosen hit."""
+    global _hits
+    if name != _armed:
+        return
+    _hits += 1
+    if _hits == _at_hit:
+        os.kill(os.getpid(), signal.SIGKILL)

@@ -1,0 +1,82 @@
+"""What must hold after any crash and restart: the book, the ledger and the broker agree."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import psycopg
+
+
+def book_violations(conninfo: str, broker_positions: dict[str, int],
+                    broker_tags: list[str], max_orders_per_intent: int = 1) -> list[str]:
+    """Return every broken promise, as readable lines (empty: all hold).
+
+    `broker_positions`: net quantity per contract at the broker; `broker_tags`: the tag of
+    every order the broker holds (one entry per order).
+    """
+    problems: list[str] = []
+    with psycopg.connect(conninfo) as conn:
+        def rows(query: str) -> list[tuple]:
+            return conn.execute(query).fetchall()
+
+        for (signal_id, decisions) in rows(
+                """SELECT signal_id, count(*) FROM execution_log
+                   WHERE event IN ('signal_decided', 'order_filled', 'order_rejected')
+                   GROUP BY signal_id HAVING count(*) > 1"""):
+            problems.append(f"signal {signal_id} decided {decisions} times")
+        intents = {tag: status for tag, status in rows("SELECT tag, status FROM order_intents")}
+        for tag in sorted(set(broker_tags) - set(intents)):
+            problems.append(f"broker order {tag} has no intent")
+        counts: dict[str, int] = {}
+        for tag in broker_tags:
+            counts[tag] = counts.get(tag, 0) + 1
+        for tag, count in counts.items():
+            if count > max_orders_per_intent:
+                problems.append(f"intent {tag} has {count} broker orders")
+        for tag, status in intents.items():
+            if status in ("pending", "placed", "partial"):
+                problems.append(f"intent {tag} left {status}")
+        book: dict[str, int] = {}
+        for symbol, quantity in rows(
+                """SELECT coalesce(tradingsymbol, instrument), sum(quantity)
+                   FROM portfolio_positions WHERE status <> 'closed' GROUP BY 1"""):
+            book[symbol] = int(quantity)
+        for symbol in sorted(set(book) | set(broker_positions)):
+            if book.get(symbol, 0) != broker_positions.get(symbol, 0):
+                problems.append(f"{symbol}: book {book.get(symbol, 0)}, "
+                                f"broker {broker_positions.get(symbol, 0)}")
+        for (layer_id,) in rows("SELECT id FROM portfolio_positions WHERE status = 'closing'"):
+            problems.append(f"layer {layer_id} left closing")
+        problems += _ledger_violations(rows)
+    return problems
+
+
+def _ledger_violations(rows) -> list[str]:  # type: ignore[no-untyped-def]
+    [(initial, closed, high)] = rows(
+        "SELECT initial_capital, closed_equity, equity_high FROM portfolio_state")
+    [(realised,)] = rows("SELECT coalesce(sum(realized_pnl), 0) FROM portfolio_positions "
+                         "WHERE status = 'closed'")
+    [(flows,)] = rows("""SELECT coalesce(sum(CASE txn_type WHEN 'DEPOSIT' THEN amount
+                                                       WHEN 'WITHDRAW' THEN -amount END), 0)
+                         FROM capital_transactions WHERE txn_type <> 'TRADING_PNL'""")
+    problems = []
+    expected = Decimal(flows) + Decimal(realised)
+    if Decimal(closed) != expected:
+        problems.append(f"closed equity {closed} != capital {flows} + realised {realised}")
+    if Decimal(high) < Decimal(closed):
+        problems.append(f"equity_high {high} < closed equity {closed}")
+    if Decimal(initial) != Decimal(flows) and not rows(
+            "SELECT 1 FROM capital_transactions WHERE note IS DISTINCT FROM 'opening balance' "
+            "AND txn_type <> 'TRADING_PNL'"):
+        problems.append(f"initial capital {initial} != deposits {flows}")
+    return problems
+
+
+def paper_broker(conninfo: str) -> tuple[dict[str, int], list[str]]:
+    """Return the paper venue's net positions and its orders' tags."""
+    with psycopg.connect(conninfo) as conn:
+        positions = {s: int(q) for s, q in conn.execute(
+            """SELECT tradingsymbol, sum(CASE side WHEN 'BUY' THEN quantity ELSE -quantity END)
+               FROM paper_trades GROUP BY 1""").fetchall() if q}
+        tags = [t for (t,) in conn.execute("SELECT tag FROM paper_orders").fetchall()]
+    return positions, tags
