@@ -45,7 +45,9 @@ class KiteConfig(BaseModel):
     roll_days_before_expiry: int = Field(default=3, ge=0)
     request_timeout_s: float = Field(default=5.0, gt=0)
     poll_interval_s: float = Field(default=0.5, gt=0)
-    poll_interval_max_s: float = Field(default=3.0, gt=0)
+    # Working orders are chased no faster than they are polled: keep this below the policies'
+    # chase_interval_s.
+    poll_interval_max_s: float = Field(default=1.0, gt=0)
     partial_fill_wait_s: float = Field(default=30.0, ge=0)
     max_entry_divergence_percent: Decimal = Field(default=Decimal("2"), gt=0)
     max_pyramid_divergence_percent: Decimal = Field(default=Decimal("1"), gt=0)

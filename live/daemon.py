@@ -12,6 +12,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import AsyncExitStack, contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -85,12 +86,18 @@ def webhook_secret(settings: Settings) -> tuple[str, bool]:
     return path.read_text().strip(), True
 
 
+@dataclass(frozen=True)
+class Venue:
+    broker: Broker
+    price_limits: tuple[Decimal, Decimal] | None = None  # entry quote check (base, pyramid)
+    poll_interval_max_s: float = 1.0
+
+
 def build_broker(settings: Settings, instruments: dict[str, InstrumentSpec],
-                 portfolio: PortfolioConfig, conninfo: str, metrics: Metrics
-                 ) -> tuple[Broker, tuple[Decimal, Decimal] | None]:
-    """Return the venue chosen for this run and its entry quote-check limits."""
+                 portfolio: PortfolioConfig, conninfo: str, metrics: Metrics) -> Venue:
+    """Return the venue chosen for this run, with how the engine should work with it."""
     if settings.broker == "paper":
-        return PaperBroker(conninfo, instruments, portfolio), None
+        return Venue(PaperBroker(conninfo, instruments, portfolio))
     from live.brokers.kite import KiteBroker
     from live.brokers.kite_client import KiteCalls
 
@@ -104,7 +111,8 @@ def build_broker(settings: Settings, instruments: dict[str, InstrumentSpec],
     broker = KiteBroker(calls, session, config, instruments,
                         api_secret=settings.kite_api_secret.get_secret_value(), clock=now_utc,
                         metrics=metrics)
-    return broker, (config.max_entry_divergence_percent, config.max_pyramid_divergence_percent)
+    return Venue(broker, (config.max_entry_divergence_percent,
+                          config.max_pyramid_divergence_percent), config.poll_interval_max_s)
 
 
 async def run_live(settings: Settings) -> None:
@@ -132,15 +140,15 @@ async def run_live(settings: Settings) -> None:
             await tx.register_instance(instance, socket.gethostname(), settings.port, "single",
                                        VERSION)
         metrics = Metrics()
-        broker, price_limits = build_broker(settings, instruments, portfolio,
-                                            target.conninfo, metrics)
+        venue = build_broker(settings, instruments, portfolio, target.conninfo, metrics)
+        broker = venue.broker
         await broker.start()
         stack.push_async_callback(broker.close)
         flow = OrderFlow(db, broker, instruments, processed_by=instance, clock=now_utc,
-                         metrics=metrics)
+                         metrics=metrics, poll_interval_max_s=venue.poll_interval_max_s)
         engine = LiveTradingEngine(db, broker, instruments, portfolio, flow,
                                    processed_by=instance, clock=now_utc, metrics=metrics,
-                                   price_limits_percent=price_limits)
+                                   price_limits_percent=venue.price_limits)
         stack.push_async_callback(engine.stop, settings.shutdown_timeout_s)
         readiness = Readiness()
         context = Context(

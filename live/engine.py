@@ -290,7 +290,11 @@ class LiveTradingEngine:
         # warm cache nothing inside awaits I/O; the writes happen after it is released.
         async with self._entry_lock:
             layers = await self._db.live_layers(signal.instrument)
-            book = await self.book_snapshot()
+            try:
+                book = await self.book_snapshot()  # asks the venue for its free margin
+            except BrokerError as exc:
+                log.warning("entry_without_broker", error=str(exc))
+                return await self._record(item, Verdict("rejected", "broker_unavailable"))
             pyramiding = await self._db.pyramiding_state(signal.instrument)
             if signal.signal_type is SignalType.BASE_ENTRY:
                 plan = decide_base_entry(signal, spec, self._config, layers, book)
@@ -303,12 +307,13 @@ class LiveTradingEngine:
                 self._inflight[id(reservation)] = (
                     (signal.price - plan.initial_stop) * plan.lots * spec.point_value,
                     signal.atr * plan.lots * spec.point_value, plan.lots * spec.margin_per_lot)
+        quote: Decimal | None = None
         try:
             if isinstance(plan, EntryPlan) and self._price_limits is not None:
-                plan = await self._check_price(signal, plan)
+                plan, quote = await self._check_price(signal, plan)
             if isinstance(plan, Verdict):
                 return await self._record(item, plan)
-            intent = await self._open_entry(item, plan, pyramiding)
+            intent = await self._open_entry(item, plan, pyramiding, quote)
             failpoints.reached("after_intent_commit")
             return await self._flow.complete(intent, fresh=True,
                                              deadline=self._deadline(item, intent))
@@ -316,32 +321,35 @@ class LiveTradingEngine:
             if reservation is not None:
                 self._inflight.pop(id(reservation), None)
 
-    async def _check_price(self, signal: Signal, plan: EntryPlan) -> Verdict | EntryPlan:
-        """Check the entry against the venue's quote (DOMAIN: 2 % base, 1 % pyramid)."""
+    async def _check_price(self, signal: Signal, plan: EntryPlan
+                           ) -> tuple[Verdict | EntryPlan, Decimal | None]:
+        """Check the entry against the venue's quote (2 % base, 1 % pyramid); return the
+        decision and the quote it was checked against."""
         assert self._price_limits is not None
         symbol = self._broker.tradingsymbol(signal.instrument, self._clock())
         try:
             quote = await self._broker.quote(symbol)
         except BrokerError as exc:
             log.warning("quote_unavailable", tradingsymbol=symbol, error=str(exc))
-            return Verdict("rejected", "broker_unavailable")
+            return Verdict("rejected", "broker_unavailable"), None
         if quote is None:
-            return Verdict("rejected", f"no quote for {symbol}")
+            return Verdict("rejected", f"no quote for {symbol}"), None
         pyramid = signal.signal_type is SignalType.PYRAMID
         limit = self._price_limits[1] if pyramid else self._price_limits[0]
-        return check_execution_price(plan, signal, quote, pyramid, limit)
+        return check_execution_price(plan, signal, quote, pyramid, limit), quote
 
-    async def _open_entry(self, item: InboxItem, plan: EntryPlan,
-                          pyramiding: object) -> OrderIntent:
+    async def _open_entry(self, item: InboxItem, plan: EntryPlan, pyramiding: object,
+                          quote: Decimal | None) -> OrderIntent:
         signal = item.signal
         # A base entry's trade id is allocated when it fills; a pyramid joins its base's trade.
         trade_id = None if plan.layer == BASE_LAYER else pyramiding.trade_id  # type: ignore
         async with self._db.transaction() as tx:
             return await self._flow.open_intent(
-                tx, item.signal_id, signal.instrument, "BUY", plan.lots, signal.price,
+                tx, item.signal_id, signal.instrument, "BUY", plan.lots,
+                quote if quote is not None else signal.price,
                 {"kind": "entry", "layer": plan.layer, "trade_id": trade_id,
                  "initial_stop": str(plan.initial_stop), "atr": str(signal.atr),
-                 "limiter": plan.limiter})
+                 "limiter": plan.limiter, "quoted": quote is not None})
 
     async def _exit(self, item: InboxItem, plan: ExitPlan | MarketDataPlan) -> SignalOutcome:
         signal = item.signal

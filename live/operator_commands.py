@@ -49,8 +49,8 @@ async def run_reconcile(settings: Settings, accept: str | None) -> tuple[list[st
             db = DatabaseStateManager(target.conninfo, min_size=1, max_size=2)
             await db.open()
             stack.push_async_callback(db.close)
-            broker, _ = build_broker(settings, instruments, portfolio, target.conninfo,
-                                     Metrics())
+            broker = build_broker(settings, instruments, portfolio, target.conninfo,
+                                  Metrics()).broker
             await broker.start()
             stack.push_async_callback(broker.close)
             differences = diff_positions(book_positions(await db.load_live_layers()),

@@ -173,7 +173,8 @@ class OrderFlow:
         return OrderRequest(tag=intent.tag, instrument=intent.instrument,
                             tradingsymbol=intent.tradingsymbol or intent.instrument,
                             side=intent.side, quantity=quantity,
-                            order_type=intent.order_type, price=intent.price)
+                            order_type=intent.order_type, price=intent.price,
+                            quoted=bool(intent.purpose.get("quoted")))
 
     async def _recorded_outcome(self, intent: OrderIntent) -> SignalOutcome | None:
         """Return the outcome another process already recorded for this intent, if any."""

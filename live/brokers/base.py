@@ -44,6 +44,7 @@ class OrderRequest:
     quantity: int  # in the venue's units (MCX lots, NFO units)
     order_type: str
     price: Decimal | None  # reference price: the limit, or the price a paper fill takes
+    quoted: bool = False  # `price` is the venue's quote, fetched when the entry was checked
 
 
 @dataclass(frozen=True, slots=True)

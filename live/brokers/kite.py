@@ -56,7 +56,8 @@ class KiteBroker:
 
     def __init__(self, calls: KiteCalls, session: KiteSession, config: KiteConfig,
                  instruments: dict[str, InstrumentSpec], *, api_secret: str,
-                 clock: Callable[[], datetime], metrics: Metrics):
+                 clock: Callable[[], datetime], metrics: Metrics,
+                 session_check_s: float = SESSION_CHECK_S):
         self._calls = calls
         self._session = session
         self._config = config
@@ -64,6 +65,7 @@ class KiteBroker:
         self._api_secret = api_secret
         self._clock = clock
         self._metrics = metrics
+        self._session_check_s = session_check_s
         self._contracts: dict[str, list[Contract]] = {}
         self._by_symbol: dict[str, Contract] = {}
         self._contracts_day: date | None = None
@@ -122,7 +124,7 @@ class KiteBroker:
     async def _watch(self) -> None:
         """Pick up a new session, refresh contracts daily, warn before the 06:00 expiry."""
         while True:
-            await asyncio.sleep(SESSION_CHECK_S)
+            await asyncio.sleep(self._session_check_s)
             try:
                 await self._check_session()
                 if self._contracts_day != self._today():
@@ -213,7 +215,10 @@ class KiteBroker:
         if policy.order_type == "MARKET":
             return {**params, "order_type": "MARKET",
                     "market_protection": str(policy.market_protection)}
-        reference = await self.quote(contract.tradingsymbol) or request.price
+        # An entry checked against the quote a moment ago carries it (Zerodha allows one
+        # quote call a second); anything else is priced from a fresh quote.
+        reference = request.price if request.quoted else (
+            await self.quote(contract.tradingsymbol) or request.price)
         if reference is None:
             raise OrderRejected(f"no price to place a LIMIT for {contract.tradingsymbol}")
         return {**params, "order_type": "LIMIT",

@@ -245,3 +245,34 @@ def test_sigkill_during_a_burst_loses_and_repeats_nothing(tmp_path):
         assert orders_per_intent == 1
     finally:
         restarted.stop()
+
+
+def test_reconcile_command_reports_and_accepts(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.support.daemon import REPO
+
+    state = tmp_path / "state"
+    daemon = TradingDaemon(state).start()
+    daemon.wait_ready()
+    daemon.send(**alert("BASE_ENTRY", "GOLD_MINI", "Long_1", 78500, ist(30), stop=77800))
+    with psycopg.connect(daemon.book_conninfo(), autocommit=True) as conn:
+        conn.execute("DELETE FROM paper_trades")  # the venue lost the position
+    daemon.stop()
+
+    def reconcile(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "portfolio_manager.py", "reconcile",
+                               "--state-dir", str(state), *args], cwd=REPO,
+                              capture_output=True, text=True, timeout=120)
+
+    shown = reconcile()
+    assert shown.returncode == 1 and "GOLD_MINI: book 7, broker 0" in shown.stdout
+    accepted = reconcile("--accept", "book")
+    assert accepted.returncode == 0 and "accepted the book's side" in accepted.stdout
+    restarted = TradingDaemon(state).start()
+    try:
+        restarted.wait_ready()  # the accepted difference no longer blocks trading
+        assert restarted.get("/ready")[0] == 200
+    finally:
+        restarted.stop()

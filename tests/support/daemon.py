@@ -93,11 +93,12 @@ def post(url: str, body: bytes, timeout_s: float = 10) -> tuple[int, Any]:
 
 
 class TradingDaemon(Daemon):
-    """A paper-trading daemon and the alerts a TradingView user would send it."""
+    """A trading daemon and the alerts a TradingView user would send it."""
 
     @property
     def secret(self) -> str:
-        return (self.state_dir / "webhook_secret").read_text().strip()
+        configured = self.env.get("PM_WEBHOOK_SECRET")
+        return configured or (self.state_dir / "webhook_secret").read_text().strip()
 
     def send(self, **fields: Any) -> tuple[int, Any]:
         return post(self.url + "/webhook", json.dumps({"secret": self.secret, **fields}).encode())

@@ -12,6 +12,7 @@ from core.db_state_manager import DatabaseStateManager
 from core.models import SignalOutcome
 from core.signals import parse_signal, storable_payload
 from core.specs import PortfolioConfig
+from live.brokers.base import Broker
 from live.brokers.paper import PaperBroker
 from live.engine import LiveTradingEngine
 from live.metrics import Metrics
@@ -55,25 +56,31 @@ class Trading:
     config: PortfolioConfig = PORTFOLIO
     clock: Clock = field(default_factory=Clock)
     metrics: Metrics = field(default_factory=Metrics)
+    # Another venue than paper (built by the test), and its entry quote-check limits.
+    broker: Broker | None = None
+    price_limits: tuple[Decimal, Decimal] | None = None
 
     async def start(self) -> Trading:
         async with self.db.transaction() as tx:
             await tx.seed_portfolio(self.config.initial_capital)
-        self.broker = PaperBroker(self.dsn, INSTRUMENTS, self.config)
+        if self.broker is None:
+            self.broker = PaperBroker(self.dsn, INSTRUMENTS, self.config)
         await self.broker.start()
         self.flow = OrderFlow(self.db, self.broker, INSTRUMENTS, processed_by="test",
-                              clock=self.clock, metrics=self.metrics, poll_interval_s=0.01)
+                              clock=self.clock, metrics=self.metrics, poll_interval_s=0.01,
+                              poll_interval_max_s=0.1, settle_s=0.05)
         self.engine = LiveTradingEngine(self.db, self.broker, INSTRUMENTS, self.config,
                                         self.flow, processed_by="test", clock=self.clock,
-                                        metrics=self.metrics)
+                                        metrics=self.metrics,
+                                        price_limits_percent=self.price_limits)
         return self
 
     async def close(self) -> None:
         await self.engine.stop(5)
         await self.broker.close()
 
-    async def send(self, kind: str, **kwargs: Any) -> SignalOutcome:
-        """Submit a signal as the webhook does and wait for its outcome."""
+    async def send(self, kind: str, wait_s: float = 10, **kwargs: Any) -> SignalOutcome | None:
+        """Submit a signal as the webhook does and wait for its outcome (None: still pending)."""
         kwargs.setdefault("at", self.clock.now)
         payload = signal_payload(kind, **kwargs)
         signal = parse_signal(payload, INSTRUMENTS)
@@ -82,7 +89,6 @@ class Trading:
         assert admission.accepted, f"duplicate of {admission.signal_id}"
         self.engine.start_processing()
         if outcome is None:
-            outcome = await self.engine.wait_for_decision(admission.signal_id, 10)
-        assert outcome is not None
+            outcome = await self.engine.wait_for_decision(admission.signal_id, wait_s)
         self.clock.advance(61)  # past the dedup window for the next signal
         return outcome
