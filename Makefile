@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: run test migrate bench clean
+.PHONY: run test migrate bench chaos clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required")'
@@ -26,3 +26,6 @@ clean:
 
 bench: $(VENV)/.installed
 	$(PY) -m bench.run $(if $(QUICK),--quick,)
+
+chaos: $(VENV)/.installed
+	$(PY) -m tests.chaos.campaign --broker both --crashes $(or $(CRASHES),200) $(if $(SEED),--seed $(SEED),)

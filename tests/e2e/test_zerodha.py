@@ -9,7 +9,7 @@ from live.embedded_db import EmbeddedPostgres
 from tests.fakes.kite_server import FakeKiteProcess
 from tests.support.alerts import alert, ist
 from tests.support.daemon import TradingDaemon
-from tests.support.invariants import book_violations
+from tests.support.invariants import book_violations, kite_broker
 
 KITE_ENV = {"PM_KITE_API_KEY": "fake_api_key", "PM_KITE_API_SECRET": "fake_api_secret",
             "PM_KITE_ACCESS_TOKEN": "fake_access_token", "PM_WEBHOOK_SECRET": "tv-secret",
@@ -39,11 +39,8 @@ def move_gold(fake, price: int) -> None:
             fake.control("price", tradingsymbol=key.split(":")[1], price=str(price))
 
 
-def kite_book(fake) -> tuple[dict[str, int], list[str]]:
-    state = fake.state()
-    positions = {p["tradingsymbol"]: int(p["quantity"]) for p in state["positions"]["net"]
-                 if int(p["quantity"])}
-    return positions, [o["tag"] for o in state["orders"]]
+def kite_book(fake) -> tuple[dict[str, int], list[tuple[str, int]]]:
+    return kite_broker(fake.state())
 
 
 def test_a_full_gold_mini_trade_on_zerodha(fake, state_dir):

@@ -8,11 +8,12 @@ import psycopg
 
 
 def book_violations(conninfo: str, broker_positions: dict[str, int],
-                    broker_tags: list[str], max_orders_per_intent: int = 1) -> list[str]:
+                    broker_orders: list[tuple[str, int]]) -> list[str]:
     """Return every broken promise, as readable lines (empty: all hold).
 
-    `broker_positions`: net quantity per contract at the broker; `broker_tags`: the tag of
-    every order the broker holds (one entry per order).
+    `broker_positions`: net quantity per contract at the broker; `broker_orders`: (tag,
+    quantity) of every order the broker holds. An intent's orders (one, or the slices of one
+    order) never add up to more than the intent's quantity.
     """
     problems: list[str] = []
     with psycopg.connect(conninfo) as conn:
@@ -24,16 +25,18 @@ def book_violations(conninfo: str, broker_positions: dict[str, int],
                    WHERE event IN ('signal_decided', 'order_filled', 'order_rejected')
                    GROUP BY signal_id HAVING count(*) > 1"""):
             problems.append(f"signal {signal_id} decided {decisions} times")
-        intents = {tag: status for tag, status in rows("SELECT tag, status FROM order_intents")}
-        for tag in sorted(set(broker_tags) - set(intents)):
+        intents = {tag: (status, quantity) for tag, status, quantity in
+                   rows("SELECT tag, status, quantity FROM order_intents")}
+        placed: dict[str, int] = {}
+        for tag, quantity in broker_orders:
+            placed[tag] = placed.get(tag, 0) + quantity
+        for tag in sorted(set(placed) - set(intents)):
             problems.append(f"broker order {tag} has no intent")
-        counts: dict[str, int] = {}
-        for tag in broker_tags:
-            counts[tag] = counts.get(tag, 0) + 1
-        for tag, count in counts.items():
-            if count > max_orders_per_intent:
-                problems.append(f"intent {tag} has {count} broker orders")
-        for tag, status in intents.items():
+        for tag, quantity in placed.items():
+            if tag in intents and quantity > intents[tag][1]:
+                problems.append(f"intent {tag} for {intents[tag][1]} has {quantity} at the "
+                                "broker")
+        for tag, (status, _) in intents.items():
             if status in ("pending", "placed", "partial"):
                 problems.append(f"intent {tag} left {status}")
         book: dict[str, int] = {}
@@ -72,11 +75,19 @@ def _ledger_violations(rows) -> list[str]:  # type: ignore[no-untyped-def]
     return problems
 
 
-def paper_broker(conninfo: str) -> tuple[dict[str, int], list[str]]:
-    """Return the paper venue's net positions and its orders' tags."""
+def paper_broker(conninfo: str) -> tuple[dict[str, int], list[tuple[str, int]]]:
+    """Return the paper venue's net positions and its orders (tag, quantity)."""
     with psycopg.connect(conninfo) as conn:
         positions = {s: int(q) for s, q in conn.execute(
             """SELECT tradingsymbol, sum(CASE side WHEN 'BUY' THEN quantity ELSE -quantity END)
                FROM paper_trades GROUP BY 1""").fetchall() if q}
-        tags = [t for (t,) in conn.execute("SELECT tag FROM paper_orders").fetchall()]
-    return positions, tags
+        orders = [(t, int(q)) for t, q in conn.execute(
+            "SELECT tag, quantity FROM paper_orders").fetchall()]
+    return positions, orders
+
+
+def kite_broker(state: dict) -> tuple[dict[str, int], list[tuple[str, int]]]:
+    """Return the fake Kite venue's net positions and its orders (tag, quantity)."""
+    positions = {p["tradingsymbol"]: int(p["quantity"]) for p in state["positions"]["net"]
+                 if int(p["quantity"])}
+    return positions, [(o["tag"], int(o["quantity"])) for o in state["orders"] if o.get("tag")]

@@ -1,0 +1,307 @@
+"""`make chaos`: crash the daemon at every fail point and at random instants while it trades,
+restart it, and check after every restart that nothing was lost, doubled or left dangling.
+
+    python -m tests.chaos.campaign --broker both --crashes 200 [--seed N]
+
+Alerts are sent one at a time (as TradingView does); one that got no answer is sent again
+after the restart. At the end the book must equal a run of the same stream without crashes.
+A violation prints the seed, the fail point and the differences, so it can be replayed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import signal as signals
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from random import Random
+from typing import Any
+
+import psycopg
+
+from live.embedded_db import EmbeddedPostgres
+from live.failpoints import POINTS
+from tests.chaos.stream import alerts, chaos_config
+from tests.fakes.kite_server import FakeKiteProcess
+from tests.support.daemon import TradingDaemon
+from tests.support.invariants import book_violations, kite_broker, paper_broker
+
+SECRET = "chaos-secret"
+KITE_ENV = {"PM_KITE_API_KEY": "fake_api_key", "PM_KITE_API_SECRET": "fake_api_secret",
+            "PM_KITE_ACCESS_TOKEN": "fake_access_token"}
+RANDOM = "random instant"
+READY_TIMEOUT_S = 90
+TAIL = 30  # alerts traded after the last crash: the daemon keeps trading correctly
+
+
+@dataclass(frozen=True)
+class Crash:
+    point: str | None  # a fail point, or None: SIGKILL at a random instant
+    nth: int = 1
+    delay_s: float = 0.0
+
+    @property
+    def name(self) -> str:
+        return self.point or RANDOM
+
+
+@dataclass
+class Report:
+    broker: str
+    seed: int
+    crashes: Counter[str] = field(default_factory=Counter)
+    signals: int = 0
+    orders: int = 0
+    violations: list[str] = field(default_factory=list)
+
+
+# `during_recovery` follows `after_intent_commit`: that crash leaves an intent to resolve.
+ROTATION = ("after_signal_durable", "after_intent_commit", "during_recovery",
+            "after_broker_accept", "after_fill_recorded", "during_exit_allocation", None, None)
+# A multi-layer exit needs a pyramid on the book first: give that point a longer stretch.
+STRETCH = {"during_exit_allocation": 150}
+
+
+def plan(rng: Random, crashes: int) -> list[Crash]:
+    """Every fail point in turn, and crashes at random instants."""
+    assert set(ROTATION) - {None} == POINTS
+    out = []
+    for n in range(crashes):
+        point = ROTATION[n % len(ROTATION)]
+        out.append(Crash(point, nth=rng.randint(1, 2)) if point else
+                   Crash(None, delay_s=round(rng.uniform(0.0, 0.25), 3)))
+    return out
+
+
+class Campaign:
+    def __init__(self, broker: str, seed: int, crashes: int, workdir: Path,
+                 log: Any = print):
+        self.broker, self.seed, self.crashes = broker, seed, crashes
+        self.workdir, self.log = workdir, log
+        self.config_dir = chaos_config(workdir / "config")
+        self.report = Report(broker, seed)
+        self.answered: dict[int, dict[str, Any]] = {}
+        self.fake: FakeKiteProcess | None = None
+
+    # -- the venue --------------------------------------------------------------------------
+    def _env(self, failpoint: str | None) -> dict[str, str]:
+        env = {"PM_CONFIG_DIR": str(self.config_dir), "PM_WEBHOOK_SECRET": SECRET,
+               "PM_DECISION_WAIT_MS": "10000", "PM_RATE_LIMIT_PER_MIN": "1000000"}
+        if self.broker == "zerodha":
+            env.update(KITE_ENV)
+        if failpoint:
+            env["PM_FAILPOINT"] = failpoint
+        return env
+
+    def _daemon(self, state_dir: Path, failpoint: str | None) -> TradingDaemon:
+        args = ("--broker", "zerodha", "--kite-root", self.fake.url) if self.fake else ()
+        return TradingDaemon(state_dir, *args, env=self._env(failpoint))
+
+    def _start_fake(self) -> FakeKiteProcess:
+        fake = FakeKiteProcess(log_path=self.workdir / f"fake-{time.monotonic_ns()}.log")
+        fake.start()
+        fake.control("cash", segment="equity", cash="1000000000")
+        return fake
+
+    def _venue(self, daemon: TradingDaemon) -> tuple[dict[str, int], list[tuple[str, int]]]:
+        if self.fake is None:
+            return paper_broker(daemon.book_conninfo())
+        return kite_broker(self.fake.state())
+
+    def _price(self, alert: dict[str, Any]) -> None:
+        """At Kite the market trades at the alert's price when it arrives."""
+        if self.fake is None:
+            return
+        series = {"GOLD_MINI": "MCX:GOLDM", "SILVER_MINI": "MCX:SILVERM",
+                  "COPPER": "MCX:COPPER", "BANK_NIFTY": "NFO:BANKNIFTY"}[alert["instrument"]]
+        for key in self.fake.state()["prices"]:
+            if key.startswith(series):
+                self.fake.control("price", tradingsymbol=key.split(":")[1],
+                                  price=alert["price"])
+
+    # -- one run ----------------------------------------------------------------------------
+    def run(self, stream: list[dict[str, Any]]) -> tuple[tuple, int]:
+        """Trade the stream through crashes, then a calm tail; return the book and how many
+        alerts of the stream were used."""
+        state_dir = self.workdir / "state"
+        if self.broker == "zerodha":
+            self.fake = self._start_fake()
+        try:
+            index = 0
+            for crash in plan(Random(self.seed), self.crashes):
+                if index >= len(stream):
+                    raise AssertionError(f"the stream ran out after {index} alerts")
+                daemon = self._daemon(state_dir, crash.point and f"{crash.point}:{crash.nth}")
+                if not self._ready(daemon):
+                    self._crashed(crash)  # died during recovery: checked at the next start
+                    continue
+                self._check(daemon, crash)
+                start = index
+                index, reached = self._send_until_crash(daemon, crash, stream, index)
+                self._crashed(crash if reached else Crash(None))
+                self.log(f"{self.broker}: {crash.name} (hit {crash.nth}) "
+                         f"{'reached' if reached else 'not reached: killed'} after alerts "
+                         f"{start}..{index}")
+            final = self._daemon(state_dir, None)
+            assert self._ready(final), f"daemon did not come back:\n{final.output()}"
+            self._check(final, None)
+            end = min(len(stream), index + TAIL) if self.crashes else len(stream)
+            self._send_until_crash(final, None, stream[:end], index)
+            self._check(final, None)
+            book = final_book(final)
+            self.report.orders = len(self._venue(final)[1])
+            final.stop()
+            return book, end
+        finally:
+            self._stop_all(state_dir)
+
+    def _ready(self, daemon: TradingDaemon) -> bool:
+        try:
+            daemon.start()
+        except AssertionError:
+            return False
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if daemon.process.poll() is not None:
+                return False
+            try:
+                if daemon.get("/ready")[0] == 200:
+                    return True
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise AssertionError(f"not ready after {READY_TIMEOUT_S}s:\n{daemon.output()}")
+
+    def _send_until_crash(self, daemon: TradingDaemon, crash: Crash | None,
+                          stream: list[dict[str, Any]], index: int) -> tuple[int, bool]:
+        """Send from `index` until the daemon dies; return the first unanswered alert and
+        whether the planned crash happened (else the driver killed it: a random instant)."""
+        timer = None
+        if crash is not None and crash.point is None:
+            timer = threading.Timer(crash.delay_s, daemon.kill)
+            timer.start()
+        budget = STRETCH.get(crash.point, 40) if crash and crash.point else len(stream)
+        try:
+            for _ in range(budget):
+                if index >= len(stream):
+                    break
+                self._price(stream[index])
+                try:
+                    code, body = daemon.send(**stream[index])
+                except OSError:
+                    break
+                if code >= 500:
+                    break
+                self.answered[index] = body
+                self.report.signals += 1
+                index += 1
+                if daemon.process.poll() is not None:
+                    break
+        finally:
+            if timer is not None:
+                timer.join()
+        try:  # a dropped connection can be seen a moment before the process is reaped
+            daemon.process.wait(timeout=2 if crash is not None else 0)
+        except Exception:  # noqa: BLE001 - subprocess.TimeoutExpired: still running
+            pass
+        reached = daemon.process.poll() is not None
+        if crash is not None and not reached:
+            daemon.kill()  # the point was not reached in this stretch: a random instant
+        return index, reached or (crash is not None and crash.point is None)
+
+    def _crashed(self, crash: Crash) -> None:
+        self.report.crashes[crash.name] += 1
+
+    def _check(self, daemon: TradingDaemon, crash: Crash | None) -> None:
+        positions, orders = self._venue(daemon)
+        problems = book_violations(daemon.book_conninfo(), positions, orders)
+        acknowledged = {b["signal_id"]: b["status"] for b in self.answered.values()
+                        if b.get("status") not in (None, "duplicate")}
+        with psycopg.connect(daemon.book_conninfo()) as conn:
+            for signal_id, status in conn.execute(
+                    "SELECT id, status FROM signal_log WHERE id = ANY(%s) "
+                    "AND status <> 'processed'", (list(acknowledged),)).fetchall():
+                problems.append(f"signal {signal_id} answered {acknowledged[signal_id]} "
+                                f"is still {status}")
+        for problem in problems:
+            line = (f"VIOLATION broker={self.broker} seed={self.seed} after="
+                    f"{crash.name if crash else 'end'}: {problem}")
+            self.report.violations.append(line)
+            self.log(line)
+
+    def _stop_all(self, state_dir: Path) -> None:
+        if (state_dir / "pg" / "PG_VERSION").exists():
+            EmbeddedPostgres(state_dir / "pg").stop()
+        if self.fake is not None:
+            self.fake.stop()
+            self.fake = None
+
+
+def final_book(daemon: TradingDaemon) -> tuple:
+    positions = sorted((p["instrument"], p["layer"], p["status"], p["lots"], p["entry_price"],
+                        p["exit_price"], p["realized_pnl"])
+                       for p in daemon.get("/positions?status=all&limit=1000")[1]["positions"])
+    equity = daemon.get("/status")[1]["equity"]
+    return positions, equity["closed"], equity["high"]
+
+
+def campaign(broker: str, seed: int, crashes: int, log: Any = print) -> Report:
+    """Run the crash campaign and the same stream without crashes; compare the books."""
+    workdir = Path(tempfile.mkdtemp(prefix=f"pm-chaos-{broker}-"))
+    try:
+        stream = alerts(seed, crashes * 50 + 200, SECRET, datetime.now(UTC))
+        crashing = Campaign(broker, seed, crashes, workdir / "crash", log)
+        crashed_book, used = crashing.run(stream)
+        calm = Campaign(broker, seed, 0, workdir / "calm", log)
+        calm_book, _ = calm.run(stream[:used])
+        report = crashing.report
+        if crashed_book != calm_book:
+            report.violations.append(
+                f"VIOLATION broker={broker} seed={seed}: the book differs from a run "
+                f"without crashes:\n  crashed: {crashed_book}\n  calm:    {calm_book}")
+            log(report.violations[-1])
+        return report
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def table(reports: list[Report]) -> str:
+    names = sorted({name for r in reports for name in r.crashes})
+    lines = [f"{'crashes':<24}" + "".join(f"{r.broker:>12}" for r in reports)]
+    lines += [f"  {name:<22}" + "".join(f"{r.crashes[name]:>12}" for r in reports)
+              for name in names]
+    for label, value in (("total crashes", lambda r: sum(r.crashes.values())),
+                         ("signals sent", lambda r: r.signals),
+                         ("broker orders", lambda r: r.orders),
+                         ("violations", lambda r: len(r.violations)),
+                         ("seed", lambda r: r.seed)):
+        lines.append(f"{label:<24}" + "".join(f"{value(r):>12}" for r in reports))
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--broker", choices=["paper", "zerodha", "both"], default="both")
+    parser.add_argument("--crashes", type=int, default=200)
+    parser.add_argument("--seed", type=int, default=None)
+    args = parser.parse_args()
+    seed = args.seed if args.seed is not None else Random().randrange(1_000_000)
+    print(f"chaos campaign: seed {seed}, {args.crashes} crashes per broker", flush=True)
+    brokers = ["paper", "zerodha"] if args.broker == "both" else [args.broker]
+    reports = [campaign(broker, seed, args.crashes,
+                        log=lambda line: print(line, flush=True)) for broker in brokers]
+    print(table(reports))
+    return 1 if any(r.violations for r in reports) else 0
+
+
+if __name__ == "__main__":
+    signals.signal(signals.SIGINT, signals.default_int_handler)
+    sys.exit(main())
