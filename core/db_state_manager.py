@@ -57,10 +57,12 @@ class DatabaseStateManager:
 
     def __init__(self, conninfo: str, *, min_size: int = 2, max_size: int = 10,
                  pool_timeout_s: float = 10.0, retry_window_s: float = 15.0,
-                 reconnect_timeout_s: float = 5.0, name: str = "portfolio_manager"):
+                 reconnect_timeout_s: float = 5.0, admit_timeout_s: float = 2.0,
+                 name: str = "portfolio_manager"):
         self._pool = make_pool(conninfo, name=name, min_size=min_size, max_size=max_size,
                                timeout_s=pool_timeout_s, reconnect_timeout_s=reconnect_timeout_s)
         self._retry_window_s = retry_window_s
+        self._admit_timeout_s = admit_timeout_s
         self.cache = StateCache()
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -106,8 +108,10 @@ class DatabaseStateManager:
 
         Durable when this returns. With `rejection` the stored signal is decided at once.
         Never retried: after an ambiguous failure a retry would find the signal itself.
+        Waits at most `admit_timeout_s` for a connection: TradingView gives up at 3 s, and a
+        503 it receives is better than none.
         """
-        async with self._pool.connection() as conn:
+        async with self._pool.connection(timeout=self._admit_timeout_s) as conn:
             cur = await conn.execute(ADMIT_SQL, admit_params(signal, window_s, rejection,
                                                              processed_by))
             row = await cur.fetchone()
