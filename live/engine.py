@@ -16,7 +16,7 @@ import psycopg
 import structlog
 from psycopg_pool import PoolTimeout
 
-from core.accounting import equity, open_risk, open_volatility, sizing_equity, unrealised_pnl
+from core.accounting import sizing_equity
 from core.db_state_manager import DatabaseStateManager
 from core.decisions import (
     BookSnapshot,
@@ -31,6 +31,7 @@ from core.decisions import (
     decide_pyramid,
 )
 from core.errors import SignalAlreadyDecided, VersionConflict
+from core.exposure import Exposure, exposure
 from core.models import (
     BASE_LAYER,
     Layer,
@@ -390,25 +391,23 @@ class LiveTradingEngine:
     def last_price(self, layer: Layer) -> Decimal:
         return self._last_price.get(layer.instrument, layer.entry_price)
 
+    async def exposure(self) -> Exposure:
+        """Return the book's exposure at the last prices the engine has seen."""
+        return exposure(await self._db.portfolio_state(), await self._db.all_live_layers(),
+                        self._instruments, self.last_price)
+
     async def book_snapshot(self) -> BookSnapshot:
-        """Return what sizing needs: equities, free margin, open risk and volatility."""
-        portfolio = await self._db.portfolio_state()
-        assert portfolio is not None, "the ledger is seeded at startup"
-        layers = await self._db.all_live_layers()
-        pv = {name: spec.point_value for name, spec in self._instruments.items()}
-        unrealised = unrealised_pnl((x.entry_price, self.last_price(x), x.lots,
-                                     pv[x.instrument]) for x in layers)
-        eq = equity(portfolio.closed_equity, unrealised, portfolio.equity_high)
-        sizing = sizing_equity(self._config, eq.closed, eq.blended, eq.high)
-        inflight = list(self._inflight.values())
-        used_margin = sum((x.lots * self._instruments[x.instrument].margin_per_lot
-                           for x in layers), Decimal(0)) + sum(m for _, _, m in inflight)
-        margin = await self._broker.available_margin(sizing, used_margin)
-        risk = open_risk((x.entry_price, x.current_stop, x.lots, pv[x.instrument])
-                         for x in layers) + sum(r for r, _, _ in inflight)
-        vol = open_volatility((x.atr, x.lots, pv[x.instrument]) for x in layers) + sum(
-            v for _, v, _ in inflight)
-        return BookSnapshot(sizing, eq.blended, margin, risk, vol)
+        """Return what sizing needs: equities, free margin, open risk and volatility —
+        counting the entries decided but not filled yet."""
+        book = await self.exposure()
+        sizing = sizing_equity(self._config, book.equity.closed, book.equity.blended,
+                               book.equity.high)
+        pending = list(self._inflight.values())
+        risk = book.risk + sum((r for r, _, _ in pending), Decimal(0))
+        vol = book.volatility + sum((v for _, v, _ in pending), Decimal(0))
+        used = book.margin_used + sum((m for _, _, m in pending), Decimal(0))
+        margin = await self._broker.available_margin(sizing, used)
+        return BookSnapshot(sizing, book.equity.blended, margin, risk, vol)
 
 
 def _report_crash(task: asyncio.Task[None]) -> None:

@@ -181,7 +181,7 @@ async def db_status(request: web.Request) -> web.Response:
 
 async def status(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
-    report = await status_report(ctx.db, ctx.engine, ctx.instruments, ctx.metrics)
+    report = await status_report(ctx.engine, ctx.metrics)
     reasons = current_reasons(ctx)
     return reply({"broker": ctx.broker.name, "role": "single", "ready": not reasons,
                   "not_ready_reasons": reasons, "paused": ctx.engine.paused,

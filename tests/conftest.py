@@ -51,6 +51,15 @@ def embedded_server() -> Iterator[EmbeddedPostgres]:
 
 
 @pytest.fixture
+def state_dir(tmp_path: Path) -> Iterator[Path]:
+    """A daemon state dir; whatever embedded server a test left running there is stopped."""
+    path = tmp_path / "state"
+    yield path
+    if (path / "pg" / "PG_VERSION").exists():
+        EmbeddedPostgres(path / "pg").stop()
+
+
+@pytest.fixture
 def own_server() -> Iterator[EmbeddedPostgres]:
     """A server of the test's own, for tests that stop and start it."""
     with temporary_server("pm-own-") as server:

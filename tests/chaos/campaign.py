@@ -166,18 +166,8 @@ class Campaign:
         try:
             daemon.start()
         except AssertionError:
-            return False
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if daemon.process.poll() is not None:
-                return False
-            try:
-                if daemon.get("/ready")[0] == 200:
-                    return True
-            except OSError:
-                pass
-            time.sleep(0.05)
-        raise AssertionError(f"not ready after {READY_TIMEOUT_S}s:\n{daemon.output()}")
+            return False  # died before serving
+        return daemon.wait_ready(READY_TIMEOUT_S)
 
     def _send_until_crash(self, daemon: TradingDaemon, crash: Crash | None,
                           stream: list[dict[str, Any]], index: int) -> tuple[int, bool]:

@@ -7,7 +7,6 @@ import time
 from datetime import UTC, datetime
 
 import psycopg
-import pytest
 
 from live.embedded_db import EmbeddedPostgres
 from tests.chaos.campaign import KITE_ENV, SECRET
@@ -16,14 +15,6 @@ from tests.fakes.kite_server import FakeKiteProcess
 from tests.support.alerts import alert, ist
 from tests.support.daemon import TradingDaemon
 from tests.support.invariants import book_violations, kite_broker, paper_broker
-
-
-@pytest.fixture
-def state_dir(tmp_path):
-    path = tmp_path / "state"
-    yield path
-    if (path / "pg" / "PG_VERSION").exists():
-        EmbeddedPostgres(path / "pg").stop()
 
 
 def wait_for(condition, timeout_s: float = 60) -> None:

@@ -18,15 +18,6 @@ LATEST_MIGRATION = max(p.name.removesuffix(".sql") for p in MIGRATIONS_DIR.glob(
 
 
 @pytest.fixture
-def state_dir(tmp_path):
-    path = tmp_path / "state"
-    yield path
-    server = EmbeddedPostgres(path / "pg")
-    if (path / "pg" / "PG_VERSION").exists() and server.is_running():
-        server.stop()
-
-
-@pytest.fixture
 def daemons():
     started: list[Daemon] = []
     yield started

@@ -7,7 +7,6 @@ import signal as signals
 
 import pytest
 
-from live.embedded_db import EmbeddedPostgres
 from live.failpoints import POINTS
 from tests.support.alerts import alert, ist
 from tests.support.daemon import TradingDaemon
@@ -36,14 +35,6 @@ def run_until_crash(daemon: TradingDaemon, alerts: list[dict]) -> int:
 def settle(state_dir, *, failpoint: str | None = None) -> TradingDaemon:
     env = {"PM_FAILPOINT": failpoint} if failpoint else {}
     return TradingDaemon(state_dir, env=env).start()
-
-
-@pytest.fixture
-def state_dir(tmp_path):
-    path = tmp_path / "state"
-    yield path
-    if (path / "pg" / "PG_VERSION").exists():
-        EmbeddedPostgres(path / "pg").stop()
 
 
 @pytest.mark.parametrize("point", sorted(POINTS - {"during_recovery"}))

@@ -10,17 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 import psycopg
 import pytest
 
-from live.embedded_db import EmbeddedPostgres
 from tests.support.alerts import alert, ist
 from tests.support.daemon import TradingDaemon
-
-
-@pytest.fixture
-def state_dir(tmp_path):
-    path = tmp_path / "state"
-    yield path
-    if (path / "pg" / "PG_VERSION").exists():
-        EmbeddedPostgres(path / "pg").stop()
 
 
 @pytest.fixture

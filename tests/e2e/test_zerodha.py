@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 
-from live.embedded_db import EmbeddedPostgres
 from tests.fakes.kite_server import FakeKiteProcess
 from tests.support.alerts import alert, ist
 from tests.support.daemon import TradingDaemon
@@ -22,14 +21,6 @@ def fake():
     with FakeKiteProcess() as running:
         running.control("cash", segment="equity", cash="50000000")
         yield running
-
-
-@pytest.fixture
-def state_dir(tmp_path):
-    path = tmp_path / "state"
-    yield path
-    if (path / "pg" / "PG_VERSION").exists():
-        EmbeddedPostgres(path / "pg").stop()
 
 
 def move_gold(fake, price: int) -> None:

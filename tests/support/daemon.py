@@ -109,10 +109,16 @@ class TradingDaemon(Daemon):
     def book_conninfo(self) -> str:
         return f"host={self.state_dir / 'pg'} port=5432 user=postgres dbname=portfolio_manager"
 
-    def wait_ready(self, timeout_s: float = 60) -> None:
+    def wait_ready(self, timeout_s: float = 90) -> bool:
+        """Wait for /ready 200; return False if the process died first (a crash test)."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if self.get("/ready")[0] == 200:
-                return
-            time.sleep(0.1)
+            if self.process is not None and self.process.poll() is not None:
+                return False
+            try:
+                if self.get("/ready")[0] == 200:
+                    return True
+            except OSError:
+                pass
+            time.sleep(0.05)
         raise AssertionError(f"daemon not ready: {self.get('/ready')}\n{self.output()}")
