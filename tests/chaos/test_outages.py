@@ -90,9 +90,9 @@ def test_broker_outage_refuses_entries_and_places_exits_once_back(tmp_path, stat
         for key in fake.state()["prices"]:
             if key.startswith("MCX:GOLDM"):
                 fake.control("price", tradingsymbol=key.split(":")[1], price="72000")
-        entry = daemon.send(**alert("BASE_ENTRY", gold, "Long_1", 72000, ist(120),
-                                    stop=71300))
-        assert entry[1]["status"] == "executed"
+        entry = daemon.send_settled(**alert("BASE_ENTRY", gold, "Long_1", 72000, ist(120),
+                                            stop=71300))
+        assert entry["status"] == "executed"
         fake.stop()  # the broker is unreachable
         refused = daemon.send(**alert("BASE_ENTRY", "SILVER_MINI", "Long_1", 88000, ist(110),
                                       stop=86500, atr=1500))
@@ -112,8 +112,8 @@ def test_broker_outage_refuses_entries_and_places_exits_once_back(tmp_path, stat
         for key in fake.state()["prices"]:
             if key.startswith("MCX:GOLDM"):
                 fake.control("price", tradingsymbol=key.split(":")[1], price="72500")
-        assert daemon.send(**alert("BASE_ENTRY", gold, "Long_1", 72500, ist(20),
-                                   stop=71800))[1]["status"] == "executed"
+        assert daemon.send_settled(**alert("BASE_ENTRY", gold, "Long_1", 72500, ist(20),
+                                           stop=71800))["status"] == "executed"
         fake.control("fault", endpoint="any", fault="network_503", count=6)
         answer = daemon.send(**alert("EXIT", gold, "ALL", 72500, ist(10)))
         assert answer[1]["status"] == "accepted"  # a new exit, not a re-fire of the first

@@ -267,3 +267,19 @@ def test_reconcile_command_reports_and_accepts(tmp_path):
         assert restarted.get("/ready")[0] == 200
     finally:
         restarted.stop()
+
+
+def test_an_undecided_signal_is_acknowledged_202_and_decided_later(state_dir):
+    daemon = TradingDaemon(state_dir, env={"PM_DECISION_WAIT_MS": "0"}).start()
+    try:
+        daemon.wait_ready()
+        code, answer = daemon.send(**alert("BASE_ENTRY", "GOLD_MINI", "Long_1", 78500, ist(20),
+                                           stop=77800))
+        assert (code, answer["status"]) == (202, "accepted")
+        deadline = time.monotonic() + 30
+        while daemon.get(f"/signals/{answer['signal_id']}")[1]["status"] != "processed":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert daemon.get(f"/signals/{answer['signal_id']}")[1]["outcome"] == "executed"
+    finally:
+        daemon.stop()

@@ -30,7 +30,9 @@ class Daemon:
         self.port = free_port()
         self.args = [sys.executable, str(REPO / "portfolio_manager.py"), "live",
                      "--state-dir", str(state_dir), "--port", str(self.port), *extra_args]
-        self.env = {**os.environ, **(env or {})}
+        # A loaded CI machine must not turn an expected outcome into a 202: tests that want
+        # the 202 path set PM_DECISION_WAIT_MS themselves.
+        self.env = {**os.environ, "PM_DECISION_WAIT_MS": "10000", **(env or {})}
         self.log_path = state_dir.parent / f"daemon-{self.port}.log"
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -102,6 +104,18 @@ class TradingDaemon(Daemon):
 
     def send(self, **fields: Any) -> tuple[int, Any]:
         return post(self.url + "/webhook", json.dumps({"secret": self.secret, **fields}).encode())
+
+    def send_settled(self, timeout_s: float = 60, **fields: Any) -> dict[str, Any]:
+        """Send an alert and return its outcome, waiting past a 202 until it is decided."""
+        code, answer = self.send(**fields)
+        assert code in (200, 202), answer
+        deadline = time.monotonic() + timeout_s
+        while answer["status"] == "accepted" and time.monotonic() < deadline:
+            time.sleep(0.1)
+            detail = self.get(f"/signals/{answer['signal_id']}")[1]
+            if detail["status"] == "processed":
+                answer = {**answer, "status": detail["outcome"], "reason": detail["reason"]}
+        return answer
 
     def send_raw(self, body: bytes) -> tuple[int, Any]:
         return post(self.url + "/webhook", body)

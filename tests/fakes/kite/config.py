@@ -9,7 +9,7 @@ from decimal import Decimal
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[3]  # this file is tests/fakes/kite/config.py
-FIXTURE_INSTRUMENTS = REPO.parent / "shared" / "kite_fixtures" / "instruments_all.csv"
+FIXTURE_INSTRUMENTS = REPO / "tests" / "fakes" / "kite_fixtures" / "instruments_all.csv"
 LAST_THURSDAY = "last_thursday"
 FIFTH_OF_MONTH = "fifth_of_month"
 
@@ -47,7 +47,7 @@ def _default_cash() -> dict[str, Decimal]:
 
 
 def _default_fixture_csv() -> Path | None:
-    return FIXTURE_INSTRUMENTS if FIXTURE_INSTRUMENTS.exists() else None
+    return FIXTURE_INSTRUMENTS
 
 
 @dataclass(frozen=True)
