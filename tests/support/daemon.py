@@ -46,17 +46,23 @@ class Daemon:
         self.process = subprocess.Popen(self.args, cwd=REPO, env=self.env, stdout=log,
                                         stderr=subprocess.STDOUT)
         log.close()
-        deadline = time.monotonic() + START_TIMEOUT_S
+        if not self.answers_200("/health", START_TIMEOUT_S):
+            raise AssertionError(f"daemon exited {self.process.returncode}:\n{self.output()}")
+        return self
+
+    def answers_200(self, path: str, timeout_s: float) -> bool:
+        """Poll `path` until it answers 200 (True) or the process dies (False)."""
+        deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"daemon exited {self.process.returncode}:\n{self.output()}")
+            if self.process is not None and self.process.poll() is not None:
+                return False
             try:
-                if self.get("/health")[0] == 200:
-                    return self
+                if self.get(path)[0] == 200:
+                    return True
             except OSError:
                 pass
-            time.sleep(0.1)
-        raise AssertionError(f"daemon did not start:\n{self.output()}")
+            time.sleep(0.05)
+        raise AssertionError(f"{path} did not answer 200 in {timeout_s}s:\n{self.output()}")
 
     def get(self, path: str) -> tuple[int, Any]:
         try:
@@ -125,14 +131,4 @@ class TradingDaemon(Daemon):
 
     def wait_ready(self, timeout_s: float = 90) -> bool:
         """Wait for /ready 200; return False if the process died first (a crash test)."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process is not None and self.process.poll() is not None:
-                return False
-            try:
-                if self.get("/ready")[0] == 200:
-                    return True
-            except OSError:
-                pass
-            time.sleep(0.05)
-        raise AssertionError(f"daemon not ready: {self.get('/ready')}\n{self.output()}")
+        return self.answers_200("/ready", timeout_s)
