@@ -112,12 +112,14 @@ def commit_floor(daemon: BenchDaemon, samples: int) -> dict[str, float]:
 
 
 def loadgen(daemon: BenchDaemon, *args: str) -> dict[str, Any]:
-    output = subprocess.run(
+    done = subprocess.run(
         # --opt=value: a generated secret may begin with "-".
         [sys.executable, "-m", "bench.loadgen", *args, f"--url={daemon.url}/webhook",
          f"--secret={daemon.secret}", f"--instruments={STREAM_INSTRUMENTS}"],
-        cwd=REPO, capture_output=True, text=True, check=True).stdout
-    return json.loads(output)
+        cwd=REPO, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"load generator failed ({' '.join(args)}):\n{done.stderr}")
+    return json.loads(done.stdout)
 
 
 def latency_summary(result: dict[str, Any]) -> dict[str, Any]:

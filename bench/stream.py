@@ -2,7 +2,7 @@
 
 Each bench instrument runs a cycle — base entry, trailing MARKET_DATA, a pyramid, exits of one
 layer and of all — on its own virtual clock that advances 61 s per alert, so no two alerts are
-duplicates under either dedup rule. The bench daemon accepts alerts up to a day old.
+duplicates under either dedup rule. The bench daemon accepts alerts up to a week old.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from config.domain_files import DEFAULT_CONFIG_DIR
 
 INDIA = ZoneInfo("Asia/Kolkata")
 STEP_S = 61  # past the 60 s dedup window
-HISTORY_S = 86_000
-MAX_SIGNAL_AGE_S = 86_400
+HISTORY_S = 590_000  # ~9,600 alerts per instrument: enough for every throughput step
+MAX_SIGNAL_AGE_S = 600_000
 # (template instrument, base price, ATR)
 TEMPLATES = [("GOLD_MINI", Decimal("78500"), Decimal("700")),
              ("SILVER_MINI", Decimal("90000"), Decimal("1500")),
