@@ -76,3 +76,8 @@ def percent(part: Decimal, whole: Decimal) -> Decimal:
     if whole <= 0:
         return _ZERO
     return part * _HUNDRED / whole
+
+
+def money_text(value: Decimal) -> str:
+    """Return money as JSON carries it: a string with exactly two decimals."""
+    return str(value.quantize(Decimal("0.01")))

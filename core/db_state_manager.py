@@ -6,7 +6,6 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
-from decimal import Decimal
 from typing import Any, TypeVar
 
 import psycopg
@@ -20,6 +19,7 @@ from tenacity import (
     wait_exponential,
 )
 
+from core.accounting import money_text
 from core.db_pool import make_pool
 from core.db_transaction import (
     ADMIT_SQL,
@@ -299,15 +299,13 @@ class DatabaseStateManager:
             "status": "connected",
             "connection": "healthy",
             "open_positions": open_positions,
-            "closed_equity": _money(closed_equity),
+            "closed_equity": None if closed_equity is None else money_text(closed_equity),
             "schema_version": schema_version,
             "pool": self._pool.get_stats(),
             "cache": self.cache.stats(),
         }
 
 
-def _money(value: Decimal | None) -> str | None:
-    return None if value is None else f"{value:.2f}"
 
 
 def _first_line(exc: BaseException) -> str:

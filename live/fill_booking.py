@@ -8,7 +8,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from core.accounting import layer_pnl
+from core.accounting import layer_pnl, money_text
 from core.db_state_manager import DatabaseStateManager
 from core.db_transaction import Transaction
 from core.models import (
@@ -27,10 +27,6 @@ from live.brokers.base import BrokerOrder, OrderStatus
 
 CENT = Decimal("0.01")
 PRICE_SCALE = Decimal("0.0001")
-
-
-def money(value: Decimal) -> str:
-    return str(value.quantize(CENT))
 
 
 class FillBooking:
@@ -121,7 +117,7 @@ class FillBooking:
                 failpoints.reached("during_exit_allocation")
         if not set(live) - set(closed) and remaining == 0:
             await tx.delete_pyramiding(intent.instrument)  # flat: the trade is over
-        return {"pnl": money(total), "positions_closed": closed, "fill_price": str(price)}
+        return {"pnl": money_text(total), "positions_closed": closed, "fill_price": str(price)}
 
     async def _close(self, tx: Transaction, layer: Layer, lots: int, spec: InstrumentSpec,
                      price: Decimal, now: datetime, reason: str, pnl: Decimal) -> int:

@@ -18,7 +18,7 @@ import structlog
 
 from core.db_state_manager import DatabaseStateManager
 from core.errors import VersionConflict
-from core.models import OrderIntent, SignalOutcome
+from core.models import NewIntent, OrderIntent, SignalOutcome
 from core.specs import InstrumentSpec
 from live import failpoints
 from live.brokers.base import (
@@ -58,8 +58,6 @@ class OrderFlow:
                           side: str, lots: int, price: Decimal, purpose: dict[str, Any],
                           position_ids: tuple[int, ...] = ()) -> OrderIntent:
         """Write the intent (and move its signal to processing) inside `tx`."""
-        from core.models import NewIntent
-
         spec = self._instruments[instrument]
         intent = await tx.insert_intent(NewIntent(
             signal_id=signal_id, instrument=instrument, side=side, lots=lots,

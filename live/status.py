@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Any
 
-from core.accounting import percent
+from core.accounting import money_text, percent
 from live.engine import LiveTradingEngine
 from live.metrics import Metrics
-
-CENT = Decimal("0.01")
-
-
-def _money(value: Decimal) -> str:
-    return str(value.quantize(CENT))
 
 
 async def status_report(engine: LiveTradingEngine, metrics: Metrics) -> dict[str, Any]:
@@ -24,10 +17,10 @@ async def status_report(engine: LiveTradingEngine, metrics: Metrics) -> dict[str
     metrics.closed_equity.set(float(eq.closed))  # gauges are floats; money stays Decimal
     metrics.risk_percent.set(float(percent(book.risk, eq.blended)))
     return {
-        "equity": {"closed": _money(eq.closed), "open": _money(eq.open),
-                   "blended": _money(eq.blended), "high": _money(eq.high)},
-        "risk_percent": _money(percent(book.risk, eq.blended)),
-        "vol_percent": _money(percent(book.volatility, eq.blended)),
-        "margin_percent": _money(percent(book.margin_used, eq.blended)),
+        "equity": {"closed": money_text(eq.closed), "open": money_text(eq.open),
+                   "blended": money_text(eq.blended), "high": money_text(eq.high)},
+        "risk_percent": money_text(percent(book.risk, eq.blended)),
+        "vol_percent": money_text(percent(book.volatility, eq.blended)),
+        "margin_percent": money_text(percent(book.margin_used, eq.blended)),
         "open_positions": book.layers,
     }
