@@ -163,11 +163,8 @@ class Campaign:
             self._stop_all(state_dir)
 
     def _ready(self, daemon: TradingDaemon) -> bool:
-        try:
-            daemon.start()
-        except AssertionError:
-            return False  # died before serving
-        return daemon.wait_ready(READY_TIMEOUT_S)
+        """Start the daemon; False if it died before /ready (a crash during recovery)."""
+        return daemon.spawn().wait_ready(READY_TIMEOUT_S)
 
     def _send_until_crash(self, daemon: TradingDaemon, crash: Crash | None,
                           stream: list[dict[str, Any]], index: int) -> tuple[int, bool]:

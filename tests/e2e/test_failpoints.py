@@ -67,12 +67,8 @@ def test_crash_during_recovery_then_recover_again(state_dir):
     run_until_crash(first, trade()[:1])
     first.process.wait(timeout=30)
     # The restart dies while resolving the intent left behind...
-    second = TradingDaemon(state_dir, env={"PM_FAILPOINT": "during_recovery"})
-    second.process = None
-    import subprocess
-    died = subprocess.run(second.args, env=second.env, cwd=second.args[1].rsplit("/", 1)[0],
-                          capture_output=True, timeout=60)
-    assert died.returncode == -signals.SIGKILL
+    second = TradingDaemon(state_dir, env={"PM_FAILPOINT": "during_recovery"}).spawn()
+    assert second.process.wait(timeout=60) == -signals.SIGKILL
     # ...and the next one finishes the job exactly once.
     third = settle(state_dir)
     try:

@@ -40,12 +40,18 @@ class Daemon:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> Daemon:
+    def spawn(self) -> Daemon:
+        """Start the process without waiting for it (it may die at once: a crash test)."""
         self.state_dir.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it
         self.process = subprocess.Popen(self.args, cwd=REPO, env=self.env, stdout=log,
                                         stderr=subprocess.STDOUT)
         log.close()
+        return self
+
+    def start(self) -> Daemon:
+        """Start the process and wait until it serves."""
+        self.spawn()
         if not self.answers_200("/health", START_TIMEOUT_S):
             raise AssertionError(f"daemon exited {self.process.returncode}:\n{self.output()}")
         return self
