@@ -31,8 +31,11 @@ def wait_for(condition, timeout_s: float = 60) -> None:
 
 def test_database_outage_answers_503_then_processes_everything_acknowledged(tmp_path,
                                                                             state_dir):
+    # The production decision wait: a signal admitted just before the outage must still be
+    # answered inside TradingView's window, not after the test daemon's long default.
     env = {"PM_CONFIG_DIR": str(chaos_config(tmp_path / "config")),
-           "PM_WEBHOOK_SECRET": SECRET, "PM_RATE_LIMIT_PER_MIN": "1000000"}
+           "PM_WEBHOOK_SECRET": SECRET, "PM_RATE_LIMIT_PER_MIN": "1000000",
+           "PM_DECISION_WAIT_MS": "2000"}
     daemon = TradingDaemon(state_dir, env=env).start()
     daemon.wait_ready()
     stream = alerts(3, 400, SECRET, datetime.now(UTC))
