@@ -97,9 +97,9 @@ def test_broker_outage_refuses_entries_and_places_exits_once_back(tmp_path, stat
                                             stop=71300))
         assert entry["status"] == "executed"
         fake.stop()  # the broker is unreachable
-        refused = daemon.send(**alert("BASE_ENTRY", "SILVER_MINI", "Long_1", 88000, ist(110),
-                                      stop=86500, atr=1500))
-        assert (refused[0], refused[1]["status"]) == (200, "rejected")
+        refused = daemon.send_settled(**alert("BASE_ENTRY", "SILVER_MINI", "Long_1", 88000,
+                                              ist(110), stop=86500, atr=1500))
+        assert refused["status"] == "rejected"
         waiting = daemon.send(**alert("EXIT", gold, "ALL", 72000, ist(100)))
         assert waiting[1]["status"] == "accepted"  # kept, retried: exits are not dropped
         time.sleep(2)
@@ -119,7 +119,9 @@ def test_broker_outage_refuses_entries_and_places_exits_once_back(tmp_path, stat
                                            stop=71800))["status"] == "executed"
         fake.control("fault", endpoint="any", fault="network_503", count=6)
         answer = daemon.send(**alert("EXIT", gold, "ALL", 72500, ist(10)))
-        assert answer[1]["status"] == "accepted"  # a new exit, not a re-fire of the first
+        # A new exit, not taken for a re-fire of the first; whether the retries outlast the
+        # decision wait depends on the machine, so either answer is right.
+        assert answer[0] in (200, 202) and answer[1]["status"] in ("accepted", "executed")
         wait_for(lambda: daemon.get(f"/signals/{answer[1]['signal_id']}")[1]["outcome"]
                  == "executed")
         positions, orders = kite_broker(fake.state())
