@@ -130,6 +130,7 @@ def latency_summary(result: dict[str, Any]) -> dict[str, Any]:
     return {"p50_ms": percentile(latencies, 0.5), "p99_ms": percentile(latencies, 0.99),
             "max_ms": max(latencies), "requests": result["requests"],
             "errors": result["errors"], "statuses": result["statuses"],
+            "p50_ms_by_status": {k: percentile(v, 0.5) for k, v in by_status.items()},
             "p99_ms_by_status": {k: percentile(v, 0.99) for k, v in by_status.items()}}
 
 
@@ -309,6 +310,11 @@ def table(report: dict[str, Any]) -> str:
     lines = [f"{'metric'.ljust(width)}  value  [target]"]
     lines += [f"{name.ljust(width)}  {value}" + (f"  [{target}]" if target else "")
               for name, value, target in rows]
+    # Orders are a few percent of the stream but set its p99: show each outcome's share.
+    lines.append("ack @200/s p50 / p99 by answer: " + ", ".join(
+        f"{status} {ack['p50_ms_by_status'][status]:.1f} / {p99:.1f} ms "
+        f"(n={ack['statuses'][status]})"
+        for status, p99 in sorted(ack["p99_ms_by_status"].items())))
     steps = report["sustained_throughput"]["steps"]
     lines.append("throughput steps: " + ", ".join(
         f"{s['rate_per_s']}/s p99 {s['p99_ms']:.1f} ms err {s['errors']}" for s in steps))
