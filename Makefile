@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: run test migrate bench chaos clean
+.PHONY: run test lint migrate bench chaos clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required")'
@@ -15,8 +15,13 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 run: $(VENV)/.installed
 	$(PY) portfolio_manager.py live $(ARGS)
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed lint
 	$(PY) -m pytest $(ARGS)
+
+# The configured checks, run on every `make test` (ruff: pyproject.toml; mypy: strict on core/).
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 migrate: $(VENV)/.installed
 	$(PY) portfolio_manager.py migrate $(ARGS)

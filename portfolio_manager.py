@@ -13,7 +13,7 @@ import structlog
 
 from config.errors import ConfigError
 from config.settings import Settings, build_settings
-from live.daemon import AlreadyRunning, run_live
+from live.daemon import AlreadyRunning, StartupStalled, run_live
 from live.logging_setup import configure_logging
 
 
@@ -100,6 +100,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except AlreadyRunning as exc:
         log.error("already_running", error=str(exc))
+        return 1
+    except StartupStalled as exc:
+        log.error("startup_stalled", error=str(exc))
         return 1
     return 0
 

@@ -93,7 +93,7 @@ class BenchDaemon:
 
     def metrics(self) -> str:
         with urllib.request.urlopen(self.url + "/metrics", timeout=10) as response:
-            return response.read().decode()
+            return str(response.read().decode())
 
 
 def commit_floor(daemon: BenchDaemon, samples: int) -> dict[str, float]:
@@ -119,7 +119,8 @@ def loadgen(daemon: BenchDaemon, *args: str) -> dict[str, Any]:
         cwd=REPO, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"load generator failed ({' '.join(args)}):\n{done.stderr}")
-    return json.loads(done.stdout)
+    report: dict[str, Any] = json.loads(done.stdout)
+    return report
 
 
 def latency_summary(result: dict[str, Any]) -> dict[str, Any]:
@@ -227,7 +228,8 @@ def machine(daemon: BenchDaemon) -> dict[str, Any]:
                 Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor())
     with psycopg.connect(daemon.conninfo()) as conn:
-        pg_version = conn.execute("SHOW server_version").fetchone()[0]
+        row = conn.execute("SHOW server_version").fetchone()
+        pg_version = row[0] if row else "unknown"
     return {"cores": os.cpu_count(), "cpu": cpu, "python": platform.python_version(),
             "postgresql": pg_version, "platform": platform.platform()}
 

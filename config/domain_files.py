@@ -2,6 +2,7 @@
 
 import json
 from decimal import Decimal
+from functools import partial
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -58,7 +59,7 @@ def load_instruments(path: Path) -> dict[str, InstrumentSpec]:
         try:
             instruments[name] = _parse_instrument(name, fields)
         except ValidationError as exc:
-            problems.append(describe_validation_error(exc, lambda loc, n=name: dotted(n, *loc)))
+            problems.append(describe_validation_error(exc, partial(_in_instrument, name)))
         except ValueError as exc:
             problems.append(f"{name}: {exc}")
     if problems:
@@ -82,6 +83,10 @@ def _parse_instrument(name: str, fields: object) -> InstrumentSpec:
     if spec.name != name:
         raise ValueError(f"name {spec.name!r} does not match its key")
     return spec
+
+
+def _in_instrument(name: str, loc: Loc) -> str:
+    return dotted(name, *loc)
 
 
 def _field_name(loc: Loc) -> str:

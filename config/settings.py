@@ -42,6 +42,10 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     config_dir: Path = DEFAULT_CONFIG_DIR
     shutdown_timeout_s: float = Field(default=10.0, gt=0)
+    # Each startup stage (open database, migrate, load, resolve intents, reconcile, resume)
+    # past this is named in /ready (or, before serving, stops the start).
+    startup_stage_timeout_s: float = Field(default=60.0, gt=0)
+    db_watch_interval_s: float = Field(default=1.0, gt=0)
     kite_api_key: str | None = None
     kite_api_secret: SecretStr | None = None
     kite_access_token: SecretStr | None = None

@@ -5,7 +5,7 @@ Pure: standard library, `decimal` and `core.specs` only.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -14,6 +14,7 @@ from core.specs import PortfolioConfig
 _ZERO = Decimal(0)
 _HALF = Decimal("0.5")
 _HUNDRED = Decimal(100)
+CENT = Decimal("0.01")
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,8 +30,8 @@ class Equity:
 
 def layer_pnl(entry_price: Decimal, exit_price: Decimal, lots: int,
               point_value: Decimal) -> Decimal:
-    """Return the rupee P&L of a layer: (exit − entry) × lots × pv."""
-    return (exit_price - entry_price) * lots * point_value
+    """Return the rupee P&L of a layer: (exit − entry) × lots × pv, to the paisa (as booked)."""
+    return ((exit_price - entry_price) * lots * point_value).quantize(CENT)
 
 
 def unrealised_pnl(positions: Iterable[tuple[Decimal, Decimal, int, Decimal]]) -> Decimal:
@@ -41,10 +42,11 @@ def unrealised_pnl(positions: Iterable[tuple[Decimal, Decimal, int, Decimal]]) -
 def equity(closed: Decimal, unrealised: Decimal, high: Decimal) -> Equity:
     """Return open (closed + unrealised) and blended (closed + half unrealised) equity.
 
-    The high is raised to the closed equity when closed equity has passed it.
+    `high` is the ledger's stored high-water mark; the ledger alone moves it
+    (`Transaction.append_ledger`), so it is never recomputed here.
     """
     return Equity(closed=closed, unrealised=unrealised, open=closed + unrealised,
-                  blended=closed + _HALF * unrealised, high=max(high, closed))
+                  blended=closed + _HALF * unrealised, high=high)
 
 
 def open_risk(layers: Iterable[tuple[Decimal, Decimal, int, Decimal]]) -> Decimal:
@@ -65,12 +67,6 @@ def sizing_equity(cfg: PortfolioConfig, closed: Decimal, blended: Decimal,
     return choices[cfg.sizing_equity]
 
 
-def allocate_fill(fill_price: Decimal, layer_lots: Sequence[int]) -> list[Decimal]:
-    """Return each layer's exit price when one order closed them all: its average fill."""
-    # Every lot of one order shares its average price; no layer is favoured.
-    return [fill_price for _ in layer_lots]
-
-
 def percent(part: Decimal, whole: Decimal) -> Decimal:
     """Return part as a percentage of whole; 0 when whole is not positive."""
     if whole <= 0:
@@ -80,4 +76,4 @@ def percent(part: Decimal, whole: Decimal) -> Decimal:
 
 def money_text(value: Decimal) -> str:
     """Return money as JSON carries it: a string with exactly two decimals."""
-    return str(value.quantize(Decimal("0.01")))
+    return str(value.quantize(CENT))

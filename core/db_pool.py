@@ -5,8 +5,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import psycopg
 from psycopg import AsyncConnection
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+# Faults of the connection, not of the statement: the database may answer if asked again.
+TRANSIENT_ERRORS = (psycopg.OperationalError, PoolTimeout)
 
 # A connection used this recently is trusted without a round trip; one idle for longer is
 # checked, so a server restart while the pool sat idle never reaches a caller.

@@ -8,10 +8,7 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any, TypeVar
 
-import psycopg
 from psycopg import sql
-from psycopg.rows import class_row
-from psycopg_pool import PoolTimeout
 from tenacity import (
     AsyncRetrying,
     retry_if_exception_type,
@@ -20,7 +17,8 @@ from tenacity import (
 )
 
 from core.accounting import money_text
-from core.db_pool import make_pool
+from core.db_pool import TRANSIENT_ERRORS, make_pool
+from core.db_rows import columns, row_factory
 from core.db_transaction import (
     ADMIT_SQL,
     INTENT_COLUMNS,
@@ -30,14 +28,15 @@ from core.db_transaction import (
     RECORD_DECISION_SQL,
     Transaction,
     admit_params,
-    columns,
     decision_params,
 )
 from core.errors import SignalAlreadyDecided
 from core.models import (
+    UNRESOLVED_INTENT_STATUSES,
     Layer,
     NewSignal,
     OrderIntent,
+    Outcome,
     PortfolioState,
     PyramidingState,
     SignalAdmission,
@@ -47,9 +46,7 @@ from core.state_cache import PORTFOLIO_KEY, Missing, StateCache, layers_key, pyr
 
 T = TypeVar("T")
 
-TRANSIENT_ERRORS = (psycopg.OperationalError, PoolTimeout)
 SIGNAL_COLUMNS = columns(SignalRecord)
-UNRESOLVED_INTENT_STATUSES = ("pending", "placed", "partial")
 
 
 class DatabaseStateManager:
@@ -118,7 +115,7 @@ class DatabaseStateManager:
         assert row is not None
         return SignalAdmission(signal_id=int(row[0]), accepted=bool(row[1]))
 
-    async def record_decision(self, signal_id: int, outcome: str, reason: str | None,
+    async def record_decision(self, signal_id: int, outcome: Outcome, reason: str | None,
                               processed_by: str, now: datetime) -> None:
         """Record a no-order outcome and its audit row in one statement."""
         async with self._pool.connection() as conn:
@@ -139,13 +136,14 @@ class DatabaseStateManager:
                 return await operation()
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _fetch(self, model: type[T], query: sql.Composable | str,
+    async def _fetch(self, model: type[T], query: sql.Composed | str,
                      params: Any = None) -> list[T]:
         async def run() -> list[T]:
             async with self._pool.connection() as conn:
-                async with conn.cursor(row_factory=class_row(model)) as cur:
+                async with conn.cursor(row_factory=row_factory(model)) as cur:
                     await cur.execute(query, params)
-                    return await cur.fetchall()
+                    rows: list[T] = await cur.fetchall()
+                    return rows
 
         return await self._idempotent(run)
 
@@ -241,7 +239,8 @@ class DatabaseStateManager:
         query = sql.SQL(
             "SELECT {} FROM order_intents WHERE status = ANY(%s) ORDER BY id"
         ).format(INTENT_COLUMNS)
-        return await self._fetch(OrderIntent, query, (list(UNRESOLVED_INTENT_STATUSES),))
+        return await self._fetch(OrderIntent, query,
+                                 (sorted(UNRESOLVED_INTENT_STATUSES),))
 
     async def intents_for_signal(self, signal_id: int) -> list[OrderIntent]:
         query = sql.SQL("SELECT {} FROM order_intents WHERE signal_id = %s ORDER BY id").format(
@@ -250,9 +249,10 @@ class DatabaseStateManager:
 
     async def latest_event(self, event: str) -> dict[str, Any] | None:
         """Return the details of the newest audit event of this kind."""
-        return await self._scalar(
+        details: dict[str, Any] | None = await self._scalar(
             "SELECT details FROM execution_log WHERE event = %s ORDER BY id DESC LIMIT 1",
             (event,))
+        return details
 
     async def signal(self, signal_id: int) -> SignalRecord | None:
         query = sql.SQL("SELECT {} FROM signal_log WHERE id = %s").format(SIGNAL_COLUMNS)
@@ -279,6 +279,16 @@ class DatabaseStateManager:
         return await self._fetch(OrderIntent, query, (limit,))
 
     # -- status ---------------------------------------------------------------------------
+    async def ping(self, timeout_s: float = 1.0) -> bool:
+        """Return whether the database answers a trivial query within `timeout_s`."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                async with self._pool.connection(timeout=timeout_s) as conn:
+                    await conn.execute("SELECT 1")
+            return True
+        except (*TRANSIENT_ERRORS, TimeoutError):
+            return False
+
     async def status(self, timeout_s: float = 2.0) -> dict[str, Any]:
         """Return connectivity, pool, schema, cache and book figures for `/db/status`."""
         try:

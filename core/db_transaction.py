@@ -8,18 +8,19 @@ from dataclasses import fields
 from datetime import datetime
 from decimal import Decimal
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 from psycopg import AsyncConnection, AsyncCursor, sql
-from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
+from core.db_rows import columns, row_factory
 from core.errors import (
     InsufficientEquity,
     PortfolioNotSeeded,
     SignalAlreadyDecided,
     VersionConflict,
 )
+from core.intents import purpose_to_json
 from core.models import (
     Layer,
     LedgerEntry,
@@ -28,17 +29,13 @@ from core.models import (
     NewLayer,
     NewSignal,
     OrderIntent,
+    Outcome,
     PortfolioState,
     PyramidingState,
-    SignalAdmission,
 )
 from core.state_cache import StateCache
 
-
-def columns(model: type) -> sql.Composed:
-    """Return the column list that maps a table's rows onto `model`."""
-    return sql.SQL(", ").join(sql.Identifier(f.name) for f in fields(model))
-
+T = TypeVar("T")
 
 LAYER_COLUMNS = columns(Layer)
 INTENT_COLUMNS = columns(OrderIntent)
@@ -63,9 +60,12 @@ def jsonb(value: Any) -> Jsonb:
 
 ADMIT_SQL = """SELECT signal_id, accepted FROM admit_signal(%s, %s, %s, %s, %s, %s, %s, %s,
                                                            %s, %s)"""
+# A signal decided `error` may still have an intent in flight (the failure came after it was
+# committed); when that intent is resolved, what the broker did becomes the outcome.
 DECIDE_SQL = """UPDATE signal_log SET status = 'processed', outcome = %(outcome)s,
                 reason = %(reason)s, processed_at = %(now)s, processed_by = %(by)s
-                WHERE id = %(id)s AND status <> 'processed' RETURNING id, instrument"""
+                WHERE id = %(id)s AND (status <> 'processed' OR outcome = 'error')
+                RETURNING id, instrument"""
 RECORD_DECISION_SQL = f"""WITH decided AS ({DECIDE_SQL})
     INSERT INTO execution_log (event, signal_id, instrument, details)
     SELECT 'signal_decided', id, instrument,
@@ -80,7 +80,7 @@ def admit_params(signal: NewSignal, window_s: int, rejection: str | None = None,
             rejection, processed_by)
 
 
-def decision_params(signal_id: int, outcome: str, reason: str | None, processed_by: str,
+def decision_params(signal_id: int, outcome: Outcome, reason: str | None, processed_by: str,
                     now: datetime) -> dict[str, Any]:
     return {"id": signal_id, "outcome": outcome, "reason": reason, "now": now,
             "by": processed_by}
@@ -94,7 +94,7 @@ class Transaction:
         self._cache = cache
         self._publish: list[Callable[[], None]] = []
         self._drop: list[Callable[[], None]] = []
-        self._expected: list[tuple[AsyncCursor[Any], Callable[[Any], None] | None,
+        self._expected: list[tuple[AsyncCursor[Any], Callable[[Any], object] | None,
                                    Callable[[], Exception]]] = []
 
     async def verify(self) -> None:
@@ -113,10 +113,10 @@ class Transaction:
             if on_row is not None:
                 on_row(row)
 
-    async def _later(self, model: type | None, query: sql.Composable | str, params: Any,
+    async def _later(self, model: type | None, query: sql.Composed | str, params: Any,
                      on_missing: Callable[[], Exception],
-                     on_row: Callable[[Any], None] | None = None) -> None:
-        cursor = (self.conn.cursor(row_factory=class_row(model)) if model is not None
+                     on_row: Callable[[Any], object] | None = None) -> None:
+        cursor = (self.conn.cursor(row_factory=row_factory(model)) if model is not None
                   else self.conn.cursor())
         await cursor.execute(query, params)
         self._expected.append((cursor, on_row, on_missing))
@@ -136,10 +136,11 @@ class Transaction:
         self._drop.append(lambda: self._cache.drop_layers(layer.instrument))
         return layer
 
-    async def _one(self, model: type, query: sql.Composable, params: Any) -> Any:
-        async with self.conn.cursor(row_factory=class_row(model)) as cur:
+    async def _one(self, model: type[T], query: sql.Composed, params: Any) -> T | None:
+        async with self.conn.cursor(row_factory=row_factory(model)) as cur:
             await cur.execute(query, params)
-            return await cur.fetchone()
+            row: T | None = await cur.fetchone()
+            return row
 
     # -- layers ---------------------------------------------------------------------------
     async def insert_layer(self, new: NewLayer) -> Layer:
@@ -156,7 +157,9 @@ class Transaction:
                RETURNING {}"""
         ).format(LAYER_COLUMNS)
         params = {f.name: getattr(new, f.name) for f in fields(NewLayer)}
-        return self._stage_layer(await self._one(Layer, query, params))
+        layer = await self._one(Layer, query, params)
+        assert layer is not None  # an INSERT … RETURNING always returns its row
+        return self._stage_layer(layer)
 
     async def update_layer(self, layer: Layer, **changes: Any) -> Layer:
         """Change a layer if it is still at `layer.version`, else raise VersionConflict."""
@@ -176,9 +179,9 @@ class Transaction:
                           lambda: VersionConflict("portfolio_positions", layer.id, layer.version),
                           self._stage_layer)
 
-    async def _update(self, table: str, model: type, returning: sql.Composed,
+    async def _update(self, table: str, model: type[T], returning: sql.Composed,
                       allowed: frozenset[str], row_id: int, version: int,
-                      changes: dict[str, Any]) -> Any:
+                      changes: dict[str, Any]) -> T | None:
         query, params = self._update_query(table, returning, allowed, row_id, version, changes)
         return await self._one(model, query, params)
 
@@ -322,13 +325,6 @@ class Transaction:
         return entry
 
     # -- signal inbox ---------------------------------------------------------------------
-    async def admit_signal(self, signal: NewSignal, window_s: int) -> SignalAdmission:
-        """Store a signal unless it repeats one already stored (DOMAIN.md §3, both rules)."""
-        cur = await self.conn.execute(ADMIT_SQL, admit_params(signal, window_s))
-        row = await cur.fetchone()
-        assert row is not None
-        return SignalAdmission(signal_id=int(row[0]), accepted=bool(row[1]))
-
     async def mark_signal_processing(self, signal_id: int) -> None:
         """Move a received signal to processing; any other state raises SignalAlreadyDecided."""
         await self._later(
@@ -336,7 +332,7 @@ class Transaction:
                   "WHERE id = %s AND status = 'received' RETURNING id", (signal_id,),
             lambda: SignalAlreadyDecided(f"signal {signal_id} is no longer waiting"))
 
-    async def decide_signal(self, signal_id: int, outcome: str, reason: str | None,
+    async def decide_signal(self, signal_id: int, outcome: Outcome, reason: str | None,
                             processed_by: str, now: datetime) -> None:
         """Record the signal's one outcome; a second outcome raises SignalAlreadyDecided."""
         await self._later(
@@ -356,8 +352,10 @@ class Transaction:
         ).format(INTENT_COLUMNS)
         params = {f.name: getattr(new, f.name) for f in fields(NewIntent)}
         params["position_ids"] = list(new.position_ids)
-        params["purpose"] = jsonb(new.purpose)
-        return await self._one(OrderIntent, query, {**params, "prefix": tag_prefix})
+        params["purpose"] = jsonb(purpose_to_json(new.purpose))
+        intent = await self._one(OrderIntent, query, {**params, "prefix": tag_prefix})
+        assert intent is not None  # an INSERT … RETURNING always returns its row
+        return intent
 
     async def update_intent_later(self, intent: OrderIntent, **changes: Any) -> None:
         """Like update_intent, checked at commit."""

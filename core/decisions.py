@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from core.gates import join_reasons, pyramid_gate_failures
-from core.models import BASE_LAYER, Layer, LayerStatus, PyramidingState
+from core.models import BASE_LAYER, Layer, LayerStatus, Outcome, PyramidingState
 from core.signals import Signal
 from core.sizing import Sizing, cap_to_portfolio, pyramid_risk_budget, size_base_entry, size_pyramid
 from core.specs import InstrumentSpec, PortfolioConfig
@@ -19,7 +19,7 @@ STOP_HIT_REASON = "PM_STOP_HIT"
 class Verdict:
     """An outcome that needs no order: blocked, rejected or ignored."""
 
-    outcome: str
+    outcome: Outcome
     reason: str | None
 
 
@@ -57,11 +57,15 @@ class MarketDataPlan:
 
 
 def blocked(reason: str) -> Verdict:
-    return Verdict("blocked", reason)
+    return Verdict(Outcome.BLOCKED, reason)
 
 
 def ignored(reason: str) -> Verdict:
-    return Verdict("ignored", reason)
+    return Verdict(Outcome.IGNORED, reason)
+
+
+def rejected(reason: str) -> Verdict:
+    return Verdict(Outcome.REJECTED, reason)
 
 
 def _capped(signal: Signal, stop: Decimal, sizing: Sizing, spec: InstrumentSpec,
@@ -166,7 +170,7 @@ def check_execution_price(plan: EntryPlan, signal: Signal, quote: Decimal, pyram
     """
     divergence = abs(quote - signal.price) / signal.price * 100
     if divergence > max_divergence_percent:
-        return Verdict("rejected", f"Quote {quote} diverges {divergence:.2f}% from signal "
+        return rejected(f"Quote {quote} diverges {divergence:.2f}% from signal "
                                    f"price {signal.price} (limit {max_divergence_percent}%)")
     if not pyramid or quote <= signal.price:
         return plan

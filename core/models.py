@@ -11,6 +11,8 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
+from core.intents import Purpose
+
 
 class SignalType(StrEnum):
     BASE_ENTRY = "BASE_ENTRY"
@@ -27,6 +29,40 @@ class LayerStatus(StrEnum):
     OPEN = "open"
     CLOSING = "closing"
     CLOSED = "closed"
+
+
+class Side(StrEnum):
+    BUY = "BUY"
+    SELL = "SELL"
+
+
+class IntentStatus(StrEnum):
+    PENDING = "pending"  # committed; the broker may not have been called
+    PLACED = "placed"  # the broker holds working orders for it
+    PARTIAL = "partial"
+    FILLED = "filled"
+    CANCELLED = "cancelled"  # final with part (or none) of it filled
+    REJECTED = "rejected"
+
+
+# An intent in one of these states may still have (or get) orders at the broker: recovery
+# resolves each by its tag before anything else trades.
+UNRESOLVED_INTENT_STATUSES = frozenset(
+    {IntentStatus.PENDING, IntentStatus.PLACED, IntentStatus.PARTIAL})
+
+
+class SignalStatus(StrEnum):
+    RECEIVED = "received"
+    PROCESSING = "processing"  # an order intent for it is committed
+    PROCESSED = "processed"
+
+
+class Outcome(StrEnum):
+    EXECUTED = "executed"
+    BLOCKED = "blocked"
+    REJECTED = "rejected"
+    IGNORED = "ignored"
+    ERROR = "error"  # processing failed unexpectedly; the instrument's entries are blocked
 
 
 class LedgerType(StrEnum):
@@ -60,7 +96,7 @@ class Layer:
     trade_id: int
     instrument: str
     layer: str
-    status: str
+    status: LayerStatus
     lots: int
     quantity: int
     entry_price: Decimal
@@ -126,8 +162,8 @@ class SignalRecord:
     signal_timestamp: datetime
     payload: dict[str, Any]
     received_at: datetime
-    status: str
-    outcome: str | None
+    status: SignalStatus
+    outcome: Outcome | None
     reason: str | None
     processed_at: datetime | None
     processed_by: str | None
@@ -145,15 +181,15 @@ class SignalAdmission:
 class NewIntent:
     signal_id: int | None
     instrument: str
-    side: str
+    side: Side
     lots: int
     quantity: int
     order_type: str
+    purpose: Purpose
     price: Decimal | None = None
     tradingsymbol: str | None = None
     position_ids: tuple[int, ...] = ()
     fencing_epoch: int = 0
-    purpose: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,19 +200,23 @@ class OrderIntent:
     instrument: str
     tradingsymbol: str | None
     position_ids: list[int]
-    side: str
+    side: Side
     lots: int
     quantity: int
     order_type: str
     price: Decimal | None
-    status: str
+    status: IntentStatus
     broker_order_id: str | None
     filled_quantity: int
     average_price: Decimal | None
     reason: str | None
     fencing_epoch: int
     version: int
-    purpose: dict[str, Any]
+    purpose: Purpose
+
+    @property
+    def is_unresolved(self) -> bool:
+        return self.status in UNRESOLVED_INTENT_STATUSES
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,6 +236,6 @@ class SignalOutcome:
     """What became of a signal, as the webhook and `/signals/{id}` report it."""
 
     signal_id: int
-    outcome: str  # executed | blocked | rejected | ignored
+    outcome: Outcome
     reason: str | None
     result: dict[str, Any] = field(default_factory=dict)

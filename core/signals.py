@@ -40,6 +40,10 @@ _NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
 # Beyond this magnitude a value is garbage, and int() or arithmetic on it could hang or
 # overflow the decimal context; no price, stop or lot count comes near it.
 _MAX_ADJUSTED_EXPONENT = 15
+# Prices are stored as numeric(18, 4): a value that does not fit, or that a positive price
+# would round to zero in, is refused here rather than failing when the book stores it.
+_PRICE_TICK = Decimal("0.0001")
+_PRICE_CEILING = Decimal(10) ** 14
 
 _SECRET = "secret"
 
@@ -73,13 +77,6 @@ class Signal:
         """Return the exact-duplicate fingerprint of this signal."""
         return fingerprint(self.instrument, self.signal_type.value, self.position,
                            self.timestamp)
-
-    @property
-    def layer_number(self) -> int | None:
-        """Return N of `Long_N`, or None for `ALL` and signals without a position."""
-        if self.position is None or self.position == ALL_LAYERS:
-            return None
-        return int(self.position.removeprefix("Long_"))
 
 
 def normalise_timestamp(moment: datetime) -> datetime:
@@ -142,11 +139,16 @@ def freshness(signal: Signal, received_at: datetime, max_age_s: int,
     return None
 
 
+def entry_deadline(received_at: datetime, max_entry_delay_s: int) -> datetime:
+    """Return the moment after which an entry received at `received_at` is no longer placed."""
+    _require_aware(received_at, "received_at")
+    return received_at + timedelta(seconds=max_entry_delay_s)
+
+
 def entry_waited_too_long(received_at: datetime, now: datetime, max_entry_delay_s: int) -> bool:
     """Return True if an entry waited in the inbox more than `max_entry_delay_s` seconds."""
-    _require_aware(received_at, "received_at")
     _require_aware(now, "now")
-    return now - received_at > timedelta(seconds=max_entry_delay_s)
+    return now > entry_deadline(received_at, max_entry_delay_s)
 
 
 def _require_aware(moment: datetime, name: str) -> None:
@@ -209,6 +211,8 @@ def _number(raw: object, phrase: str) -> Decimal:
         return Decimal(0)
     if abs(value.adjusted()) > _MAX_ADJUSTED_EXPONENT:
         raise InvalidSignal(phrase)
+    if abs(value.quantize(_PRICE_TICK)) >= _PRICE_CEILING:
+        raise InvalidSignal(phrase)
     return value
 
 
@@ -231,7 +235,7 @@ def _to_decimal(raw: object) -> Decimal | None:
 
 def _positive(raw: object, phrase: str) -> Decimal:
     value = _number(raw, phrase)
-    if value <= 0:
+    if value.quantize(_PRICE_TICK) <= 0:
         raise InvalidSignal(phrase)
     return value
 
@@ -241,7 +245,7 @@ def _stop(raw: object, signal_type: SignalType) -> Decimal | None:
         return None
     value = _number(raw, "Invalid stop")
     # An exit needs no protective stop, and TradingView sends 0 for it.
-    if value < 0 or (value == 0 and signal_type != SignalType.EXIT):
+    if value < 0 or (value.quantize(_PRICE_TICK) == 0 and signal_type != SignalType.EXIT):
         raise InvalidSignal("Invalid stop")
     return value
 

@@ -59,6 +59,14 @@ class InstrumentSpec(BaseModel):
             return lots * self.lot_size
         return lots
 
+    def lots_of(self, quantity: int) -> int:
+        """Return the whole lots in a broker quantity (the inverse of `broker_quantity`)."""
+        if quantity < 0:
+            raise ValueError(f"quantity must be >= 0, got {quantity}")
+        if self.quantity_unit == "units":
+            return quantity // self.lot_size
+        return quantity
+
 
 class PortfolioConfig(BaseModel):
     """Portfolio-wide limits and signal rules (DOMAIN.md §2 and §3)."""

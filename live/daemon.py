@@ -10,12 +10,13 @@ import signal
 import socket
 import sys
 import uuid
-from collections.abc import Iterator
-from contextlib import AsyncExitStack, contextmanager
+from collections.abc import AsyncIterator, Coroutine, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import structlog
 from aiohttp import web
@@ -23,6 +24,7 @@ from aiohttp import web
 from config.errors import ConfigError
 from config.kite import load_kite_config
 from config.settings import Settings, load_domain
+from core.db_pool import TRANSIENT_ERRORS
 from core.db_state_manager import DatabaseStateManager
 from core.specs import InstrumentSpec, PortfolioConfig
 from live import failpoints
@@ -31,12 +33,14 @@ from live.brokers.kite_session import KiteSession
 from live.brokers.paper import PaperBroker
 from live.database_server import database_target
 from live.engine import LiveTradingEngine
+from live.inbox import Inbox
 from live.metrics import Metrics
 from live.order_flow import OrderFlow
 from live.rate_limit import RateLimiter
+from live.readiness import Readiness
 from live.recovery import recover
 from live.schema_migrations import apply_migrations
-from live.server import Context, Readiness, WebhookPolicy, build_app
+from live.server import Context, WebhookPolicy, build_app
 
 VERSION = "0.1.0"
 log = structlog.get_logger(__name__)
@@ -115,6 +119,34 @@ def build_broker(settings: Settings, instruments: dict[str, InstrumentSpec],
                           config.max_pyramid_divergence_percent), config.poll_interval_max_s)
 
 
+class StartupStalled(RuntimeError):
+    """A startup stage before serving did not finish in time (named in the message)."""
+
+
+@asynccontextmanager
+async def stage(name: str, timeout_s: float) -> AsyncIterator[None]:
+    """Time-box a startup stage that runs before the daemon serves: past it, stop starting."""
+    log.info("startup_stage", stage=name)
+    try:
+        async with asyncio.timeout(timeout_s):
+            yield
+    except (TimeoutError, *TRANSIENT_ERRORS) as exc:
+        raise StartupStalled(f"startup stage {name} did not finish in {timeout_s:g} s "
+                             f"({type(exc).__name__})") from None
+
+
+async def watch_database(db: DatabaseStateManager, readiness: Readiness, metrics: Metrics,
+                         interval_s: float) -> None:
+    """Keep `/ready` honest about the database, whether or not signals are arriving."""
+    while True:
+        available = await db.ping(timeout_s=interval_s)
+        if available != readiness.database_available:
+            log.warning("database_available" if available else "database_unavailable")
+        readiness.database_available = available
+        metrics.paused.set(int(not available))
+        await asyncio.sleep(interval_s)
+
+
 async def run_live(settings: Settings) -> None:
     """Run the daemon until asked to stop; every resource is released in reverse order."""
     instruments, portfolio = load_domain(settings)  # a bad config file stops startup here
@@ -122,17 +154,20 @@ async def run_live(settings: Settings) -> None:
     if settings.broker == "zerodha":
         load_kite_config(settings.config_dir / "kite.json")
     stop = stop_requested()
+    timeout_s = settings.startup_stage_timeout_s
     async with AsyncExitStack() as stack:
         stack.enter_context(state_dir_lock(settings.state_dir))
         secret, generated = webhook_secret(settings)
-        target = await stack.enter_async_context(database_target(settings))
-        log.info("database_selected", database=target.description)
-        applied = await asyncio.to_thread(apply_migrations, target.conninfo)
-        log.info("migrations_applied", applied=applied)
-        db = DatabaseStateManager(target.conninfo, min_size=target.pool_min_size,
-                                  max_size=target.pool_max_size)
-        await db.open()
-        stack.push_async_callback(db.close)
+        async with stage("open_database", timeout_s):
+            target = await stack.enter_async_context(database_target(settings))
+            log.info("database_selected", database=target.description)
+            db = DatabaseStateManager(target.conninfo, min_size=target.pool_min_size,
+                                      max_size=target.pool_max_size)
+            await db.open(wait_s=timeout_s)
+            stack.push_async_callback(db.close)
+        async with stage("migrate", timeout_s):
+            applied = await asyncio.to_thread(apply_migrations, target.conninfo)
+            log.info("migrations_applied", applied=applied)
         instance = instance_id(settings.state_dir)
         async with db.transaction() as tx:
             if await tx.seed_portfolio(portfolio.initial_capital):
@@ -144,15 +179,17 @@ async def run_live(settings: Settings) -> None:
         broker = venue.broker
         await broker.start()
         stack.push_async_callback(broker.close)
+        readiness = Readiness()
         flow = OrderFlow(db, broker, instruments, processed_by=instance, clock=now_utc,
                          metrics=metrics, poll_interval_max_s=venue.poll_interval_max_s)
         engine = LiveTradingEngine(db, broker, instruments, portfolio, flow,
                                    processed_by=instance, clock=now_utc, metrics=metrics,
-                                   price_limits_percent=venue.price_limits)
-        stack.push_async_callback(engine.stop, settings.shutdown_timeout_s)
-        readiness = Readiness()
+                                   readiness=readiness, price_limits_percent=venue.price_limits)
+        inbox = Inbox(db, engine, instruments, portfolio, processed_by=instance, clock=now_utc,
+                      metrics=metrics)
+        stack.push_async_callback(inbox.stop, settings.shutdown_timeout_s)
         context = Context(
-            db=db, engine=engine, instruments=instruments, metrics=metrics,
+            db=db, inbox=inbox, engine=engine, instruments=instruments, metrics=metrics,
             readiness=readiness, broker=broker, clock=now_utc,
             limiter=RateLimiter(settings.rate_limit_per_min),
             policy=WebhookPolicy(secret=secret, max_bytes=settings.webhook_max_bytes,
@@ -167,20 +204,35 @@ async def run_live(settings: Settings) -> None:
         url = f"http://{settings.host}:{settings.port}"
         announce(url, secret if generated else None)
         log.info("serving", url=url, webhook_url=f"{url}/webhook", broker=broker.name)
-        recovery = asyncio.create_task(recover(db, broker, engine, flow, portfolio),
-                                       name="recovery")
-        waiting = asyncio.create_task(stop.wait(), name="stop-signal")
-        done, _ = await asyncio.wait({recovery, waiting}, return_when=asyncio.FIRST_COMPLETED)
-        if recovery in done:
-            readiness.reasons = recovery.result()
-            log.info("ready" if not readiness.reasons else "not_ready",
-                     reasons=readiness.reasons)
-            await waiting
-        else:
-            recovery.cancel()
-            await asyncio.gather(recovery, return_exceptions=True)
+        watcher = asyncio.create_task(
+            watch_database(db, readiness, metrics, settings.db_watch_interval_s),
+            name="database-watch")
+        stack.push_async_callback(_cancel, watcher)
+        await until_stopped(stop, recover(db, broker, inbox, flow, portfolio, readiness,
+                                          timeout_s), readiness, broker)
         log.info("stopping")
     log.info("stopped")
+
+
+async def until_stopped(stop: asyncio.Event, recovery: Coroutine[Any, Any, None],
+                        readiness: Readiness, broker: Broker) -> None:
+    """Recover, then serve until asked to stop (a stop during recovery cancels it)."""
+    recovering = asyncio.create_task(recovery, name="recovery")
+    waiting = asyncio.create_task(stop.wait(), name="stop-signal")
+    done, _ = await asyncio.wait({recovering, waiting}, return_when=asyncio.FIRST_COMPLETED)
+    if recovering in done:
+        recovering.result()  # a failure here is a bug: let it stop the daemon, loudly
+        reasons = readiness.reasons(broker.unavailable_reason)
+        log.info("ready" if not reasons else "not_ready", reasons=reasons)
+        await waiting
+    else:
+        await _cancel(recovering)
+    await _cancel(waiting)
+
+
+async def _cancel(task: asyncio.Task[Any]) -> None:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
 
 
 def announce(url: str, generated_secret: str | None) -> None:

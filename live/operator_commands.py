@@ -6,17 +6,19 @@ import asyncio
 from contextlib import AsyncExitStack
 from dataclasses import asdict
 from decimal import Decimal
-from typing import Any
 
 from config.errors import ConfigError
 from config.settings import Settings, load_domain
+from core.booking import book_exit
 from core.db_state_manager import DatabaseStateManager
-from core.models import LedgerType, NewLayer
+from core.models import Layer, NewLayer
 from core.reconciliation import ACCEPTED_EVENT, Discrepancy, book_positions, diff_positions
+from core.specs import InstrumentSpec
 from live.brokers.base import Broker
 from live.brokers.kite_session import save_session
 from live.daemon import build_broker, now_utc, state_dir_lock
 from live.database_server import database_target
+from live.fill_booking import write_exit
 from live.metrics import Metrics
 from live.schema_migrations import apply_migrations
 
@@ -74,8 +76,8 @@ async def record_acceptance(db: DatabaseStateManager, side: str,
 
 
 async def adopt_broker_side(db: DatabaseStateManager, broker: Broker,
-                            instruments: dict[str, Any], differences: list[Discrepancy]
-                            ) -> list[str]:
+                            instruments: dict[str, InstrumentSpec],
+                            differences: list[Discrepancy]) -> list[str]:
     """Make the book match the broker: close excess layers at the quote, adopt the rest."""
     lines = []
     layers = await db.load_live_layers()
@@ -89,28 +91,23 @@ async def adopt_broker_side(db: DatabaseStateManager, broker: Broker,
             lines.append(f"{difference.tradingsymbol}: no quote; left as is")
             continue
         excess = difference.book - difference.broker
+        live_ids = {x.id for x in layers if x.instrument == instrument}
         async with db.transaction() as tx:
             if excess > 0:
-                for layer in sorted(held, key=lambda x: x.id, reverse=True):
-                    if excess < layer.quantity:
-                        break
-                    pnl = ((price - layer.entry_price) * layer.lots * spec.point_value
-                           ).quantize(Decimal("0.01"))
-                    await tx.update_layer(layer, status="closed", exit_price=price,
-                                          exit_timestamp=now_utc(), exit_reason="RECONCILED",
-                                          realized_pnl=pnl)
-                    await tx.append_ledger(LedgerType.TRADING_PNL, pnl, position_id=layer.id)
-                    excess -= layer.quantity
+                closing = excess_layers(held, excess)
+                booking = book_exit(closing, live_ids, sum(x.lots for x in closing), price,
+                                    spec)
+                await write_exit(tx, instrument, booking, reason="RECONCILED", price=price,
+                                 at=now_utc())
             else:
-                lots = -excess if spec.quantity_unit == "lots" else -excess // spec.lot_size
                 taken = {x.layer for x in held}
                 name = next(f"Long_{n}" for n in range(1, 7) if f"Long_{n}" not in taken)
                 # Unknown stop: 0 counts the whole position as risk until stops trail it up.
                 await tx.insert_layer(NewLayer(
                     trade_id=held[0].trade_id if held else await tx.next_trade_id(),
-                    instrument=instrument, layer=name, lots=lots, quantity=-excess,
-                    entry_price=price, entry_timestamp=now_utc(), initial_stop=Decimal(0),
-                    atr=Decimal(0), limiter="reconciled",
+                    instrument=instrument, layer=name, lots=spec.lots_of(-excess),
+                    quantity=-excess, entry_price=price, entry_timestamp=now_utc(),
+                    initial_stop=Decimal(0), atr=Decimal(0), limiter="reconciled",
                     tradingsymbol=difference.tradingsymbol))
             await tx.log_event(ACCEPTED_EVENT, side="broker", instrument=instrument,
                                difference=asdict(difference), price=price)
@@ -118,8 +115,19 @@ async def adopt_broker_side(db: DatabaseStateManager, broker: Broker,
     return lines
 
 
+def excess_layers(held: list[Layer], excess: int) -> list[Layer]:
+    """Return the newest whole layers whose quantity the broker no longer holds."""
+    closing = []
+    for layer in sorted(held, key=lambda x: x.id, reverse=True):
+        if excess < layer.quantity:
+            break
+        closing.append(layer)
+        excess -= layer.quantity
+    return closing
+
+
 def _instrument_of(difference: Discrepancy, broker: Broker,
-                   instruments: dict[str, Any]) -> str:
+                   instruments: dict[str, InstrumentSpec]) -> str:
     for name in instruments:
         if broker.tradingsymbol(name, now_utc()) == difference.tradingsymbol:
             return name

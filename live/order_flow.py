@@ -12,13 +12,15 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, TypeVar
+from functools import partial
+from typing import TypeVar
 
 import structlog
 
-from core.db_state_manager import DatabaseStateManager
+from core.book_store import BookStore, BookTransaction
 from core.errors import VersionConflict
-from core.models import NewIntent, OrderIntent, SignalOutcome
+from core.intents import EntryPurpose, Purpose, purpose_to_json
+from core.models import NewIntent, OrderIntent, Outcome, Side, SignalOutcome
 from core.specs import InstrumentSpec
 from live import failpoints
 from live.brokers.base import (
@@ -33,12 +35,11 @@ from live.fill_booking import FillBooking
 from live.metrics import Metrics
 
 T = TypeVar("T")
-UNRESOLVED = ("pending", "placed", "partial")
 log = structlog.get_logger(__name__)
 
 
 class OrderFlow:
-    def __init__(self, db: DatabaseStateManager, broker: Broker,
+    def __init__(self, db: BookStore, broker: Broker,
                  instruments: dict[str, InstrumentSpec], *, processed_by: str,
                  clock: Callable[[], datetime], metrics: Metrics, poll_interval_s: float = 0.25,
                  poll_interval_max_s: float = 3.0, settle_s: float = 1.0,
@@ -54,8 +55,8 @@ class OrderFlow:
         self._instruments = instruments
         self.booking = FillBooking(db, instruments, processed_by=processed_by, clock=clock)
 
-    async def open_intent(self, tx: Any, signal_id: int | None, instrument: str,
-                          side: str, lots: int, price: Decimal, purpose: dict[str, Any],
+    async def open_intent(self, tx: BookTransaction, signal_id: int | None, instrument: str,
+                          side: Side, lots: int, price: Decimal, purpose: Purpose,
                           position_ids: tuple[int, ...] = ()) -> OrderIntent:
         """Write the intent (and move its signal to processing) inside `tx`."""
         spec = self._instruments[instrument]
@@ -68,7 +69,7 @@ class OrderFlow:
             await tx.mark_signal_processing(signal_id)
         await tx.log_event("intent_created", signal_id=signal_id, intent_id=intent.id,
                            instrument=instrument, side=side, lots=lots, tag=intent.tag,
-                           purpose=purpose)
+                           purpose=purpose_to_json(purpose))
         return intent
 
     async def complete(self, intent: OrderIntent, *, fresh: bool,
@@ -105,11 +106,11 @@ class OrderFlow:
         """Return the intent's orders at the venue, placing what is provably missing."""
         orders: list[BrokerOrder] = []
         if not fresh:
-            orders = await self._retrying(lambda: self._broker.find_by_tag(intent.tag))
+            orders = await self._retrying(partial(self._broker.find_by_tag, intent.tag))
             if not orders and intent.broker_order_id:  # e.g. no longer in today's book
-                orders = [await self._retrying(lambda i=i: self._broker.order(i))
+                orders = [await self._retrying(partial(self._broker.order, i))
                           for i in intent.broker_order_id.split(",")]
-        entry = intent.purpose.get("kind") == "entry"
+        entry = isinstance(intent.purpose, EntryPurpose)
         while sum(o.quantity for o in orders) < intent.quantity:
             if deadline is not None and self._clock() > deadline:
                 return orders, "stale: not placed in time"
@@ -120,7 +121,7 @@ class OrderFlow:
                 failpoints.reached("after_broker_accept")
                 self._metrics.broker_latency.labels("place").observe(
                     time.perf_counter() - started)
-                orders += [await self._retrying(lambda i=i: self._broker.order(i)) for i in ids]
+                orders += [await self._retrying(partial(self._broker.order, i)) for i in ids]
             except OrderRejected as exc:
                 return orders, str(exc)
             except BrokerAuthExpired:
@@ -138,7 +139,7 @@ class OrderFlow:
 
     async def _look_up(self, intent: OrderIntent) -> list[BrokerOrder]:
         await asyncio.sleep(self._settle_s)  # let the venue's order book catch up
-        return await self._retrying(lambda: self._broker.find_by_tag(intent.tag))
+        return await self._retrying(partial(self._broker.find_by_tag, intent.tag))
 
     async def _until_final(self, intent: OrderIntent,
                            orders: list[BrokerOrder]) -> list[BrokerOrder]:
@@ -149,7 +150,7 @@ class OrderFlow:
             await self._broker.wait_for_update(delay)
             delay = min(delay * 1.5, self._poll_interval_max_s)
             orders = [o if o.is_final else
-                      await self._retrying(lambda o=o: self._broker.manage(o, request))
+                      await self._retrying(partial(self._broker.manage, o, request))
                       for o in orders]
         return orders
 
@@ -172,17 +173,21 @@ class OrderFlow:
                             tradingsymbol=intent.tradingsymbol or intent.instrument,
                             side=intent.side, quantity=quantity,
                             order_type=intent.order_type, price=intent.price,
-                            quoted=bool(intent.purpose.get("quoted")))
+                            quoted=isinstance(intent.purpose, EntryPurpose)
+                            and intent.purpose.quoted)
 
     async def _recorded_outcome(self, intent: OrderIntent) -> SignalOutcome | None:
         """Return the outcome another process already recorded for this intent, if any."""
         current = next((i for i in await self._db.intents_for_signal(intent.signal_id or 0)
                         if i.id == intent.id), None)
-        if current is None or current.status in UNRESOLVED:
+        if current is None or current.is_unresolved:
             return None
         record = await self._db.signal(intent.signal_id or 0)
-        outcome = record.outcome if record and record.outcome else current.status
-        return SignalOutcome(intent.signal_id or 0, outcome, record.reason if record else None)
+        if record is not None and record.outcome is not None:
+            return SignalOutcome(record.id, record.outcome, record.reason)
+        # An intent of no signal (or one decided elsewhere): what its fill made of it.
+        outcome = Outcome.EXECUTED if current.filled_quantity > 0 else Outcome.REJECTED
+        return SignalOutcome(intent.signal_id or 0, outcome, current.reason)
 
 
 def _ids(orders: list[BrokerOrder]) -> str | None:

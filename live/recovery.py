@@ -1,56 +1,111 @@
-"""Startup recovery: resolve intents by tag, reconcile with the broker, resume the inbox."""
+"""Startup recovery in named stages: load the book, resolve intents by tag, reconcile with the
+broker, resume the inbox. A stage past its timeout is named in `/ready` (`stalled:<stage>`)
+and keeps going: stopping half-way would leave the broker unresolved.
+"""
 
 from __future__ import annotations
 
-from datetime import timedelta
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import structlog
 
-from core.db_state_manager import DatabaseStateManager
+from core.book_store import BookStore
+from core.intents import EntryPurpose
 from core.reconciliation import ACCEPTED_EVENT, accepted, book_positions, diff_positions
+from core.signals import entry_deadline
 from core.specs import PortfolioConfig
 from live import failpoints
 from live.brokers.base import Broker
-from live.engine import LiveTradingEngine
+from live.inbox import Inbox
 from live.order_flow import OrderFlow
+from live.readiness import MISMATCH, Readiness
 
+T = TypeVar("T")
 log = structlog.get_logger(__name__)
 
 
-async def recover(db: DatabaseStateManager, broker: Broker, engine: LiveTradingEngine,
-                  flow: OrderFlow, config: PortfolioConfig) -> list[str]:
-    """Bring the book back to where it was and return the reasons not to trade (none: ready).
+async def run_stage(readiness: Readiness, name: str, timeout_s: float,
+                    work: Callable[[], Awaitable[T]]) -> T:
+    """Run one startup stage; past `timeout_s` it is reported stalled, and still awaited."""
+    readiness.starting(name)
+    log.info("startup_stage", stage=name)
+    task = asyncio.ensure_future(work())
+    try:
+        return await asyncio.wait_for(asyncio.shield(task), timeout_s)
+    except TimeoutError:
+        readiness.stage_stalled(name)
+        log.error("startup_stage_stalled", stage=name, timeout_s=timeout_s)
+        return await task
+    finally:
+        if not task.done():
+            task.cancel()
+
+
+async def recover(db: BookStore, broker: Broker, inbox: Inbox, flow: OrderFlow,
+                  config: PortfolioConfig, readiness: Readiness, stage_timeout_s: float) -> None:
+    """Bring the book back to where it was; `readiness` then says whether it can trade.
 
     Order matters: the cache first (decisions read it), then every unresolved intent (the
     broker may hold orders the book has not recorded), then the broker comparison (with all
     intents final, book and broker must agree), then the signals still waiting.
     """
-    await db.load_cache()
+    await run_stage(readiness, "load", stage_timeout_s, db.load_cache)
+    await run_stage(readiness, "resolve_intents", stage_timeout_s,
+                    lambda: resolve_intents(db, flow, config, readiness))
+    mismatches = await run_stage(readiness, "reconcile", stage_timeout_s,
+                                 lambda: reconcile(db, broker, readiness))
+    resumed = await run_stage(readiness, "resume_signals", stage_timeout_s,
+                              lambda: resume_signals(db, inbox))
+    readiness.started()
+    log.info("recovered", resumed_signals=resumed, mismatches=mismatches)
+
+
+async def resolve_intents(db: BookStore, flow: OrderFlow, config: PortfolioConfig,
+                          readiness: Readiness) -> None:
+    """Drive every intent an earlier run left open to its final state, and book it."""
     for intent in await db.load_unresolved_intents():
         deadline = None
-        if intent.purpose.get("kind") == "entry" and intent.signal_id is not None:
+        if isinstance(intent.purpose, EntryPurpose) and intent.signal_id is not None:
             record = await db.signal(intent.signal_id)
             if record is not None:
-                deadline = record.received_at + timedelta(seconds=config.max_entry_delay_s)
-        outcome = await flow.complete(intent, fresh=False, deadline=deadline)
+                deadline = entry_deadline(record.received_at, config.max_entry_delay_s)
+        try:
+            outcome = await flow.complete(intent, fresh=False, deadline=deadline)
+        except Exception:  # one intent that cannot be booked must not stop the others
+            log.exception("intent_unresolvable", intent_id=intent.id, tag=intent.tag,
+                          instrument=intent.instrument)
+            readiness.processing_failed(intent.instrument)
+            continue
         log.info("intent_resolved", intent_id=intent.id, tag=intent.tag,
                  outcome=outcome.outcome, reason=outcome.reason)
         failpoints.reached("during_recovery")
+
+
+async def reconcile(db: BookStore, broker: Broker, readiness: Readiness) -> int:
+    """Compare the broker's positions with the book; a difference blocks every entry."""
     differences = diff_positions(book_positions(await db.all_live_layers()),
                                  await broker.positions())
     # An operator may have accepted the book's side of exactly these quantities.
     waived = accepted(await db.latest_event(ACCEPTED_EVENT))
-    reasons = [f"position mismatch {d.describe()}" for d in differences
-               if (d.tradingsymbol, d.book, d.broker) not in waived]
-    for reason in reasons:
+    readiness.unblock_prefix(MISMATCH)
+    for difference in differences:
+        if (difference.tradingsymbol, difference.book, difference.broker) in waived:
+            continue
+        reason = f"position mismatch {difference.describe()}"
         log.error("reconciliation_mismatch", detail=reason)
-    engine.entry_blocks = reasons
-    pending = await db.load_pending_signals()
+        readiness.block_entries(MISMATCH + difference.tradingsymbol, reason)
+    return len(readiness.block_reasons(MISMATCH))
+
+
+async def resume_signals(db: BookStore, inbox: Inbox) -> int:
+    """Queue the signals still waiting, then let the workers run and drain them."""
+    pending = [record for record in await db.load_pending_signals()
+               if record.status == "received"]
     for record in pending:
-        if record.status == "received":
-            await engine.enqueue_stored(record)
+        await inbox.enqueue_stored(record)
     # Stored signals are queued before any worker runs, so they go first (lower ids).
-    engine.start_processing()
-    await engine.drain()
-    log.info("recovered", resumed_signals=len(pending), mismatches=len(reasons))
-    return reasons
+    inbox.start_processing()
+    await inbox.drain()
+    return len(pending)

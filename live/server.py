@@ -13,32 +13,26 @@ from decimal import Decimal
 from functools import partial
 from typing import Any
 
-import psycopg
 import structlog
 from aiohttp import web
 from prometheus_client.aiohttp import make_aiohttp_handler
-from psycopg_pool import PoolTimeout
 
+from core.db_pool import TRANSIENT_ERRORS
 from core.db_state_manager import DatabaseStateManager
-from core.models import Layer, OrderIntent, SignalOutcome, SignalRecord
+from core.models import Layer, OrderIntent, Outcome, SignalOutcome, SignalRecord
 from core.signals import InvalidSignal, parse_signal, storable_payload
 from core.specs import InstrumentSpec
 from live.brokers.base import Broker
 from live.engine import LiveTradingEngine
+from live.inbox import Inbox
 from live.metrics import Metrics
 from live.rate_limit import RateLimiter
+from live.readiness import MISMATCH, Readiness
 from live.status import status_report
+from live.webhook_body import BadBody, parse_body
 
-UNAVAILABLE = (psycopg.OperationalError, PoolTimeout)
 MAX_LIST_LIMIT = 1000
 log = structlog.get_logger(__name__)
-
-
-@dataclass
-class Readiness:
-    """Why the daemon cannot trade yet; empty when it can."""
-
-    reasons: list[str] = field(default_factory=lambda: ["recovering"])
 
 
 @dataclass(frozen=True)
@@ -52,6 +46,7 @@ class WebhookPolicy:
 @dataclass
 class Context:
     db: DatabaseStateManager
+    inbox: Inbox
     engine: LiveTradingEngine
     instruments: dict[str, InstrumentSpec]
     policy: WebhookPolicy
@@ -84,9 +79,13 @@ def error(status: int, code: str, detail: str) -> web.Response:
     return reply({"status": "error", "error": code, "detail": detail}, status)
 
 
-def outcome_body(outcome: SignalOutcome) -> dict[str, Any]:
-    return {"status": outcome.outcome, "signal_id": outcome.signal_id,
-            "reason": outcome.reason, "result": outcome.result}
+def outcome_reply(outcome: SignalOutcome) -> web.Response:
+    if outcome.outcome is Outcome.ERROR:
+        # A fault, not a business outcome: the signal is stored and decided, nothing traded.
+        return reply({"status": "error", "error": "processing_error",
+                      "detail": outcome.reason, "signal_id": outcome.signal_id}, 500)
+    return reply({"status": outcome.outcome, "signal_id": outcome.signal_id,
+                  "reason": outcome.reason, "result": outcome.result})
 
 
 @web.middleware
@@ -96,7 +95,7 @@ async def request_context(request: web.Request,
     structlog.contextvars.bind_contextvars(request_id=uuid.uuid4().hex[:12])
     try:
         return await handler(request)
-    except UNAVAILABLE as exc:
+    except TRANSIENT_ERRORS as exc:
         log.warning("database_unavailable", path=request.path, error=str(exc))
         return error(503, "unavailable", "database unavailable")
     finally:
@@ -121,11 +120,9 @@ async def _webhook(request: web.Request, ctx: Context) -> web.Response:
     except web.HTTPRequestEntityTooLarge:
         return error(413, "payload_too_large", f"Payload exceeds {ctx.policy.max_bytes} bytes")
     try:
-        payload = json.loads(body, parse_float=Decimal, parse_constant=_no_constants)
-    except ValueError:
-        return error(400, "validation_error", "Invalid JSON")
-    if not isinstance(payload, dict):
-        return error(400, "validation_error", "Invalid JSON")
+        payload = parse_body(body)
+    except BadBody as exc:
+        return error(400, "validation_error", exc.detail)
     secret = payload.get("secret")
     if not isinstance(secret, str) or not hmac.compare_digest(
             secret.encode(), ctx.policy.secret.encode()):
@@ -135,22 +132,18 @@ async def _webhook(request: web.Request, ctx: Context) -> web.Response:
     except InvalidSignal as exc:
         return error(400, "validation_error", exc.phrase)
     structlog.contextvars.bind_contextvars(instrument=signal.instrument)
-    admission, outcome = await ctx.engine.submit(signal, storable_payload(payload), received_at)
+    admission, outcome = await ctx.inbox.submit(signal, storable_payload(payload), received_at)
     structlog.contextvars.bind_contextvars(signal_id=admission.signal_id)
     if not admission.accepted:
         return reply({"status": "duplicate", "signal_id": admission.signal_id,
                       "reason": "duplicate signal", "result": {}})
     if outcome is None:
-        outcome = await ctx.engine.wait_for_decision(admission.signal_id,
-                                                     ctx.policy.decision_wait_ms / 1000)
+        outcome = await ctx.inbox.wait_for_decision(admission.signal_id,
+                                                    ctx.policy.decision_wait_ms / 1000)
     if outcome is None:
         return reply({"status": "accepted", "signal_id": admission.signal_id, "reason": None,
                       "result": {}}, 202)
-    return reply(outcome_body(outcome))
-
-
-def _no_constants(name: str) -> None:
-    raise ValueError(f"{name} is not a number")
+    return outcome_reply(outcome)
 
 
 async def health(request: web.Request) -> web.Response:
@@ -165,13 +158,8 @@ async def ready(request: web.Request) -> web.Response:
 
 
 def current_reasons(ctx: Context) -> list[str]:
-    """Why the daemon cannot trade right now: recovery, reconciliation, database, broker."""
-    reasons = list(ctx.readiness.reasons)
-    if ctx.engine.paused:
-        reasons.append("database_unavailable")
-    if ctx.broker.unavailable_reason is not None:
-        reasons.append(ctx.broker.unavailable_reason)
-    return reasons
+    """Why the daemon cannot trade right now: startup, blocks, database, broker."""
+    return ctx.readiness.reasons(ctx.broker.unavailable_reason)
 
 
 async def db_status(request: web.Request) -> web.Response:
@@ -184,8 +172,9 @@ async def status(request: web.Request) -> web.Response:
     report = await status_report(ctx.engine, ctx.metrics)
     reasons = current_reasons(ctx)
     return reply({"broker": ctx.broker.name, "role": "single", "ready": not reasons,
-                  "not_ready_reasons": reasons, "paused": ctx.engine.paused,
-                  "discrepancies": ctx.engine.entry_blocks, **report})
+                  "not_ready_reasons": reasons,
+                  "paused": not ctx.readiness.database_available,
+                  "discrepancies": ctx.readiness.block_reasons(MISMATCH), **report})
 
 
 async def kite_postback(request: web.Request) -> web.Response:
@@ -194,10 +183,10 @@ async def kite_postback(request: web.Request) -> web.Response:
     if accept is None:
         return error(404, "not_found", "no postbacks for this broker")
     try:
-        payload = json.loads(await request.read())
-    except ValueError:
-        return error(400, "validation_error", "Invalid JSON")
-    if not isinstance(payload, dict) or not accept(payload):
+        payload = parse_body(await request.read())
+    except BadBody as exc:
+        return error(400, "validation_error", exc.detail)
+    if not accept(payload):
         return error(403, "unauthorized", "Invalid checksum")
     return reply({"status": "ok"})
 

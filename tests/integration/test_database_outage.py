@@ -10,7 +10,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from core.db_state_manager import DatabaseStateManager
 from live.rate_limit import RateLimiter
 from live.schema_migrations import apply_migrations
-from live.server import Context, Readiness, WebhookPolicy, build_app
+from live.server import Context, WebhookPolicy, build_app
 from tests.support.alerts import alert, ist
 from tests.support.trading import INSTRUMENTS, Trading
 
@@ -21,9 +21,9 @@ async def test_webhook_answers_503_while_the_database_is_down(own_server):
     db = DatabaseStateManager(conninfo, pool_timeout_s=1, retry_window_s=1)
     await db.open()
     trading = await Trading(db, conninfo).start()
-    trading.engine.start_processing()
-    ctx = Context(db=db, engine=trading.engine, instruments=INSTRUMENTS,
-                  metrics=trading.metrics, readiness=Readiness([]), broker=trading.broker,
+    trading.inbox.start_processing()
+    ctx = Context(db=db, inbox=trading.inbox, engine=trading.engine, instruments=INSTRUMENTS,
+                  metrics=trading.metrics, readiness=trading.readiness, broker=trading.broker,
                   limiter=RateLimiter(1000),
                   policy=WebhookPolicy("s3cret", 16384, 2000, 1000))
     client = TestClient(TestServer(build_app(ctx)))

@@ -133,11 +133,11 @@ async def test_entry_that_waited_too_long_is_rejected_stale(trading, postgresql)
     from tests.support.trading import INSTRUMENTS, signal_payload
 
     payload = signal_payload("BASE_ENTRY", at=trading.clock.now)
-    admission, _ = await trading.engine.submit(parse_signal(payload, INSTRUMENTS),
+    admission, _ = await trading.inbox.submit(parse_signal(payload, INSTRUMENTS),
                                                storable_payload(payload), trading.clock.now)
     trading.clock.advance(121)  # the engine only gets to it after max_entry_delay_s
-    trading.engine.start_processing()
-    outcome = await trading.engine.wait_for_decision(admission.signal_id, 10)
+    trading.inbox.start_processing()
+    outcome = await trading.inbox.wait_for_decision(admission.signal_id, 10)
     assert (outcome.outcome, outcome.reason) == ("rejected", "stale")
     assert count(postgresql, "order_intents") == 0
 

@@ -17,7 +17,6 @@ from live.brokers.kite_client import KiteCalls
 from live.brokers.kite_session import KiteSession, save_session
 from live.metrics import Metrics
 from live.operator_commands import record_acceptance
-from live.recovery import recover
 from tests.fakes.kite_server import FakeKiteConfig, running_fake_kite
 from tests.support.trading import INSTRUMENTS, PORTFOLIO, Clock, Trading
 
@@ -57,7 +56,7 @@ async def start_trading(db, dsn, fake, tmp_path, capital="5000000", clock=None, 
         update={"initial_capital": D(capital)}), clock=clock, broker=broker,
         price_limits=LIMITS)
     await trading.start()
-    trading.engine.start_processing()
+    trading.inbox.start_processing()
     trading.session = session  # type: ignore[attr-defined]
     return trading
 
@@ -279,14 +278,14 @@ async def test_reconciliation_blocks_entries_until_accepted(kite, fake):
     await asyncio.to_thread(client.place_order, variety="regular", exchange="MCX",
                             tradingsymbol=symbol, transaction_type="BUY", quantity=2,
                             product="NRML", order_type="MARKET", market_protection=2)
-    reasons = await recover(kite.db, kite.broker, kite.engine, kite.flow, kite.config)
+    reasons = await kite.recover()
     assert reasons == [f"position mismatch {symbol}: book 0, broker 2"]
     blocked = await kite.send("BASE_ENTRY", **gold_entry())
     assert blocked.outcome == "rejected" and "entries blocked" in blocked.reason
     differences = diff_positions(book_positions(await kite.db.load_live_layers()),
                                  await kite.broker.positions())
     await record_acceptance(kite.db, "book", differences)
-    assert await recover(kite.db, kite.broker, kite.engine, kite.flow, kite.config) == []
+    assert await kite.recover() == []
 
 
 async def test_client_side_limits_never_provoke_a_429(kite, fake):

@@ -7,9 +7,9 @@ from decimal import Decimal
 import pytest
 
 from core.db_state_manager import DatabaseStateManager
-from core.models import NewSignal
+from core.intents import EntryPurpose
+from core.models import NewSignal, Side
 from core.signals import parse_signal, storable_payload
-from live.recovery import recover
 from tests.support.trading import INSTRUMENTS, Trading, signal_payload
 
 
@@ -41,10 +41,9 @@ async def stored_signal(trading: Trading, kind: str = "BASE_ENTRY", **fields) ->
     """Make a signal durable, as the webhook does, and crash before the engine sees it."""
     payload = signal_payload(kind, at=trading.clock.now, **fields)
     signal = parse_signal(payload, INSTRUMENTS)
-    async with trading.db.transaction() as tx:
-        admission = await tx.admit_signal(NewSignal(
-            signal.fingerprint, signal.signal_type.value, signal.instrument, signal.position,
-            signal.timestamp, storable_payload(payload), trading.clock.now), 60)
+    admission = await trading.db.admit_signal(NewSignal(
+        signal.fingerprint, signal.signal_type.value, signal.instrument, signal.position,
+        signal.timestamp, storable_payload(payload), trading.clock.now), 60)
     return admission.signal_id
 
 
@@ -52,16 +51,14 @@ async def intent_for(trading: Trading, signal_id: int):
     """Commit the entry intent for a stored signal, as the engine does before calling the broker."""
     async with trading.db.transaction() as tx:
         return await trading.flow.open_intent(
-            tx, signal_id, "GOLD_MINI", "BUY", 2, Decimal("78500"),
-            {"kind": "entry", "layer": "Long_1", "trade_id": await tx.next_trade_id(),
-             "initial_stop": "77800", "atr": "700", "limiter": "risk"})
+            tx, signal_id, "GOLD_MINI", Side.BUY, 2, Decimal("78500"),
+            EntryPurpose(layer="Long_1", trade_id=None, initial_stop=Decimal("77800"),
+                         atr=Decimal("700"), limiter="risk"))
 
 
 async def restart(runs) -> tuple[Trading, list[str]]:
     trading = await runs()
-    reasons = await recover(trading.db, trading.broker, trading.engine, trading.flow,
-                            trading.config)
-    return trading, reasons
+    return trading, await trading.recover()
 
 
 async def test_signal_stored_but_not_processed_is_processed_once(runs, postgresql):

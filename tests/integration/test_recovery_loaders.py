@@ -8,10 +8,12 @@ from decimal import Decimal
 import pytest
 
 from core.db_state_manager import DatabaseStateManager
-from core.models import NewIntent, PyramidingState
+from core.intents import EntryPurpose, ExitPurpose
+from core.models import NewIntent, PyramidingState, Side
 from tests.support.factories import T0, new_layer, new_signal
 
 NOW = datetime(2026, 11, 20, 10, 5, tzinfo=UTC)
+ENTRY = EntryPurpose("Long_2", 1, Decimal("78800"), Decimal("700"), "geometric")
 
 
 class Abandoned(Exception):
@@ -20,11 +22,11 @@ class Abandoned(Exception):
 
 async def build_book(db):
     """Commit a book with every kind of record; also start one transition that fails."""
+    received = await db.admit_signal(new_signal(), 60)
+    processing = await db.admit_signal(new_signal("EXIT", position="ALL"), 60)
+    decided = await db.admit_signal(new_signal("MARKET_DATA", position=None), 60)
     async with db.transaction() as tx:
         await tx.seed_portfolio(Decimal("5000000"))
-        received = await tx.admit_signal(new_signal(), 60)
-        processing = await tx.admit_signal(new_signal("EXIT", position="ALL"), 60)
-        decided = await tx.admit_signal(new_signal("MARKET_DATA", position=None), 60)
         await tx.mark_signal_processing(processing.signal_id)
         await tx.decide_signal(decided.signal_id, "ignored", "no open layers", "test", NOW)
         gold_trade, silver_trade = await tx.next_trade_id(), await tx.next_trade_id()
@@ -38,12 +40,14 @@ async def build_book(db):
                               exit_timestamp=T0, exit_reason="EXIT", realized_pnl=Decimal("10"))
         pyramiding = await tx.save_pyramiding(PyramidingState(
             "GOLD_MINI", gold_trade, base.id, Decimal("79300"), 1))
-        pending = await tx.insert_intent(NewIntent(processing.signal_id, "SILVER_MINI", "SELL",
-                                                   3, 3, "MARKET", position_ids=(closing.id,)))
-        placed = await tx.insert_intent(NewIntent(None, "GOLD_MINI", "BUY", 1, 1, "LIMIT",
-                                                  price=Decimal("79300.5")))
+        pending = await tx.insert_intent(NewIntent(
+            processing.signal_id, "SILVER_MINI", Side.SELL, 3, 3, "MARKET",
+            ExitPurpose("EXIT", (closing.id,)), position_ids=(closing.id,)))
+        placed = await tx.insert_intent(NewIntent(None, "GOLD_MINI", Side.BUY, 1, 1, "LIMIT",
+                                                  ENTRY, price=Decimal("79300.5")))
         placed = await tx.update_intent(placed, status="placed", broker_order_id="B1")
-        filled = await tx.insert_intent(NewIntent(None, "GOLD_MINI", "BUY", 3, 3, "MARKET"))
+        filled = await tx.insert_intent(NewIntent(None, "GOLD_MINI", Side.BUY, 3, 3, "MARKET",
+                                                  ENTRY))
         await tx.update_intent(filled, status="filled", filled_quantity=3,
                                average_price=Decimal("78500"))
     with pytest.raises(Abandoned):
@@ -78,8 +82,8 @@ async def test_loaders_return_exactly_what_was_committed(dsn):
 async def test_a_decided_signal_cannot_be_decided_again(db):
     from core.errors import SignalAlreadyDecided
 
+    admitted = await db.admit_signal(new_signal(), 60)
     async with db.transaction() as tx:
-        admitted = await tx.admit_signal(new_signal(), 60)
         await tx.decide_signal(admitted.signal_id, "blocked", "already in position", "t", NOW)
     with pytest.raises(SignalAlreadyDecided):
         async with db.transaction() as tx:

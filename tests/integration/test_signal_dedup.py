@@ -13,8 +13,7 @@ WINDOW_S = 60
 
 
 async def admit(db, signal):
-    async with db.transaction() as tx:
-        return await tx.admit_signal(signal, WINDOW_S)
+    return await db.admit_signal(signal, WINDOW_S)
 
 
 async def test_fifty_concurrent_identical_signals_one_accepted(db, postgresql):

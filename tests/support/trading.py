@@ -15,8 +15,11 @@ from core.specs import PortfolioConfig
 from live.brokers.base import Broker
 from live.brokers.paper import PaperBroker
 from live.engine import LiveTradingEngine
+from live.inbox import Inbox
 from live.metrics import Metrics
 from live.order_flow import OrderFlow
+from live.readiness import Readiness
+from live.recovery import recover
 
 INSTRUMENTS = load_instruments(DEFAULT_CONFIG_DIR / "instruments.json")
 PORTFOLIO = load_portfolio_config(DEFAULT_CONFIG_DIR / "portfolio.json")
@@ -59,6 +62,7 @@ class Trading:
     # Another venue than paper (built by the test), and its entry quote-check limits.
     broker: Broker | None = None
     price_limits: tuple[Decimal, Decimal] | None = None
+    readiness: Readiness = field(default_factory=Readiness)
 
     async def start(self) -> Trading:
         async with self.db.transaction() as tx:
@@ -71,12 +75,21 @@ class Trading:
                               poll_interval_max_s=0.1, settle_s=0.05)
         self.engine = LiveTradingEngine(self.db, self.broker, INSTRUMENTS, self.config,
                                         self.flow, processed_by="test", clock=self.clock,
-                                        metrics=self.metrics,
+                                        metrics=self.metrics, readiness=self.readiness,
                                         price_limits_percent=self.price_limits)
+        self.inbox = Inbox(self.db, self.engine, INSTRUMENTS, self.config, processed_by="test",
+                           clock=self.clock, metrics=self.metrics)
         return self
 
+    async def recover(self) -> list[str]:
+        """Run startup recovery; return the reasons it leaves for not trading."""
+        assert self.broker is not None
+        await recover(self.db, self.broker, self.inbox, self.flow, self.config,
+                      self.readiness, stage_timeout_s=60)
+        return self.readiness.reasons(self.broker.unavailable_reason)
+
     async def close(self) -> None:
-        await self.engine.stop(5)
+        await self.inbox.stop(5)
         await self.broker.close()
 
     async def send(self, kind: str, wait_s: float = 10, **kwargs: Any) -> SignalOutcome | None:
@@ -84,11 +97,11 @@ class Trading:
         kwargs.setdefault("at", self.clock.now)
         payload = signal_payload(kind, **kwargs)
         signal = parse_signal(payload, INSTRUMENTS)
-        admission, outcome = await self.engine.submit(signal, storable_payload(payload),
-                                                      self.clock.now)
+        admission, outcome = await self.inbox.submit(signal, storable_payload(payload),
+                                                     self.clock.now)
         assert admission.accepted, f"duplicate of {admission.signal_id}"
-        self.engine.start_processing()
+        self.inbox.start_processing()
         if outcome is None:
-            outcome = await self.engine.wait_for_decision(admission.signal_id, wait_s)
+            outcome = await self.inbox.wait_for_decision(admission.signal_id, wait_s)
         self.clock.advance(61)  # past the dedup window for the next signal
         return outcome

@@ -7,7 +7,6 @@ import pytest
 from config.domain_files import DEFAULT_CONFIG_DIR, load_portfolio_config
 from core.accounting import (
     Equity,
-    allocate_fill,
     equity,
     layer_pnl,
     open_risk,
@@ -39,10 +38,6 @@ def test_equity_figures() -> None:
         blended=D("4950000"), high=D("5200000"))
 
 
-def test_equity_high_is_not_lowered_by_a_loss() -> None:
-    assert equity(D("4990000"), D("0"), D("5015000")).high == D("5015000")
-
-
 def test_open_risk_counts_only_stops_below_entry() -> None:
     layers = [(D("52000"), D("51650"), 2, D("30")),   # 350 × 2 × 30 = 21,000
               (D("52500"), D("52600"), 1, D("30")),   # stop above entry: no risk
@@ -67,11 +62,6 @@ def test_sizing_equity_follows_configuration(choice: str, expected: D) -> None:
 
 def test_default_sizing_equity_is_the_high() -> None:
     assert sizing_equity(CFG, D("5000000"), D("5050000"), D("5200000")) == D("5200000")
-
-
-def test_one_exit_fill_goes_to_every_layer() -> None:
-    assert allocate_fill(D("79010.5"), [3, 1, 2]) == [D("79010.5")] * 3
-    assert allocate_fill(D("79010.5"), []) == []
 
 
 @pytest.mark.parametrize(("part", "whole", "expected"), [

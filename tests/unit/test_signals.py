@@ -104,13 +104,10 @@ def test_eod_monitor_needs_only_type_instrument_price_timestamp() -> None:
                                                               D("812.35"), None)
 
 
-def test_fingerprint_and_layer_number() -> None:
+def test_fingerprint_names_instrument_type_position_and_time() -> None:
     signal = parse_signal(trade_payload(type="PYRAMID", position="Long_3"), INSTRUMENTS)
 
     assert signal.fingerprint == fingerprint("BANK_NIFTY", "PYRAMID", "Long_3", MOMENT)
-    assert signal.layer_number == 3
-    assert parse_signal(exit_payload(), INSTRUMENTS).layer_number is None
-    assert parse_signal(market_payload(), INSTRUMENTS).layer_number is None
 
 
 def test_z_and_zero_offset_give_the_same_fingerprint() -> None:

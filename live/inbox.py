@@ -1,0 +1,200 @@
+"""The durable inbox: admission, one queue and one worker per instrument, waiters, drain, stop.
+
+Signals are stored (durable) before anything else, then taken in arrival (id) order per
+instrument — instruments run concurrently. What a signal does is the handler's business
+(`live.engine`); this module only guarantees that every signal taken ends with an outcome
+its waiter hears, even when the handler fails unexpectedly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+import structlog
+
+from core.book_store import BookStore
+from core.models import NewSignal, Outcome, SignalAdmission, SignalOutcome, SignalRecord
+from core.signals import InvalidSignal, Signal, freshness, parse_signal
+from core.specs import PortfolioConfig
+from live import failpoints
+from live.metrics import Metrics
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class InboxItem:
+    signal_id: int
+    signal: Signal
+    received_at: datetime
+    recovered: bool = False  # loaded from the database: its state must be re-read
+
+
+class SignalHandler(Protocol):
+    async def process(self, item: InboxItem) -> SignalOutcome:
+        """Decide, persist and act on one signal; return its recorded outcome."""
+        ...
+
+    async def fail(self, item: InboxItem, error: Exception) -> SignalOutcome:
+        """Record that processing `item` failed unexpectedly; return that outcome."""
+        ...
+
+
+class Inbox:
+    def __init__(self, store: BookStore, handler: SignalHandler,
+                 instruments: Collection[str], config: PortfolioConfig, *,
+                 processed_by: str, clock: Callable[[], datetime], metrics: Metrics):
+        self._store = store
+        self._handler = handler
+        self._instruments = instruments
+        self._config = config
+        self._processed_by = processed_by
+        self._clock = clock
+        self._metrics = metrics
+        self._queues: dict[str, asyncio.Queue[InboxItem]] = {}
+        self._workers: dict[str, asyncio.Task[None]] = {}
+        self._busy: set[str] = set()
+        self._waiters: dict[int, asyncio.Future[SignalOutcome]] = {}
+        self._queued: set[int] = set()
+        self._stopping = False
+        # Nothing is processed until recovery has resolved what an earlier run left open.
+        self._processing = asyncio.Event()
+
+    def start_processing(self) -> None:
+        self._processing.set()
+
+    # -- intake ---------------------------------------------------------------------------
+    async def submit(self, signal: Signal, payload: dict[str, object],
+                     received_at: datetime) -> tuple[SignalAdmission, SignalOutcome | None]:
+        """Store a signal durably; return its admission and, when already known, its outcome."""
+        late = freshness(signal, received_at, self._config.max_signal_age_s,
+                         self._config.max_future_skew_s)
+        new = NewSignal(signal.fingerprint, signal.signal_type.value, signal.instrument,
+                        signal.position, signal.timestamp, payload, received_at)
+        admission = await self._store.admit_signal(new, self._config.dedup_window_s, late,
+                                                   self._processed_by)
+        failpoints.reached("after_signal_durable")
+        if not admission.accepted:
+            return admission, None
+        if late:
+            self._count(signal, Outcome.REJECTED, 0.0)
+            return admission, SignalOutcome(admission.signal_id, Outcome.REJECTED, late)
+        self.enqueue(InboxItem(admission.signal_id, signal, received_at))
+        return admission, None
+
+    def enqueue(self, item: InboxItem) -> None:
+        if item.signal_id in self._queued:
+            return  # taken from the webhook and from the database during recovery
+        self._queued.add(item.signal_id)
+        self._waiters.setdefault(item.signal_id, asyncio.get_running_loop().create_future())
+        instrument = item.signal.instrument
+        queue = self._queues.get(instrument)
+        if queue is None:
+            queue = self._queues[instrument] = asyncio.Queue()
+            worker = asyncio.create_task(self._worker(instrument, queue),
+                                         name=f"inbox-{instrument}")
+            worker.add_done_callback(_report_crash)
+            self._workers[instrument] = worker
+        queue.put_nowait(item)
+
+    async def enqueue_stored(self, record: SignalRecord) -> None:
+        """Queue a stored signal (recovery); one that no longer parses is rejected now."""
+        try:
+            signal = parse_signal(record.payload, self._instruments)
+        except InvalidSignal as exc:
+            await self._store.record_decision(record.id, Outcome.REJECTED, exc.phrase,
+                                              self._processed_by, self._clock())
+            return
+        self.enqueue(InboxItem(record.id, signal, record.received_at, recovered=True))
+
+    async def wait_for_decision(self, signal_id: int, timeout_s: float) -> SignalOutcome | None:
+        waiter = self._waiters.get(signal_id)
+        if waiter is None:
+            return None
+        try:
+            return await asyncio.wait_for(asyncio.shield(waiter), timeout_s)
+        except TimeoutError:
+            return None
+
+    async def drain(self) -> None:
+        """Wait until every queued signal has been processed."""
+        for queue in list(self._queues.values()):
+            await queue.join()
+
+    async def stop(self, timeout_s: float) -> None:
+        """Finish the transitions in progress; leave queued signals for the next start."""
+        self._stopping = True
+        for name, task in self._workers.items():
+            if name not in self._busy:
+                task.cancel()
+        busy = [task for name, task in self._workers.items() if name in self._busy]
+        if busy:
+            _, pending = await asyncio.wait(busy, timeout=timeout_s)
+            for task in pending:
+                log.warning("stop_timeout_cancelling", task=task.get_name())
+                task.cancel()
+        await asyncio.gather(*self._workers.values(), return_exceptions=True)
+
+    # -- processing -----------------------------------------------------------------------
+    async def _worker(self, instrument: str, queue: asyncio.Queue[InboxItem]) -> None:
+        await self._processing.wait()
+        while not self._stopping:
+            batch = [await queue.get()]
+            while not queue.empty():
+                batch.append(queue.get_nowait())
+            batch.sort(key=lambda item: item.signal_id)
+            self._busy.add(instrument)
+            try:
+                for item in batch:
+                    if not self._stopping:
+                        await self._take(item)
+                    self._queued.discard(item.signal_id)
+                    queue.task_done()
+            finally:
+                self._busy.discard(instrument)
+
+    async def _take(self, item: InboxItem) -> None:
+        """Process one signal; whatever happens, it ends with an outcome and a told waiter."""
+        with structlog.contextvars.bound_contextvars(signal_id=item.signal_id,
+                                                     instrument=item.signal.instrument):
+            try:
+                outcome = await self._handler.process(item)
+            except asyncio.CancelledError:
+                # Shutdown: the signal keeps no outcome; the next start resumes it.
+                log.warning("processing_cancelled", signal_id=item.signal_id)
+                raise
+            except Exception as exc:  # the task boundary: never limp past a broken consumer
+                log.exception("processing_failed", signal_id=item.signal_id,
+                              instrument=item.signal.instrument, error=type(exc).__name__)
+                outcome = await self._failed(item, exc)
+        self._publish(item, outcome)
+
+    async def _failed(self, item: InboxItem, error: Exception) -> SignalOutcome:
+        try:
+            return await self._handler.fail(item, error)
+        except Exception:
+            # Not even the failure could be recorded: the waiter still hears of it, and the
+            # undecided signal is resumed at the next start.
+            log.exception("processing_failure_not_recorded", signal_id=item.signal_id)
+            return SignalOutcome(item.signal_id, Outcome.ERROR,
+                                 f"processing error: {type(error).__name__}")
+
+    def _publish(self, item: InboxItem, outcome: SignalOutcome) -> None:
+        elapsed = (self._clock() - item.received_at).total_seconds()
+        self._count(item.signal, outcome.outcome, elapsed)
+        waiter = self._waiters.pop(item.signal_id, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(outcome)
+
+    def _count(self, signal: Signal, outcome: str, elapsed_s: float) -> None:
+        self._metrics.signal_outcomes.labels(signal.signal_type.value, outcome).inc()
+        self._metrics.decision_latency.labels(outcome).observe(max(elapsed_s, 0.0))
+
+
+def _report_crash(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("task_crashed", task=task.get_name(), error=repr(task.exception()))

@@ -1,0 +1,115 @@
+"""A signal that cannot be processed ends decided and visible — never silently skipped — and a
+database outage or a stuck startup stage is named in /ready (real PostgreSQL)."""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+
+import pytest
+
+from core.db_state_manager import DatabaseStateManager
+from live.daemon import watch_database
+from live.metrics import Metrics
+from live.readiness import Readiness
+from live.recovery import run_stage
+from live.schema_migrations import apply_migrations
+from tests.support.trading import PORTFOLIO, Trading
+
+
+def count(postgresql, table: str, where: str = "true") -> int:
+    return postgresql.execute(f"SELECT count(*) FROM {table} WHERE {where}").fetchone()[0]
+
+
+@pytest.fixture
+async def runs(dsn):
+    """Daemon 'runs' on one database whose equity compounded far past any real account."""
+    started: list[tuple[DatabaseStateManager, Trading]] = []
+    config = PORTFOLIO.model_copy(update={"initial_capital": Decimal("1e17")})
+
+    async def start() -> Trading:
+        db = DatabaseStateManager(dsn, retry_window_s=5)
+        await db.open()
+        trading = await Trading(db, dsn, config=config).start()
+        if started:
+            trading.clock.now = started[-1][1].clock.now
+        started.append((db, trading))
+        return trading
+
+    yield start
+    for db, trading in started:
+        await trading.close()
+        await db.close()
+
+
+async def test_an_intent_the_data_cannot_store_is_decided_error_once(runs, postgresql):
+    first = await runs()
+    # Sized on 1e17 of equity the entry is billions of lots: `integer out of range`.
+    outcome = await first.send("BASE_ENTRY")
+    assert outcome.outcome == "error"
+    assert outcome.reason == "processing error: NumericValueOutOfRange"
+    assert "processing_error:GOLD_MINI" in first.readiness.reasons()
+    assert count(postgresql, "signal_log", "outcome = 'error'") == 1
+    assert count(postgresql, "order_intents") == count(postgresql, "paper_orders") == 0
+    blocked = await first.send("BASE_ENTRY", at=first.clock.now)
+    assert (blocked.outcome, blocked.reason) == (
+        "rejected", "entries blocked: processing_error:GOLD_MINI")
+    # One instrument's failure blocks only its own entries: Silver is tried (and fails too).
+    others = await first.send("BASE_ENTRY", instrument="SILVER_MINI", price="90000",
+                              stop="89000", atr="900")
+    assert others.outcome == "error"
+
+    second = await runs()  # a restart clears the blocks and retries nothing
+    assert await second.recover() == []
+    assert count(postgresql, "signal_log", "outcome = 'error'") == 2
+    assert count(postgresql, "execution_log",
+                 "event = 'signal_decided' AND details->>'outcome' = 'error'") == 2
+    assert count(postgresql, "order_intents") == 0
+
+
+async def test_ready_names_the_database_while_it_is_unreachable(own_server):
+    conninfo = own_server.address().conninfo()
+    apply_migrations(conninfo)
+    db = DatabaseStateManager(conninfo, pool_timeout_s=1, retry_window_s=1)
+    await db.open()
+    readiness = Readiness()
+    readiness.started()
+    watch = asyncio.create_task(watch_database(db, readiness, Metrics(), 0.2))
+    try:
+        await asyncio.sleep(0.5)
+        assert readiness.reasons() == []
+        await asyncio.to_thread(own_server.stop)
+        for _ in range(50):
+            if "database_unavailable" in readiness.reasons():
+                break
+            await asyncio.sleep(0.1)
+        assert readiness.reasons() == ["database_unavailable"]
+        await asyncio.to_thread(own_server.start)
+        for _ in range(150):
+            if not readiness.reasons():
+                break
+            await asyncio.sleep(0.1)
+        assert readiness.reasons() == []
+    finally:
+        watch.cancel()
+        await asyncio.gather(watch, return_exceptions=True)
+        await db.close()
+
+
+async def test_a_startup_stage_past_its_timeout_is_named_and_still_finishes():
+    readiness = Readiness()
+    release = asyncio.Event()
+
+    async def resolve_intents() -> str:
+        await release.wait()  # e.g. the broker does not answer
+        return "resolved"
+
+    stage = asyncio.create_task(run_stage(readiness, "resolve_intents", 0.05, resolve_intents))
+    await asyncio.sleep(0.01)
+    assert readiness.reasons() == ["starting:resolve_intents"]
+    await asyncio.sleep(0.1)
+    assert readiness.reasons() == ["stalled:resolve_intents"]
+    release.set()
+    assert await stage == "resolved"
+    readiness.started()
+    assert readiness.reasons() == []
