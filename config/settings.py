@@ -35,7 +35,6 @@ class Settings(BaseSettings):
     db_config: Path | None = None
     db_env: str = "local"
     webhook_secret: SecretStr | None = None
-    admin_token: SecretStr | None = None
     decision_wait_ms: int = Field(default=2000, ge=0)
     webhook_max_bytes: int = Field(default=16384, gt=0)
     rate_limit_per_min: int = Field(default=120, gt=0)

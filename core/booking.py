@@ -141,7 +141,8 @@ def book_exit(layers: Sequence[Layer], live_ids: Collection[int], filled_lots: i
         closes.append(LayerClose(layer, take, quantity,
                                  layer_pnl(layer.entry_price, price, take, spec.point_value)))
     closed_whole = {close.layer.id for close in closes if close.whole}
-    return ExitBooking(tuple(closes), tuple(reopened), flat=set(live_ids) <= closed_whole)
+    flat = bool(closed_whole) and set(live_ids) <= closed_whole
+    return ExitBooking(tuple(closes), tuple(reopened), flat=flat)
 
 
 def reopen_all(layers: Sequence[Layer], live_ids: Collection[int],

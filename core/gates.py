@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from decimal import ROUND_FLOOR, ROUND_HALF_UP, Decimal
 
+from core.accounting import layer_pnl
 from core.specs import PortfolioConfig
 
 REASON_SEPARATOR = " | "
@@ -59,7 +60,7 @@ def _spacing_failure(price: Decimal, atr: Decimal, last_pyramid_price: Decimal,
 
 def _profit_failure(price: Decimal, trade_layers: Sequence[tuple[Decimal, int]],
                     point_value: Decimal) -> str | None:
-    pnl = sum(((price - entry) * lots * point_value for entry, lots in trade_layers),
+    pnl = sum((layer_pnl(entry, price, lots, point_value) for entry, lots in trade_layers),
               Decimal(0))
     if pnl > 0:
         return None

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal
 
+from core.accounting import layer_pnl
 from core.specs import InstrumentSpec, PortfolioConfig
 
 RISK = "risk"
@@ -55,7 +56,7 @@ def size_base_entry(price: Decimal, stop: Decimal, atr: Decimal, er: Decimal,
 def pyramid_risk_budget(price: Decimal, base_entry: Decimal, base_initial_stop: Decimal,
                         base_lots: int, point_value: Decimal) -> Decimal:
     """Return max(0, U − R_base): the base's open profit beyond the risk it started with."""
-    unrealised = (price - base_entry) * base_lots * point_value
+    unrealised = layer_pnl(base_entry, price, base_lots, point_value)
     base_risk = (base_entry - base_initial_stop) * base_lots * point_value
     return max(Decimal(0), unrealised - base_risk)
 

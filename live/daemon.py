@@ -31,7 +31,7 @@ from live import failpoints
 from live.brokers.base import Broker
 from live.brokers.kite_session import KiteSession
 from live.brokers.paper import PaperBroker
-from live.database_server import database_target
+from live.database_server import DatabaseTarget, database_target
 from live.engine import LiveTradingEngine
 from live.inbox import Inbox
 from live.metrics import Metrics
@@ -154,20 +154,10 @@ async def run_live(settings: Settings) -> None:
     if settings.broker == "zerodha":
         load_kite_config(settings.config_dir / "kite.json")
     stop = stop_requested()
-    timeout_s = settings.startup_stage_timeout_s
     async with AsyncExitStack() as stack:
         stack.enter_context(state_dir_lock(settings.state_dir))
         secret, generated = webhook_secret(settings)
-        async with stage("open_database", timeout_s):
-            target = await stack.enter_async_context(database_target(settings))
-            log.info("database_selected", database=target.description)
-            db = DatabaseStateManager(target.conninfo, min_size=target.pool_min_size,
-                                      max_size=target.pool_max_size)
-            await db.open(wait_s=timeout_s)
-            stack.push_async_callback(db.close)
-        async with stage("migrate", timeout_s):
-            applied = await asyncio.to_thread(apply_migrations, target.conninfo)
-            log.info("migrations_applied", applied=applied)
+        target, db = await open_book(settings, stack)
         instance = instance_id(settings.state_dir)
         async with db.transaction() as tx:
             if await tx.seed_portfolio(portfolio.initial_capital):
@@ -176,42 +166,87 @@ async def run_live(settings: Settings) -> None:
                                        VERSION)
         metrics = Metrics()
         venue = build_broker(settings, instruments, portfolio, target.conninfo, metrics)
-        broker = venue.broker
-        await broker.start()
-        stack.push_async_callback(broker.close)
-        readiness = Readiness()
-        flow = OrderFlow(db, broker, instruments, processed_by=instance, clock=now_utc,
-                         metrics=metrics, poll_interval_max_s=venue.poll_interval_max_s)
-        engine = LiveTradingEngine(db, broker, instruments, portfolio, flow,
-                                   processed_by=instance, clock=now_utc, metrics=metrics,
-                                   readiness=readiness, price_limits_percent=venue.price_limits)
-        inbox = Inbox(db, engine, instruments, portfolio, processed_by=instance, clock=now_utc,
-                      metrics=metrics)
-        stack.push_async_callback(inbox.stop, settings.shutdown_timeout_s)
-        context = Context(
-            db=db, inbox=inbox, engine=engine, instruments=instruments, metrics=metrics,
-            readiness=readiness, broker=broker, clock=now_utc,
+        await venue.broker.start()
+        stack.push_async_callback(venue.broker.close)
+        parts = assemble(settings, db, venue, instruments, portfolio, instance, metrics)
+        stack.push_async_callback(parts.inbox.stop, settings.shutdown_timeout_s)
+        await serve(settings, stack, parts.context(settings, secret, instruments))
+        announce(f"http://{settings.host}:{settings.port}", secret if generated else None)
+        watcher = asyncio.create_task(
+            watch_database(db, parts.readiness, metrics, settings.db_watch_interval_s),
+            name="database-watch")
+        stack.push_async_callback(_cancel, watcher)
+        await until_stopped(stop, recover(db, venue.broker, parts.inbox, parts.flow, portfolio,
+                                          parts.readiness, settings.startup_stage_timeout_s),
+                            parts.readiness, venue.broker)
+        log.info("stopping")
+    log.info("stopped")
+
+
+async def open_book(settings: Settings, stack: AsyncExitStack
+                    ) -> tuple[DatabaseTarget, DatabaseStateManager]:
+    """Open the database (embedded or configured) and migrate it: the first two stages."""
+    timeout_s = settings.startup_stage_timeout_s
+    async with stage("open_database", timeout_s):
+        target = await stack.enter_async_context(database_target(settings))
+        log.info("database_selected", database=target.description)
+        db = DatabaseStateManager(target.conninfo, min_size=target.pool_min_size,
+                                  max_size=target.pool_max_size)
+        await db.open(wait_s=timeout_s)
+        stack.push_async_callback(db.close)
+    async with stage("migrate", timeout_s):
+        applied = await asyncio.to_thread(apply_migrations, target.conninfo)
+        log.info("migrations_applied", applied=applied)
+    return target, db
+
+
+@dataclass(frozen=True)
+class Parts:
+    """The signal path, wired: readiness, order flow, engine (the handler) and inbox."""
+
+    db: DatabaseStateManager
+    broker: Broker
+    metrics: Metrics
+    readiness: Readiness
+    flow: OrderFlow
+    engine: LiveTradingEngine
+    inbox: Inbox
+
+    def context(self, settings: Settings, secret: str,
+                instruments: dict[str, InstrumentSpec]) -> Context:
+        return Context(
+            db=self.db, inbox=self.inbox, engine=self.engine, instruments=instruments,
+            metrics=self.metrics, readiness=self.readiness, broker=self.broker, clock=now_utc,
             limiter=RateLimiter(settings.rate_limit_per_min),
             policy=WebhookPolicy(secret=secret, max_bytes=settings.webhook_max_bytes,
                                  decision_wait_ms=settings.decision_wait_ms,
                                  rate_limit_per_min=settings.rate_limit_per_min))
-        runner = web.AppRunner(build_app(context), access_log=None, handle_signals=False,
-                               shutdown_timeout=settings.shutdown_timeout_s)
-        await runner.setup()
-        stack.push_async_callback(runner.cleanup)
-        # A deep accept queue: alerts arrive in bursts (one per instrument at a bar close).
-        await web.TCPSite(runner, settings.host, settings.port, backlog=1024).start()
-        url = f"http://{settings.host}:{settings.port}"
-        announce(url, secret if generated else None)
-        log.info("serving", url=url, webhook_url=f"{url}/webhook", broker=broker.name)
-        watcher = asyncio.create_task(
-            watch_database(db, readiness, metrics, settings.db_watch_interval_s),
-            name="database-watch")
-        stack.push_async_callback(_cancel, watcher)
-        await until_stopped(stop, recover(db, broker, inbox, flow, portfolio, readiness,
-                                          timeout_s), readiness, broker)
-        log.info("stopping")
-    log.info("stopped")
+
+
+def assemble(settings: Settings, db: DatabaseStateManager, venue: Venue,
+             instruments: dict[str, InstrumentSpec], portfolio: PortfolioConfig,
+             instance: str, metrics: Metrics) -> Parts:
+    readiness = Readiness()
+    flow = OrderFlow(db, venue.broker, instruments, processed_by=instance, clock=now_utc,
+                     metrics=metrics, poll_interval_max_s=venue.poll_interval_max_s)
+    engine = LiveTradingEngine(db, venue.broker, instruments, portfolio, flow,
+                               processed_by=instance, clock=now_utc, metrics=metrics,
+                               readiness=readiness, price_limits_percent=venue.price_limits)
+    inbox = Inbox(db, engine, instruments, portfolio, processed_by=instance, clock=now_utc,
+                  metrics=metrics)
+    return Parts(db, venue.broker, metrics, readiness, flow, engine, inbox)
+
+
+async def serve(settings: Settings, stack: AsyncExitStack, context: Context) -> None:
+    """Start the HTTP server (stopped first on the way out)."""
+    runner = web.AppRunner(build_app(context), access_log=None, handle_signals=False,
+                           shutdown_timeout=settings.shutdown_timeout_s)
+    await runner.setup()
+    stack.push_async_callback(runner.cleanup)
+    # A deep accept queue: alerts arrive in bursts (one per instrument at a bar close).
+    await web.TCPSite(runner, settings.host, settings.port, backlog=1024).start()
+    url = f"http://{settings.host}:{settings.port}"
+    log.info("serving", url=url, webhook_url=f"{url}/webhook", broker=context.broker.name)
 
 
 async def until_stopped(stop: asyncio.Event, recovery: Coroutine[Any, Any, None],

@@ -13,6 +13,7 @@ import structlog
 
 from core.book_store import BookStore
 from core.intents import EntryPurpose
+from core.models import SignalStatus
 from core.reconciliation import ACCEPTED_EVENT, accepted, book_positions, diff_positions
 from core.signals import entry_deadline
 from core.specs import PortfolioConfig
@@ -102,7 +103,7 @@ async def reconcile(db: BookStore, broker: Broker, readiness: Readiness) -> int:
 async def resume_signals(db: BookStore, inbox: Inbox) -> int:
     """Queue the signals still waiting, then let the workers run and drain them."""
     pending = [record for record in await db.load_pending_signals()
-               if record.status == "received"]
+               if record.status is SignalStatus.RECEIVED]
     for record in pending:
         await inbox.enqueue_stored(record)
     # Stored signals are queued before any worker runs, so they go first (lower ids).

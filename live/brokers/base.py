@@ -8,6 +8,8 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Protocol
 
+from core.models import Side
+
 
 class OrderStatus(StrEnum):
     OPEN = "OPEN"
@@ -40,7 +42,7 @@ class OrderRequest:
     tag: str
     instrument: str
     tradingsymbol: str
-    side: str
+    side: Side
     quantity: int  # in the venue's units (MCX lots, NFO units)
     order_type: str
     price: Decimal | None  # reference price: the limit, or the price a paper fill takes

@@ -16,6 +16,7 @@ from typing import Any
 import structlog
 
 from config.kite import KiteConfig, KiteOrderPolicy
+from core.models import Side
 from core.signals import INDIA
 from core.specs import InstrumentSpec
 from live.brokers.base import (
@@ -228,7 +229,7 @@ class KiteBroker:
     def _limit_price(reference: Decimal, side: str, contract: Contract,
                      policy: KiteOrderPolicy) -> Decimal:
         buffer = contract.tick_size * policy.limit_buffer_ticks
-        price = reference + buffer if side == "BUY" else reference - buffer
+        price = reference + buffer if side == Side.BUY else reference - buffer
         return round_to_tick(price, contract.tick_size, side)
 
     async def find_by_tag(self, tag: str) -> list[BrokerOrder]:

@@ -17,6 +17,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import PoolTimeout
 
 from core.db_pool import make_pool
+from core.models import Side
 from core.signals import INDIA
 from core.specs import InstrumentSpec, PortfolioConfig
 from live.brokers.base import (
@@ -65,7 +66,7 @@ class PaperBroker:
             raise ValueError(f"paper order {request.tag} has no reference price")
         spec = self._instruments[request.instrument]
         slip = spec.tick_size * self._config.paper_slippage_ticks
-        return request.price + slip if request.side == "BUY" else request.price - slip
+        return request.price + slip if request.side == Side.BUY else request.price - slip
 
     def _in_session(self, instrument: str, now: datetime) -> bool:
         spec = self._instruments[instrument]

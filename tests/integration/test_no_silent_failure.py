@@ -14,7 +14,7 @@ from live.metrics import Metrics
 from live.readiness import Readiness
 from live.recovery import run_stage
 from live.schema_migrations import apply_migrations
-from tests.support.trading import PORTFOLIO, Trading
+from tests.support.trading import PORTFOLIO
 
 
 def count(postgresql, table: str, where: str = "true") -> int:
@@ -22,24 +22,9 @@ def count(postgresql, table: str, where: str = "true") -> int:
 
 
 @pytest.fixture
-async def runs(dsn):
-    """Daemon 'runs' on one database whose equity compounded far past any real account."""
-    started: list[tuple[DatabaseStateManager, Trading]] = []
-    config = PORTFOLIO.model_copy(update={"initial_capital": Decimal("1e17")})
-
-    async def start() -> Trading:
-        db = DatabaseStateManager(dsn, retry_window_s=5)
-        await db.open()
-        trading = await Trading(db, dsn, config=config).start()
-        if started:
-            trading.clock.now = started[-1][1].clock.now
-        started.append((db, trading))
-        return trading
-
-    yield start
-    for db, trading in started:
-        await trading.close()
-        await db.close()
+def runs_config():
+    """Equity compounded far past any real account."""
+    return PORTFOLIO.model_copy(update={"initial_capital": Decimal("1e17")})
 
 
 async def test_an_intent_the_data_cannot_store_is_decided_error_once(runs, postgresql):

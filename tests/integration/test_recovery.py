@@ -4,33 +4,10 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-import pytest
-
-from core.db_state_manager import DatabaseStateManager
 from core.intents import EntryPurpose
 from core.models import NewSignal, Side
 from core.signals import parse_signal, storable_payload
 from tests.support.trading import INSTRUMENTS, Trading, signal_payload
-
-
-@pytest.fixture
-async def runs(dsn):
-    """Start 'daemon runs' on one database; each has its own manager, cache and engine."""
-    started: list[tuple[DatabaseStateManager, Trading]] = []
-
-    async def start() -> Trading:
-        db = DatabaseStateManager(dsn, retry_window_s=5)
-        await db.open()
-        trading = await Trading(db, dsn).start()
-        if started:
-            trading.clock.now = started[-1][1].clock.now
-        started.append((db, trading))
-        return trading
-
-    yield start
-    for db, trading in started:
-        await trading.close()
-        await db.close()
 
 
 def count(postgresql, table: str, where: str = "true") -> int:

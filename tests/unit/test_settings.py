@@ -31,7 +31,7 @@ def test_defaults_with_empty_environment() -> None:
     assert settings.state_dir == Path("state")
     assert settings.capital is None
     assert (settings.db_config, settings.db_env) == (None, "local")
-    assert settings.webhook_secret is None and settings.admin_token is None
+    assert settings.webhook_secret is None
     assert (settings.decision_wait_ms, settings.webhook_max_bytes) == (2000, 16384)
     assert (settings.rate_limit_per_min, settings.log_level) == (120, "INFO")
     assert settings.config_dir == DEFAULT_CONFIG_DIR
