@@ -8,11 +8,20 @@ from decimal import Decimal
 from core.gates import join_reasons, pyramid_gate_failures
 from core.models import BASE_LAYER, Layer, LayerStatus, Outcome, PyramidingState
 from core.signals import Signal
-from core.sizing import Sizing, cap_to_portfolio, pyramid_risk_budget, size_base_entry, size_pyramid
+from core.sizing import (
+    Sizing,
+    cap_to_margin,
+    cap_to_portfolio,
+    pyramid_risk_budget,
+    size_base_entry,
+    size_pyramid,
+)
 from core.specs import InstrumentSpec, PortfolioConfig
 from core.stops import Trail, initial_stop, trail_stop
 
 STOP_HIT_REASON = "PM_STOP_HIT"
+MAX_LOTS = "max_lots"
+MARGIN_CAP = "margin_cap"
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +39,7 @@ class BookSnapshot:
     margin: Decimal
     open_risk: Decimal
     open_vol: Decimal
+    margin_used: Decimal = Decimal(0)  # by open layers and entries in flight
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +58,11 @@ class ExitPlan:
     @property
     def lots(self) -> int:
         return sum(layer.lots for layer in self.layers)
+
+    @property
+    def quantity(self) -> int:
+        """The broker quantity the layers hold (what they were bought with)."""
+        return sum(layer.quantity for layer in self.layers)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,17 +84,27 @@ def rejected(reason: str) -> Verdict:
 
 
 def _capped(signal: Signal, stop: Decimal, sizing: Sizing, spec: InstrumentSpec,
-            book: BookSnapshot, risk_limit: Decimal, vol_limit: Decimal,
+            cfg: PortfolioConfig, book: BookSnapshot, risk_limit: Decimal, vol_limit: Decimal,
             layer: str) -> Verdict | EntryPlan:
     if sizing.lots <= 0:
         return blocked(f"Zero lots (limited by {sizing.limiter})")
+    wanted, limiter = sizing.lots, sizing.limiter
+    if wanted > spec.max_lots_per_order:
+        wanted, limiter = spec.max_lots_per_order, MAX_LOTS
     atr = signal.atr or Decimal(0)
     lots, reason = cap_to_portfolio(
-        sizing.lots, (signal.price - stop) * spec.point_value, atr * spec.point_value,
+        wanted, (signal.price - stop) * spec.point_value, atr * spec.point_value,
         book.open_risk, book.open_vol, book.portfolio_equity, risk_limit, vol_limit)
     if lots <= 0:
         return blocked(reason or "Zero lots (limited by portfolio)")
-    limiter = sizing.limiter if lots == sizing.lots else "portfolio"
+    if lots < wanted:
+        limiter = "portfolio"
+    by_margin, reason = cap_to_margin(lots, spec.margin_per_lot, book.margin_used,
+                                      book.sizing_equity, cfg.max_margin_utilization_percent)
+    if by_margin <= 0:
+        return blocked(reason or "Zero lots (limited by margin_cap)")
+    if by_margin < lots:
+        lots, limiter = by_margin, MARGIN_CAP
     return EntryPlan(layer=layer, lots=lots, limiter=limiter, initial_stop=stop)
 
 
@@ -92,7 +117,7 @@ def decide_base_entry(signal: Signal, spec: InstrumentSpec, cfg: PortfolioConfig
     stop = initial_stop(signal.price, signal.stop, signal.atr, spec, cfg)
     sizing = size_base_entry(signal.price, stop, signal.atr, signal.er, book.sizing_equity,
                              book.margin, spec, cfg)
-    return _capped(signal, stop, sizing, spec, book, cfg.max_portfolio_risk_percent,
+    return _capped(signal, stop, sizing, spec, cfg, book, cfg.max_portfolio_risk_percent,
                    cfg.max_portfolio_vol_percent, BASE_LAYER)
 
 
@@ -121,7 +146,7 @@ def decide_pyramid(signal: Signal, spec: InstrumentSpec, cfg: PortfolioConfig,
                                  spec.point_value)
     sizing = size_pyramid(signal.price, stop, book.margin, base.lots,
                           pyramiding.pyramid_count, budget, spec)
-    return _capped(signal, stop, sizing, spec, book, cfg.pyramid_risk_block,
+    return _capped(signal, stop, sizing, spec, cfg, book, cfg.pyramid_risk_block,
                    cfg.pyramid_vol_block, layer_name)
 
 
@@ -162,20 +187,28 @@ def decide_market_data(signal: Signal, spec: InstrumentSpec,
 
 
 def check_execution_price(plan: EntryPlan, signal: Signal, quote: Decimal, pyramid: bool,
-                          max_divergence_percent: Decimal) -> Verdict | EntryPlan:
-    """Refuse an entry whose market moved away from the alert; shrink a riskier pyramid.
+                          max_divergence_percent: Decimal,
+                          max_risk_increase_percent: Decimal) -> Verdict | EntryPlan:
+    """Refuse an entry whose market moved away from the alert (DOMAIN.md §10).
 
-    A pyramid's lots were sized for the risk (price − stop) at the signal price; filled at a
-    higher quote that risk grows, so its lots shrink in proportion (never grow).
+    The quote must be within the divergence limit and above the stop. When the risk per lot
+    (price − stop) grew by more than `max_risk_increase_percent` between alert and quote, a
+    base entry is refused and a pyramid shrinks in proportion — never below one lot, never up.
     """
     divergence = abs(quote - signal.price) / signal.price * 100
     if divergence > max_divergence_percent:
         return rejected(f"Quote {quote} diverges {divergence:.2f}% from signal "
-                                   f"price {signal.price} (limit {max_divergence_percent}%)")
-    if not pyramid or quote <= signal.price:
+                        f"price {signal.price} (limit {max_divergence_percent}%)")
+    if quote <= plan.initial_stop:
+        return rejected(f"quote at or below stop (quote {quote}, stop {plan.initial_stop})")
+    alert_risk = signal.price - plan.initial_stop
+    quote_risk = quote - plan.initial_stop
+    if quote_risk * 100 <= alert_risk * (100 + max_risk_increase_percent):
         return plan
-    lots = int(plan.lots * (signal.price - plan.initial_stop) / (quote - plan.initial_stop))
-    if lots <= 0:
-        return blocked("Zero lots (limited by quote)")
+    if not pyramid:
+        growth = (quote_risk - alert_risk) / alert_risk * 100
+        return rejected(f"risk per lot grew {growth:.1f}% from the alert to the quote "
+                        f"(limit {max_risk_increase_percent}%)")
+    lots = max(1, int(plan.lots * alert_risk / quote_risk))
     return EntryPlan(plan.layer, lots, "quote" if lots < plan.lots else plan.limiter,
                      plan.initial_stop)

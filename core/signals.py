@@ -109,8 +109,9 @@ def parse_signal(payload: Mapping[str, Any], instruments: Collection[str]) -> Si
     atr = _atr(payload.get("atr"))
     reason = _reason(payload.get("reason"), signal_type)
     lots = _lots(payload.get("lots"))
-    er, supertrend, roc, entry_price = (
-        _optional_number(payload.get(name)) for name in ("er", "supertrend", "roc", "entry_price"))
+    er = _er(payload.get("er"))
+    supertrend, roc, entry_price = (
+        _optional_number(payload.get(name)) for name in ("supertrend", "roc", "entry_price"))
     return Signal(signal_type=signal_type, instrument=instrument, position=position,
                   price=price, stop=stop, lots=lots, atr=atr, er=er, supertrend=supertrend,
                   timestamp=timestamp, reason=reason, roc=roc, entry_price=entry_price)
@@ -273,6 +274,16 @@ def _lots(raw: object) -> int | None:
     if value != value.to_integral_value():
         raise InvalidSignal("Invalid numeric field")
     return int(value)
+
+
+def _er(raw: object) -> Decimal | None:
+    # Kaufman's efficiency ratio is in [0, 1]; it multiplies Lot-R, so 500 would size 500×.
+    if raw is None:
+        return None
+    value = _number(raw, "Invalid ER")
+    if not 0 <= value <= 1:
+        raise InvalidSignal("Invalid ER")
+    return value
 
 
 def _optional_number(raw: object) -> Decimal | None:

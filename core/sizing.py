@@ -104,6 +104,21 @@ def cap_to_portfolio(lots: int, risk_per_lot: Decimal, vol_per_lot: Decimal,
     return min(by_risk, by_vol), None
 
 
+def cap_to_margin(lots: int, margin_per_lot: Decimal, margin_used: Decimal, equity: Decimal,
+                  max_percent: Decimal) -> tuple[int, str | None]:
+    """Return the most lots (at most `lots`) whose margin keeps the book's margin use within
+    `max_percent` of `equity`; with none, 0 and the use one lot would reach (DOMAIN.md §10)."""
+    if lots <= 0:
+        return 0, None
+    if equity <= 0:
+        return 0, "Sizing equity is not positive"
+    count = _most_lots(lots, margin_per_lot, margin_used, equity, max_percent)
+    if count == 0:
+        return 0, _breach("Margin use", margin_used + margin_per_lot, equity, max_percent,
+                          prefix="")
+    return count, None
+
+
 def _smallest(candidates: list[tuple[str, Decimal]], detail: dict[str, Decimal]) -> Sizing:
     # min() keeps the first of equal values, so the list order is the tie order.
     limiter, value = min(candidates, key=lambda candidate: candidate[1])
@@ -135,10 +150,11 @@ def _most_lots(ceiling: int, per_lot: Decimal, already_open: Decimal, equity: De
     return count
 
 
-def _breach(what: str, total: Decimal, equity: Decimal, limit_percent: Decimal) -> str:
+def _breach(what: str, total: Decimal, equity: Decimal, limit_percent: Decimal,
+            prefix: str = "Portfolio ") -> str:
     # Rounded up, so a breach of 12.01% never reads "12.0% (limit 12.0%)".
     would_be = _one_decimal(total * _HUNDRED / equity, ROUND_CEILING)
-    return (f"Portfolio {what} would be {would_be}% "
+    return (f"{prefix}{what} would be {would_be}% "
             f"(limit {_one_decimal(limit_percent, ROUND_HALF_UP)}%)")
 
 

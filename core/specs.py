@@ -35,6 +35,9 @@ class InstrumentSpec(BaseModel):
     session_open: time
     session_close: time
     freeze_quantity: int | None = Field(default=None, gt=0)
+    # The most lots one order may carry, whatever the equity says: no sizing figure, however
+    # large, can make an order the exchange or the book cannot take.
+    max_lots_per_order: int = Field(default=100, gt=0, le=100_000)
 
     @field_validator("session_open", "session_close")
     @classmethod
@@ -90,4 +93,7 @@ class PortfolioConfig(BaseModel):
     max_signal_age_s: int = Field(default=300, gt=0)
     max_future_skew_s: int = Field(default=60, ge=0)
     max_entry_delay_s: int = Field(default=120, gt=0)
+    # How much the risk per lot may grow between the alert and the quote (DOMAIN.md §10).
+    max_base_risk_increase_percent: Decimal = Field(default=Decimal("50"), ge=0)
+    max_pyramid_risk_increase_percent: Decimal = Field(default=Decimal("20"), ge=0)
     dedup_window_s: int = Field(default=60, ge=0)

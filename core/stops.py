@@ -40,6 +40,6 @@ def trail_stop(highest_close: Decimal, current_stop: Decimal, price: Decimal, at
     The stop is hit when the price is strictly below the new stop.
     """
     highest = max(highest_close, price)
-    trail = highest - spec.trailing_atr_mult * atr
-    stop = max(current_stop, trail)
+    # With no ATR there is no trail distance: the stop stays where it is.
+    stop = max(current_stop, highest - spec.trailing_atr_mult * atr) if atr > 0 else current_stop
     return Trail(highest_close=highest, current_stop=stop, hit=price < stop)

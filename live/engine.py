@@ -234,7 +234,9 @@ class LiveTradingEngine:
             return rejected(f"no quote for {symbol}"), None
         pyramid = signal.signal_type is SignalType.PYRAMID
         limit = self._price_limits[1] if pyramid else self._price_limits[0]
-        return check_execution_price(plan, signal, quote, pyramid, limit), quote
+        growth = (self._config.max_pyramid_risk_increase_percent if pyramid
+                  else self._config.max_base_risk_increase_percent)
+        return check_execution_price(plan, signal, quote, pyramid, limit, growth), quote
 
     async def _open_entry(self, item: InboxItem, plan: EntryPlan,
                           pyramiding: PyramidingState | None,
@@ -271,7 +273,7 @@ class LiveTradingEngine:
                 intent = await self._flow.open_intent(
                     tx, item.signal_id, signal.instrument, Side.SELL, exit_plan.lots,
                     signal.price, ExitPurpose(reason=exit_plan.reason, position_ids=ids),
-                    position_ids=ids)
+                    position_ids=ids, quantity=exit_plan.quantity)
         stops = {str(layer.id): str(trail.current_stop) for layer, trail in trails}
         if intent is not None:
             failpoints.reached("after_intent_commit")
@@ -307,5 +309,5 @@ class LiveTradingEngine:
         vol = book.volatility + sum((v for _, v, _ in pending), Decimal(0))
         used = book.margin_used + sum((m for _, _, m in pending), Decimal(0))
         margin = await self._broker.available_margin(sizing, used)
-        return BookSnapshot(sizing, book.equity.blended, margin, risk, vol)
+        return BookSnapshot(sizing, book.equity.blended, margin, risk, vol, used)
 

@@ -57,12 +57,18 @@ class OrderFlow:
 
     async def open_intent(self, tx: BookTransaction, signal_id: int | None, instrument: str,
                           side: Side, lots: int, price: Decimal, purpose: Purpose,
-                          position_ids: tuple[int, ...] = ()) -> OrderIntent:
-        """Write the intent (and move its signal to processing) inside `tx`."""
+                          position_ids: tuple[int, ...] = (),
+                          quantity: int | None = None) -> OrderIntent:
+        """Write the intent (and move its signal to processing) inside `tx`.
+
+        `quantity` (broker units) defaults to the lots at today's lot size; an exit passes the
+        quantity its layers hold, so a lot-size change in config never changes what it sells.
+        """
         spec = self._instruments[instrument]
         intent = await tx.insert_intent(NewIntent(
             signal_id=signal_id, instrument=instrument, side=side, lots=lots,
-            quantity=spec.broker_quantity(lots), order_type="MARKET", price=price,
+            quantity=spec.broker_quantity(lots) if quantity is None else quantity,
+            order_type="MARKET", price=price,
             tradingsymbol=self._broker.tradingsymbol(instrument, self._clock()),
             position_ids=position_ids, purpose=purpose))
         if signal_id is not None:

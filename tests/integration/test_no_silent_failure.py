@@ -27,29 +27,33 @@ def runs_config():
     return PORTFOLIO.model_copy(update={"initial_capital": Decimal("1e17")})
 
 
-async def test_an_intent_the_data_cannot_store_is_decided_error_once(runs, postgresql):
+async def test_a_fill_the_book_cannot_hold_is_decided_error_once_and_stays_visible(
+        runs, postgresql):
     first = await runs()
-    # Sized on 1e17 of equity the entry is billions of lots: `integer out of range`.
-    outcome = await first.send("BASE_ENTRY")
-    assert outcome.outcome == "error"
-    assert outcome.reason == "processing error: NumericValueOutOfRange"
-    assert "processing_error:GOLD_MINI" in first.readiness.reasons()
-    assert count(postgresql, "signal_log", "outcome = 'error'") == 1
-    assert count(postgresql, "order_intents") == count(postgresql, "paper_orders") == 0
-    blocked = await first.send("BASE_ENTRY", at=first.clock.now)
+    entry = await first.send("BASE_ENTRY", instrument="COPPER", price="900", stop="880",
+                             atr="10")
+    assert (entry.outcome, entry.result["lots"], entry.result["limiter"]) == (
+        "executed", 50, "max_lots")  # sized on 1e17, held to the per-order cap
+    # A price the field rules accept, but whose P&L (≈1.2e19) overflows the ledger's numeric.
+    failed = await first.send("EXIT", instrument="COPPER", price="99000000000000")
+    assert failed.outcome == "error"
+    assert failed.reason == "processing error: NumericValueOutOfRange"
+    assert "processing_error:COPPER" in first.readiness.reasons()
+    blocked = await first.send("BASE_ENTRY", instrument="COPPER", price="900", stop="880",
+                               atr="10")
     assert (blocked.outcome, blocked.reason) == (
-        "rejected", "entries blocked: processing_error:GOLD_MINI")
-    # One instrument's failure blocks only its own entries: Silver is tried (and fails too).
-    others = await first.send("BASE_ENTRY", instrument="SILVER_MINI", price="90000",
-                              stop="89000", atr="900")
-    assert others.outcome == "error"
+        "rejected", "entries blocked: processing_error:COPPER")
+    gold = await first.send("BASE_ENTRY")  # one instrument's failure blocks only its entries
+    assert gold.outcome == "executed"
 
-    second = await runs()  # a restart clears the blocks and retries nothing
-    assert await second.recover() == []
-    assert count(postgresql, "signal_log", "outcome = 'error'") == 2
+    second = await runs()  # a restart retries no signal, and names what is still wrong
+    reasons = await second.recover()
+    assert "processing_error:COPPER" in reasons
+    assert "position mismatch COPPER: book 50, broker 0" in reasons
+    assert count(postgresql, "signal_log", "outcome = 'error'") == 1
     assert count(postgresql, "execution_log",
-                 "event = 'signal_decided' AND details->>'outcome' = 'error'") == 2
-    assert count(postgresql, "order_intents") == 0
+                 "event = 'signal_decided' AND details->>'outcome' = 'error'") == 1
+    assert count(postgresql, "paper_orders", "side = 'SELL'") == 1  # sold once, never again
 
 
 async def test_ready_names_the_database_while_it_is_unreachable(own_server):

@@ -514,9 +514,6 @@ def test_market_data_without_open_layers_is_ignored(layers: list[Layer]) -> None
                    "no open layers")
 
 
-@pytest.mark.xfail(strict=True, reason="DOMAIN.md §10: ATR 0 never moves a trailing stop; "
-                                       "decide_market_data trails to the highest close and "
-                                       "exits on any close below it")
 def test_zero_atr_never_moves_the_stop() -> None:
     held = gold_layer(current_stop="78000", highest="80000")
     plan = decide_market_data(market_data("79500", atr="0"), GOLD, [held])
@@ -533,49 +530,83 @@ PYRAMID_PLAN = EntryPlan("Long_2", 10, "geometric", D("51500"))
 @pytest.mark.parametrize("quote", ["53040", "50960"])  # exactly ±2 % of 52,000
 def test_quote_at_the_divergence_limit_passes_unchanged(quote: str) -> None:
     sig = signal("BASE_ENTRY")
-    assert check_execution_price(BASE_PLAN, sig, D(quote), False, D("2")) == BASE_PLAN
+    # Divergence alone: a stop below both quotes, a risk-increase cap that never decides.
+    wide = EntryPlan("Long_1", 3, "risk", D("50000"))
+    assert check_execution_price(wide, sig, D(quote), False, D("2"), D("1000")) == wide
 
 
 @pytest.mark.parametrize(("quote", "percent"), [("53041", "2.00"), ("50900", "2.12")])
 def test_quote_beyond_the_divergence_limit_is_rejected_either_way(quote: str,
                                                                   percent: str) -> None:
-    result = check_execution_price(BASE_PLAN, signal("BASE_ENTRY"), D(quote), False, D("2"))
+    result = check_execution_price(BASE_PLAN, signal("BASE_ENTRY"), D(quote), False, D("2"),
+                                   D("50"))
     assert_verdict(result, "rejected", f"Quote {quote} diverges {percent}% from signal "
                                        "price 52000 (limit 2%)")
 
 
 def test_diverging_pyramid_is_rejected_not_shrunk() -> None:
     sig = signal("PYRAMID", position="Long_2", stop="51500")
-    result = check_execution_price(PYRAMID_PLAN, sig, D("52600"), True, D("1"))
+    result = check_execution_price(PYRAMID_PLAN, sig, D("52600"), True, D("1"), D("20"))
     assert isinstance(result, Verdict)
     assert result.outcome == "rejected"
 
 
 def test_base_entry_is_not_resized_by_a_higher_quote() -> None:
     sig = signal("BASE_ENTRY")
-    assert check_execution_price(BASE_PLAN, sig, D("52500"), False, D("2")) == BASE_PLAN
+    assert check_execution_price(BASE_PLAN, sig, D("52100"), False, D("2"),
+                                 D("50")) == BASE_PLAN
 
 
 @pytest.mark.parametrize(("quote", "lots", "limiter"), [
     ("52250", 6, "quote"),  # risk/lot 500 → 750: 10 × 500 / 750 = 6.67
-    ("52100", 8, "quote"),  # 500 → 600: 8.33
+    ("52110", 8, "quote"),  # 500 → 610 (+22 %, past the 20 % cap): 8.19
+    ("52100", 10, "geometric"),  # 500 → 600: +20 %, at the cap: unchanged
     ("52000", 10, "geometric"),  # at the signal price: unchanged
     ("51900", 10, "geometric"),  # a better quote never grows the pyramid
 ])
 def test_pyramid_lots_shrink_in_proportion_to_the_risk_at_the_quote(quote: str, lots: int,
                                                                     limiter: str) -> None:
     sig = signal("PYRAMID", position="Long_2", stop="51500")
-    result = check_execution_price(PYRAMID_PLAN, sig, D(quote), True, D("1"))
+    result = check_execution_price(PYRAMID_PLAN, sig, D(quote), True, D("1"), D("20"))
     assert_plan(result, "Long_2", lots, limiter, "51500")
 
 
-@pytest.mark.xfail(strict=True, reason="DOMAIN.md §10: a base entry whose checked quote is at "
-                                       "or below its stop is rejected; check_execution_price "
-                                       "only checks the divergence")
 def test_base_entry_quoted_at_or_below_its_stop_is_rejected() -> None:
     plan = EntryPlan("Long_1", 3, "risk", D("51990"))
     sig = signal("BASE_ENTRY", stop="51990")
-    result = check_execution_price(plan, sig, D("51980"), False, D("2"))
+    result = check_execution_price(plan, sig, D("51980"), False, D("2"), D("50"))
     assert isinstance(result, Verdict)
     assert result.outcome == "rejected"
     assert "quote at or below stop" in (result.reason or "")
+
+
+# -- limits beyond sizing (§10) ---------------------------------------------------------------
+def test_no_equity_makes_an_order_larger_than_the_per_order_cap() -> None:
+    # 1e15 of equity sizes millions of lots; the order carries the instrument's cap.
+    plan = decide_base_entry(signal("BASE_ENTRY"), SPECS["BANK_NIFTY"], CFG, [],
+                             book("1000000000000000", "1000000000000000"))
+    assert isinstance(plan, EntryPlan)
+    assert (plan.lots, plan.limiter) == (SPECS["BANK_NIFTY"].max_lots_per_order, "max_lots")
+
+
+def test_margin_cap_reduces_an_entry_to_what_fits_in_the_limit() -> None:
+    # 60 % of 5,000,000 = 3,000,000; 2,500,000 in use leaves room for one 270,000 lot.
+    snapshot = BookSnapshot(D("5000000"), D("5000000"), D("3000000"), D(0), D(0), D("2500000"))
+    plan = decide_base_entry(signal("BASE_ENTRY"), SPECS["BANK_NIFTY"], CFG, [], snapshot)
+    assert isinstance(plan, EntryPlan)
+    assert (plan.lots, plan.limiter) == (1, "margin_cap")
+
+
+def test_margin_cap_counts_what_is_in_use_and_blocks_when_no_lot_fits() -> None:
+    snapshot = BookSnapshot(D("5000000"), D("5000000"), D("3000000"), D(0), D(0), D("2800000"))
+    plan = decide_base_entry(signal("BASE_ENTRY"), SPECS["BANK_NIFTY"], CFG, [], snapshot)
+    assert plan == Verdict("blocked", "Margin use would be 61.4% (limit 60.0%)")
+
+
+def test_an_exit_sells_the_quantity_its_layers_hold_not_todays_lot_size() -> None:
+    held = layer("Long_1", lots=3)
+    bought_at_old_lot_size = Layer(**{**{f: getattr(held, f) for f in held.__slots__},
+                                      "quantity": 105})  # 3 lots of 35 before a lot change
+    plan = decide_exit(signal("EXIT", position="Long_1"), [bought_at_old_lot_size])
+    assert isinstance(plan, ExitPlan)
+    assert (plan.lots, plan.quantity) == (3, 105)

@@ -83,6 +83,8 @@ DOMAIN_PORTFOLIO: dict[str, Any] = {
     "max_signal_age_s": 300,
     "max_future_skew_s": 60,
     "max_entry_delay_s": 120,
+    "max_base_risk_increase_percent": Decimal("50"),
+    "max_pyramid_risk_increase_percent": Decimal("20"),
     "dedup_window_s": 60,
 }
 

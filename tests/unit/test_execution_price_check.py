@@ -18,29 +18,58 @@ def signal(price: str) -> Signal:
 
 
 PLAN = EntryPlan("Long_2", 4, "geometric", D("51500"))
+BASE = EntryPlan("Long_1", 4, "risk", D("51500"))
+GROWTH = {False: D("50"), True: D("20")}  # DOMAIN.md §10 defaults: base 50 %, pyramid 20 %
 
 
-def test_base_entry_within_two_percent_passes_unchanged():
-    assert check_execution_price(PLAN, signal("52000"), D("53000"), False, D("2")) == PLAN
+def check(plan: EntryPlan, price: str, quote: str, pyramid: bool, limit: str = "2"):
+    return check_execution_price(plan, signal(price), D(quote), pyramid, D(limit),
+                                 GROWTH[pyramid])
+
+
+def test_base_entry_within_the_limits_passes_unchanged():
+    # risk per lot 500 at the alert, 700 at the quote: +40 % (limit 50 %)
+    assert check(BASE, "52000", "52200", False) == BASE
 
 
 def test_divergence_beyond_the_limit_is_rejected_with_the_numbers():
-    verdict = check_execution_price(PLAN, signal("52000"), D("53100"), False, D("2"))
+    verdict = check(BASE, "52000", "53100", False)
     assert verdict == Verdict("rejected", "Quote 53100 diverges 2.12% from signal price "
                                           "52000 (limit 2%)")
 
 
-def test_pyramid_shrinks_when_the_quote_raises_its_risk():
+def test_base_entry_whose_risk_grew_past_the_cap_is_rejected():
+    # 500 → 760: +52 % (limit 50 %), though only 0.5 % away from the alert
+    verdict = check(BASE, "52000", "52260", False)
+    assert verdict == Verdict("rejected", "risk per lot grew 52.0% from the alert to the quote "
+                                          "(limit 50%)")
+
+
+def test_base_entry_at_exactly_the_cap_passes():
+    assert check(BASE, "52000", "52250", False) == BASE  # 500 → 750: +50 %
+
+
+def test_entry_quoted_at_or_below_its_stop_is_rejected():
+    for quote in ("51500", "51400"):
+        verdict = check(BASE, "51600", quote, False)
+        assert verdict == Verdict("rejected", f"quote at or below stop (quote {quote}, "
+                                              "stop 51500)")
+
+
+def test_pyramid_shrinks_when_the_quote_raises_its_risk_past_the_cap():
     # risk per lot 500 at the signal, 900 at the quote: 4 × 500/900 → 2 lots
-    shrunk = check_execution_price(PLAN, signal("52000"), D("52400"), True, D("1"))
+    shrunk = check(PLAN, "52000", "52400", True, "1")
     assert (shrunk.lots, shrunk.limiter) == (2, "quote")
 
 
+def test_pyramid_within_the_cap_is_unchanged():
+    assert check(PLAN, "52000", "52100", True, "1") == PLAN  # 500 → 600: +20 %
+
+
 def test_pyramid_never_grows_on_a_lower_quote():
-    assert check_execution_price(PLAN, signal("52000"), D("51800"), True, D("1")) == PLAN
+    assert check(PLAN, "52000", "51800", True, "1") == PLAN
 
 
-def test_pyramid_that_would_shrink_to_nothing_is_blocked():
+def test_pyramid_is_never_shrunk_below_one_lot():
     small = EntryPlan("Long_2", 1, "geometric", D("51500"))
-    verdict = check_execution_price(small, signal("52000"), D("52500"), True, D("1"))
-    assert verdict == Verdict("blocked", "Zero lots (limited by quote)")
+    assert check(small, "52000", "52500", True, "1") == small  # 500 → 1000: floor(0.5) → 1

@@ -312,13 +312,23 @@ def test_bad_lots_is_invalid(value: object) -> None:
     assert phrase_of(trade_payload(lots=value)) == "Invalid numeric field"
 
 
-@pytest.mark.parametrize("name", ["er", "supertrend", "roc", "entry_price"])
+@pytest.mark.parametrize("name", ["supertrend", "roc", "entry_price"])
 @pytest.mark.parametrize("value", ["abc", True, "NaN", D("Infinity")])
 def test_bad_recorded_number_is_invalid(name: str, value: object) -> None:
     assert phrase_of(trade_payload(**{name: value})) == "Invalid numeric field"
 
 
-@pytest.mark.parametrize("name", ["er", "supertrend", "roc", "entry_price"])
+@pytest.mark.parametrize("value", ["abc", True, "NaN", D("-0.01"), D("1.01"), D("500"), "2"])
+def test_er_outside_zero_to_one_is_invalid(value: object) -> None:
+    assert phrase_of(trade_payload(er=value)) == "Invalid ER"
+
+
+@pytest.mark.parametrize("value", [D("0"), D("0.82"), D("1"), "0.5"])
+def test_er_within_zero_to_one_is_taken(value: object) -> None:
+    assert parse_signal(trade_payload(er=value), INSTRUMENTS).er == D(str(value))
+
+
+@pytest.mark.parametrize("name", ["supertrend", "roc", "entry_price"])
 def test_recorded_numbers_accept_numeric_strings(name: str) -> None:
     signal = parse_signal(trade_payload(**{name: "-1.5"}), INSTRUMENTS)
 
