@@ -47,7 +47,10 @@ def write_bench_config(directory: Path, count: int) -> list[BenchInstrument]:
     directory.mkdir(parents=True, exist_ok=True)
     shipped = json.loads((DEFAULT_CONFIG_DIR / "instruments.json").read_text())
     instruments = bench_instruments(count)
-    table = {i.name: shipped[i.template] for i in instruments}
+    # Orders as large as the stream's equity sizes them (the shipped per-order cap would
+    # turn its margin-limited entries into fills, and change what is measured).
+    table = {i.name: {**shipped[i.template], "max_lots_per_order": 10_000_000}
+             for i in instruments}
     (directory / "instruments.json").write_text(json.dumps(table))
     portfolio = json.loads((DEFAULT_CONFIG_DIR / "portfolio.json").read_text())
     portfolio["max_signal_age_s"] = MAX_SIGNAL_AGE_S

@@ -15,7 +15,7 @@ from decimal import Decimal
 
 from core.accounting import layer_pnl
 from core.intents import EntryPurpose
-from core.models import BASE_LAYER, Layer, NewLayer, PyramidingState
+from core.models import BASE_LAYER, ContractRef, Layer, NewLayer, PyramidingState
 from core.specs import InstrumentSpec
 
 PRICE_SCALE = Decimal("0.0001")  # prices are stored with four decimals
@@ -50,13 +50,17 @@ def filled(quantity: int, price: Decimal, spec: InstrumentSpec) -> Filled:
 
 # -- entries ------------------------------------------------------------------------------
 def entry_layer(purpose: EntryPurpose, fill: Filled, *, trade_id: int, instrument: str,
-                tradingsymbol: str | None, signal_id: int | None,
+                contract: ContractRef | None, signal_id: int | None,
                 at: datetime) -> NewLayer:
-    """Return the layer an entry's fill opens: entry at the fill, stops from the decision."""
+    """Return the layer an entry's fill opens: entry at the fill, stops from the decision,
+    held in the contract its order bought."""
     return NewLayer(trade_id=trade_id, instrument=instrument, layer=purpose.layer,
                     lots=fill.lots, quantity=fill.quantity, entry_price=fill.price,
                     entry_timestamp=at, initial_stop=purpose.initial_stop, atr=purpose.atr,
-                    limiter=purpose.limiter, tradingsymbol=tradingsymbol, signal_id=signal_id)
+                    limiter=purpose.limiter, signal_id=signal_id,
+                    tradingsymbol=contract.tradingsymbol if contract else None,
+                    exchange=contract.exchange if contract else None,
+                    expiry=contract.expiry if contract else None)
 
 
 def opens_trade(purpose: EntryPurpose) -> bool:

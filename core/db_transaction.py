@@ -149,11 +149,11 @@ class Transaction:
             """INSERT INTO portfolio_positions
                (trade_id, instrument, layer, is_base_position, lots, quantity, entry_price,
                 entry_timestamp, initial_stop, current_stop, highest_close, atr, limiter,
-                tradingsymbol, signal_id)
+                tradingsymbol, signal_id, exchange, expiry)
                VALUES (%(trade_id)s, %(instrument)s, %(layer)s, %(layer)s = 'Long_1', %(lots)s,
                        %(quantity)s, %(entry_price)s, %(entry_timestamp)s, %(initial_stop)s,
                        %(initial_stop)s, %(entry_price)s, %(atr)s, %(limiter)s,
-                       %(tradingsymbol)s, %(signal_id)s)
+                       %(tradingsymbol)s, %(signal_id)s, %(exchange)s, %(expiry)s)
                RETURNING {}"""
         ).format(LAYER_COLUMNS)
         params = {f.name: getattr(new, f.name) for f in fields(NewLayer)}
@@ -209,11 +209,11 @@ class Transaction:
                (trade_id, instrument, layer, is_base_position, status, lots, quantity,
                 entry_price, entry_timestamp, initial_stop, current_stop, highest_close, atr,
                 limiter, tradingsymbol, signal_id, exit_price, exit_timestamp, exit_reason,
-                realized_pnl)
+                realized_pnl, exchange, expiry)
                SELECT trade_id, instrument, layer, is_base_position, 'closed', %(lots)s,
                       %(quantity)s, entry_price, entry_timestamp, initial_stop, current_stop,
                       highest_close, atr, limiter, tradingsymbol, signal_id, %(exit_price)s,
-                      %(exit_timestamp)s, %(exit_reason)s, %(realized_pnl)s
+                      %(exit_timestamp)s, %(exit_reason)s, %(realized_pnl)s, exchange, expiry
                FROM portfolio_positions WHERE id = %(id)s RETURNING id""")
         cur = await self.conn.execute(query, {"id": layer.id, "lots": lots,
                                               "quantity": quantity, **exit_fields})
@@ -344,10 +344,11 @@ class Transaction:
         """Insert a pending intent whose broker tag is derived from its id."""
         query = sql.SQL(
             """INSERT INTO order_intents (id, tag, signal_id, instrument, tradingsymbol,
-               position_ids, side, lots, quantity, order_type, price, fencing_epoch, purpose)
+               position_ids, side, lots, quantity, order_type, price, fencing_epoch, purpose,
+               exchange, expiry)
                SELECT n.id, %(prefix)s || n.id, %(signal_id)s, %(instrument)s, %(tradingsymbol)s,
                       %(position_ids)s, %(side)s, %(lots)s, %(quantity)s, %(order_type)s,
-                      %(price)s, %(fencing_epoch)s, %(purpose)s
+                      %(price)s, %(fencing_epoch)s, %(purpose)s, %(exchange)s, %(expiry)s
                FROM (SELECT nextval('order_intents_id_seq') AS id) n RETURNING {}"""
         ).format(INTENT_COLUMNS)
         params = {f.name: getattr(new, f.name) for f in fields(NewIntent)}

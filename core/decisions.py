@@ -64,6 +64,17 @@ class ExitPlan:
         """The broker quantity the layers hold (what they were bought with)."""
         return sum(layer.quantity for layer in self.layers)
 
+    def by_contract(self) -> list[ExitPlan]:
+        """Split the exit into one order per contract its layers are held in, in order.
+
+        Layers entered on either side of a front-month change hold different contracts;
+        each is sold in its own, never in whatever is the front month now.
+        """
+        groups: dict[str | None, list[Layer]] = {}
+        for layer in self.layers:
+            groups.setdefault(layer.tradingsymbol, []).append(layer)
+        return [ExitPlan(tuple(layers), self.reason) for layers in groups.values()]
+
 
 @dataclass(frozen=True, slots=True)
 class MarketDataPlan:

@@ -34,6 +34,7 @@ class ExitPurpose:
 
     reason: str
     position_ids: tuple[int, ...]
+    orders: int = 1  # intents the signal's exit took (one per contract its layers hold)
 
 
 Purpose = EntryPurpose | ExitPurpose
@@ -45,8 +46,11 @@ def purpose_to_json(purpose: Purpose) -> dict[str, Any]:
         return {"kind": purpose.kind, "layer": purpose.layer, "trade_id": purpose.trade_id,
                 "initial_stop": str(purpose.initial_stop), "atr": str(purpose.atr),
                 "limiter": purpose.limiter, "quoted": purpose.quoted}
-    return {"kind": purpose.kind, "reason": purpose.reason,
-            "position_ids": list(purpose.position_ids)}
+    stored: dict[str, Any] = {"kind": purpose.kind, "reason": purpose.reason,
+                              "position_ids": list(purpose.position_ids)}
+    if purpose.orders != 1:
+        stored["orders"] = purpose.orders
+    return stored
 
 
 def purpose_from_json(stored: Mapping[str, Any]) -> Purpose:
@@ -64,5 +68,6 @@ def purpose_from_json(stored: Mapping[str, Any]) -> Purpose:
                             quoted=bool(stored.get("quoted", False)))
     if kind == ExitPurpose.kind:
         return ExitPurpose(reason=str(stored["reason"]),
-                           position_ids=tuple(int(i) for i in stored["position_ids"]))
+                           position_ids=tuple(int(i) for i in stored["position_ids"]),
+                           orders=int(stored.get("orders", 1)))
     raise ValueError(f"unknown intent purpose kind {kind!r}")

@@ -6,7 +6,7 @@ Field names match the database columns so rows map onto these classes one to one
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any
@@ -75,6 +75,15 @@ BASE_LAYER = "Long_1"
 
 
 @dataclass(frozen=True, slots=True)
+class ContractRef:
+    """One broker contract: what an entry buys, and what every later order of its layer trades."""
+
+    tradingsymbol: str
+    exchange: str | None
+    expiry: date | None  # None: a contract that does not expire (the paper venue's default)
+
+
+@dataclass(frozen=True, slots=True)
 class NewLayer:
     trade_id: int
     instrument: str
@@ -88,6 +97,8 @@ class NewLayer:
     limiter: str
     tradingsymbol: str | None = None
     signal_id: int | None = None
+    exchange: str | None = None
+    expiry: date | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +124,14 @@ class Layer:
     exit_reason: str | None
     realized_pnl: Decimal | None
     version: int
+    exchange: str | None = None  # the layer's own contract: exits and rolls trade it
+    expiry: date | None = None
+
+    @property
+    def contract(self) -> ContractRef | None:
+        if self.tradingsymbol is None:
+            return None
+        return ContractRef(self.tradingsymbol, self.exchange, self.expiry)
 
     @property
     def is_base_position(self) -> bool:
@@ -190,6 +209,8 @@ class NewIntent:
     tradingsymbol: str | None = None
     position_ids: tuple[int, ...] = ()
     fencing_epoch: int = 0
+    exchange: str | None = None
+    expiry: date | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,10 +234,18 @@ class OrderIntent:
     fencing_epoch: int
     version: int
     purpose: Purpose
+    exchange: str | None = None
+    expiry: date | None = None
 
     @property
     def is_unresolved(self) -> bool:
         return self.status in UNRESOLVED_INTENT_STATUSES
+
+    @property
+    def contract(self) -> ContractRef | None:
+        if self.tradingsymbol is None:
+            return None
+        return ContractRef(self.tradingsymbol, self.exchange, self.expiry)
 
 
 @dataclass(frozen=True, slots=True)

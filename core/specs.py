@@ -37,7 +37,7 @@ class InstrumentSpec(BaseModel):
     freeze_quantity: int | None = Field(default=None, gt=0)
     # The most lots one order may carry, whatever the equity says: no sizing figure, however
     # large, can make an order the exchange or the book cannot take.
-    max_lots_per_order: int = Field(default=100, gt=0, le=100_000)
+    max_lots_per_order: int = Field(default=100, gt=0, le=10_000_000)
 
     @field_validator("session_open", "session_close")
     @classmethod

@@ -14,7 +14,7 @@ from decimal import Decimal
 
 import structlog
 
-from core.accounting import sizing_equity
+from core.accounting import money_text, sizing_equity
 from core.book_store import BookStore
 from core.db_pool import TRANSIENT_ERRORS
 from core.decisions import (
@@ -169,10 +169,10 @@ class LiveTradingEngine:
             return None
         if record.status is SignalStatus.PROCESSED and record.outcome is not None:
             return SignalOutcome(record.id, record.outcome, record.reason)
-        for intent in await self._db.intents_for_signal(item.signal_id):
-            if intent.is_unresolved:
-                return await self._flow.complete(intent, fresh=False,
-                                                 deadline=self._deadline(item, intent))
+        unresolved = [i for i in await self._db.intents_for_signal(item.signal_id)
+                      if i.is_unresolved]
+        if unresolved:
+            return await self._complete_all(unresolved, fresh=False, item=item)
         return None
 
     async def _record(self, item: InboxItem, verdict: Verdict) -> SignalOutcome:
@@ -224,7 +224,7 @@ class LiveTradingEngine:
         """Check the entry against the venue's quote (2 % base, 1 % pyramid); return the
         decision and the quote it was checked against."""
         assert self._price_limits is not None
-        symbol = self._broker.tradingsymbol(signal.instrument, self._clock())
+        symbol = self._broker.contract(signal.instrument, self._clock()).tradingsymbol
         try:
             quote = await self._broker.quote(symbol)
         except BrokerError as exc:
@@ -262,27 +262,38 @@ class LiveTradingEngine:
             for layer, trail in trails:
                 await tx.update_layer_later(layer, highest_close=trail.highest_close,
                                             current_stop=trail.current_stop)
+            intents: list[OrderIntent] = []
             if exit_plan is None:
                 await tx.decide_signal(item.signal_id, Outcome.EXECUTED, None,
                                        self._processed_by, self._clock())
-                intent = None
             else:
                 for layer in exit_plan.layers:
                     await tx.update_layer_later(layer, status=LayerStatus.CLOSING)
-                ids = tuple(layer.id for layer in exit_plan.layers)
-                intent = await self._flow.open_intent(
-                    tx, item.signal_id, signal.instrument, Side.SELL, exit_plan.lots,
-                    signal.price, ExitPurpose(reason=exit_plan.reason, position_ids=ids),
-                    position_ids=ids, quantity=exit_plan.quantity)
+                parts = exit_plan.by_contract()
+                for n, part in enumerate(parts):
+                    ids = tuple(layer.id for layer in part.layers)
+                    intents.append(await self._flow.open_intent(
+                        tx, item.signal_id, signal.instrument, Side.SELL, part.lots,
+                        signal.price,
+                        ExitPurpose(reason=part.reason, position_ids=ids, orders=len(parts)),
+                        position_ids=ids, quantity=part.quantity,
+                        contract=part.layers[0].contract, first=n == 0))
         stops = {str(layer.id): str(trail.current_stop) for layer, trail in trails}
-        if intent is not None:
-            failpoints.reached("after_intent_commit")
-        if intent is None:
+        if not intents:
             return SignalOutcome(item.signal_id, Outcome.EXECUTED, None, {"stops": stops})
-        outcome = await self._flow.complete(intent, fresh=True)
+        failpoints.reached("after_intent_commit")
+        outcome = await self._complete_all(intents, fresh=True)
         if stops:
             outcome.result["stops"] = stops
         return outcome
+
+    async def _complete_all(self, intents: list[OrderIntent], *, fresh: bool,
+                            item: InboxItem | None = None) -> SignalOutcome:
+        """Drive each of a signal's intents to its end; the last one decides the signal."""
+        outcomes = [await self._flow.complete(
+            intent, fresh=fresh, deadline=self._deadline(item, intent) if item else None)
+            for intent in intents]
+        return merged(outcomes)
 
     def _deadline(self, item: InboxItem, intent: OrderIntent) -> datetime | None:
         if not isinstance(intent.purpose, EntryPurpose):
@@ -311,3 +322,17 @@ class LiveTradingEngine:
         margin = await self._broker.available_margin(sizing, used)
         return BookSnapshot(sizing, book.equity.blended, margin, risk, vol, used)
 
+
+def merged(outcomes: list[SignalOutcome]) -> SignalOutcome:
+    """One answer for a signal whose exit took one order per contract: executed if any filled."""
+    if len(outcomes) == 1:
+        return outcomes[0]
+    filled = [o for o in outcomes if o.outcome is Outcome.EXECUTED]
+    if not filled:
+        return outcomes[-1]
+    total = sum((Decimal(o.result["pnl"]) for o in filled), Decimal(0))
+    closed = [i for o in filled for i in o.result.get("positions_closed", [])]
+    reasons = [o.reason for o in outcomes if o.reason]
+    return SignalOutcome(filled[0].signal_id, Outcome.EXECUTED, "; ".join(reasons) or None,
+                         {**filled[-1].result, "pnl": money_text(total),
+                          "positions_closed": closed})

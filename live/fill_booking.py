@@ -63,6 +63,7 @@ class FillBooking:
         purpose = intent.purpose
         # Everything the booking needs is read here, once: nothing inside the transaction
         # reads through the cache.
+        decides, outcome = await self._decision(intent, filled_now=True)
         if isinstance(purpose, EntryPurpose):
             pyramiding = await self._db.pyramiding_state(intent.instrument)
         else:
@@ -85,13 +86,30 @@ class FillBooking:
                                           crash_point=len(purpose.position_ids) > 1)
                 result = {"pnl": money_text(booking.total_pnl), "positions_closed": closed,
                           "fill_price": str(fill.price)}
-            if intent.signal_id is not None:
-                await tx.decide_signal(intent.signal_id, Outcome.EXECUTED, None,
-                                       self._processed_by, now)
+            if decides and intent.signal_id is not None:
+                await tx.decide_signal(intent.signal_id, outcome, None, self._processed_by, now)
             await tx.log_event("order_filled", signal_id=intent.signal_id, intent_id=intent.id,
                                instrument=intent.instrument, filled_quantity=fill.quantity,
-                               price=fill.price, complete=complete, **result)
+                               price=fill.price, complete=complete, decided=decides, **result)
         return SignalOutcome(intent.signal_id or 0, Outcome.EXECUTED, None, result)
+
+    async def _decision(self, intent: OrderIntent, *, filled_now: bool) -> tuple[bool, Outcome]:
+        """Return whether resolving `intent` decides its signal, and with which outcome.
+
+        An exit that took one order per contract is decided by the last of its intents to be
+        resolved, `executed` if any of them filled.
+        """
+        outcome = Outcome.EXECUTED if filled_now else Outcome.REJECTED
+        purpose = intent.purpose
+        if not isinstance(purpose, ExitPurpose) or purpose.orders == 1 or not intent.signal_id:
+            return True, outcome
+        siblings = [i for i in await self._db.intents_for_signal(intent.signal_id)
+                    if i.id != intent.id]
+        if any(i.is_unresolved for i in siblings):
+            return False, outcome
+        if any(i.filled_quantity > 0 for i in siblings):
+            outcome = Outcome.EXECUTED
+        return True, outcome
 
     async def _exit_layers(self, instrument: str, purpose: ExitPurpose
                            ) -> tuple[list[Layer], set[int]]:
@@ -110,7 +128,7 @@ class FillBooking:
             trade_id = purpose.trade_id
         layer = await tx.insert_layer(entry_layer(
             purpose, fill, trade_id=trade_id, instrument=intent.instrument,
-            tradingsymbol=intent.tradingsymbol, signal_id=intent.signal_id, at=now))
+            contract=intent.contract, signal_id=intent.signal_id, at=now))
         await tx.save_pyramiding(next_pyramiding(
             pyramiding, purpose, instrument=intent.instrument, trade_id=trade_id,
             layer_id=layer.id, price=fill.price))
@@ -124,6 +142,7 @@ class FillBooking:
         spec = self._instruments[intent.instrument]
         purpose = intent.purpose
         booking = None
+        decides, outcome = await self._decision(intent, filled_now=False)
         if isinstance(purpose, ExitPurpose):
             layers, live_ids = await self._exit_layers(intent.instrument, purpose)
             booking = reopen_all(layers, live_ids, spec)
@@ -133,12 +152,12 @@ class FillBooking:
             if booking is not None:
                 await write_exit(tx, intent.instrument, booking, reason="", price=Decimal(1),
                                  at=now)
-            if intent.signal_id is not None:
-                await tx.decide_signal(intent.signal_id, Outcome.REJECTED, message,
-                                       self._processed_by, now)
+            if decides and intent.signal_id is not None:
+                await tx.decide_signal(intent.signal_id, outcome, message, self._processed_by,
+                                       now)
             await tx.log_event("order_rejected", signal_id=intent.signal_id,
                                intent_id=intent.id, instrument=intent.instrument,
-                               reason=message)
+                               reason=message, decided=decides)
         return SignalOutcome(intent.signal_id or 0, Outcome.REJECTED, message)
 
 

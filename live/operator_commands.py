@@ -129,6 +129,6 @@ def excess_layers(held: list[Layer], excess: int) -> list[Layer]:
 def _instrument_of(difference: Discrepancy, broker: Broker,
                    instruments: dict[str, InstrumentSpec]) -> str:
     for name in instruments:
-        if broker.tradingsymbol(name, now_utc()) == difference.tradingsymbol:
+        if broker.contract(name, now_utc()).tradingsymbol == difference.tradingsymbol:
             return name
     raise ConfigError(f"{difference.tradingsymbol} is not a configured instrument's contract")

@@ -20,7 +20,7 @@ import structlog
 from core.book_store import BookStore, BookTransaction
 from core.errors import VersionConflict
 from core.intents import EntryPurpose, Purpose, purpose_to_json
-from core.models import NewIntent, OrderIntent, Outcome, Side, SignalOutcome
+from core.models import ContractRef, NewIntent, OrderIntent, Outcome, Side, SignalOutcome
 from core.specs import InstrumentSpec
 from live import failpoints
 from live.brokers.base import (
@@ -58,20 +58,25 @@ class OrderFlow:
     async def open_intent(self, tx: BookTransaction, signal_id: int | None, instrument: str,
                           side: Side, lots: int, price: Decimal, purpose: Purpose,
                           position_ids: tuple[int, ...] = (),
-                          quantity: int | None = None) -> OrderIntent:
+                          quantity: int | None = None, contract: ContractRef | None = None,
+                          first: bool = True) -> OrderIntent:
         """Write the intent (and move its signal to processing) inside `tx`.
 
-        `quantity` (broker units) defaults to the lots at today's lot size; an exit passes the
-        quantity its layers hold, so a lot-size change in config never changes what it sells.
+        An entry buys today's contract; an exit passes its layers' own `contract` and the
+        `quantity` (broker units) they hold, so neither a roll of the front month nor a
+        lot-size change in config changes what it sells. `first`: the first (or only) intent
+        of its signal, which moves the signal to processing.
         """
         spec = self._instruments[instrument]
+        if contract is None:
+            contract = self._broker.contract(instrument, self._clock())
         intent = await tx.insert_intent(NewIntent(
             signal_id=signal_id, instrument=instrument, side=side, lots=lots,
             quantity=spec.broker_quantity(lots) if quantity is None else quantity,
-            order_type="MARKET", price=price,
-            tradingsymbol=self._broker.tradingsymbol(instrument, self._clock()),
+            order_type="MARKET", price=price, tradingsymbol=contract.tradingsymbol,
+            exchange=contract.exchange, expiry=contract.expiry,
             position_ids=position_ids, purpose=purpose))
-        if signal_id is not None:
+        if signal_id is not None and first:
             await tx.mark_signal_processing(signal_id)
         await tx.log_event("intent_created", signal_id=signal_id, intent_id=intent.id,
                            instrument=instrument, side=side, lots=lots, tag=intent.tag,

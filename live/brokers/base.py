@@ -8,7 +8,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Protocol
 
-from core.models import Side
+from core.models import ContractRef, Side
 
 
 class OrderStatus(StrEnum):
@@ -95,8 +95,9 @@ class Broker(Protocol):
         """Return once the venue can take orders again."""
         ...
 
-    def tradingsymbol(self, instrument: str, now: datetime) -> str:
-        """Return the contract traded for `instrument` at `now`."""
+    def contract(self, instrument: str, now: datetime) -> ContractRef:
+        """Return the contract a new entry in `instrument` buys at `now` (later orders of its
+        layer trade the layer's own contract, whatever this says then)."""
         ...
 
     async def place(self, request: OrderRequest) -> list[str]:

@@ -16,7 +16,7 @@ from typing import Any
 import structlog
 
 from config.kite import KiteConfig, KiteOrderPolicy
-from core.models import Side
+from core.models import ContractRef, Side
 from core.signals import INDIA
 from core.specs import InstrumentSpec
 from live.brokers.base import (
@@ -177,13 +177,13 @@ class KiteBroker:
         for problem in problems:
             log.error("kite_contract_problem", detail=problem)
 
-    def tradingsymbol(self, instrument: str, now: datetime) -> str:
+    def contract(self, instrument: str, now: datetime) -> ContractRef:
         contracts = self._contracts.get(instrument)
         if not contracts:
             raise OrderRejected(f"{instrument}: no Kite contract loaded")
         day = now.astimezone(INDIA).date()
-        return current_contract(contracts, day, self._config.roll_days_before_expiry
-                                ).tradingsymbol
+        found = current_contract(contracts, day, self._config.roll_days_before_expiry)
+        return ContractRef(found.tradingsymbol, found.exchange, found.expiry)
 
     # -- orders ---------------------------------------------------------------------------
     async def place(self, request: OrderRequest) -> list[str]:

@@ -17,7 +17,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import PoolTimeout
 
 from core.db_pool import make_pool
-from core.models import Side
+from core.models import ContractRef, Side
 from core.signals import INDIA
 from core.specs import InstrumentSpec, PortfolioConfig
 from live.brokers.base import (
@@ -49,8 +49,8 @@ class PaperBroker:
     async def close(self) -> None:
         await self._pool.close()
 
-    def tradingsymbol(self, instrument: str, now: datetime) -> str:
-        return instrument
+    def contract(self, instrument: str, now: datetime) -> ContractRef:
+        return ContractRef(instrument, self._instruments[instrument].exchange, None)
 
     async def wait_available(self) -> None:
         return None

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 
+from core.models import ContractRef
 from live.brokers.base import (
     BrokerOrder,
     BrokerTrade,
@@ -57,8 +58,8 @@ class MemoryBroker:
     async def wait_available(self) -> None:
         return None
 
-    def tradingsymbol(self, instrument: str, now: datetime) -> str:
-        return instrument
+    def contract(self, instrument: str, now: datetime) -> ContractRef:
+        return ContractRef(instrument, None, None)
 
     async def place(self, request: OrderRequest) -> list[str]:
         if request.price is None:

@@ -252,8 +252,8 @@ async def test_contract_rolls_to_next_month_before_expiry(db, dsn, fake, tmp_pat
         day_before_roll = datetime.combine(first.expiry - timedelta(days=4),
                                            datetime.min.time(), UTC)
         rolled_day = day_before_roll + timedelta(days=1)
-        assert broker.tradingsymbol("BANK_NIFTY", day_before_roll) == first.tradingsymbol
-        assert broker.tradingsymbol("BANK_NIFTY", rolled_day) == contracts[1].tradingsymbol
+        assert broker.contract("BANK_NIFTY", day_before_roll).tradingsymbol == first.tradingsymbol
+        assert broker.contract("BANK_NIFTY", rolled_day).tradingsymbol == contracts[1].tradingsymbol
     finally:
         await trading.close()
 
@@ -274,7 +274,7 @@ async def test_reconciliation_blocks_entries_until_accepted(kite, fake):
     from kiteconnect import KiteConnect
 
     client = KiteConnect("fake_api_key", access_token="fake_access_token", root=fake.url)
-    symbol = kite.broker.tradingsymbol("COPPER", datetime.now(UTC))
+    symbol = kite.broker.contract("COPPER", datetime.now(UTC)).tradingsymbol
     await asyncio.to_thread(client.place_order, variety="regular", exchange="MCX",
                             tradingsymbol=symbol, transaction_type="BUY", quantity=2,
                             product="NRML", order_type="MARKET", market_protection=2)
@@ -292,7 +292,7 @@ async def test_client_side_limits_never_provoke_a_429(kite, fake):
     fake.state.enforce_rate_limits(True)
     from live.brokers.base import OrderRequest
 
-    symbol = kite.broker.tradingsymbol("GOLD_MINI", datetime.now(UTC))
+    symbol = kite.broker.contract("GOLD_MINI", datetime.now(UTC)).tradingsymbol
     requests = [OrderRequest(f"RL{i}", "GOLD_MINI", symbol, "BUY", 1, "LIMIT", D("72000"))
                 for i in range(14)]
     await asyncio.gather(*(kite.broker.place(r) for r in requests))

@@ -23,6 +23,7 @@ def book_violations(conninfo: str, broker_positions: dict[str, int],
         for (signal_id, decisions) in rows(
                 """SELECT signal_id, count(*) FROM execution_log
                    WHERE event IN ('signal_decided', 'order_filled', 'order_rejected')
+                     AND coalesce(details->>'decided', 'true') = 'true'
                    GROUP BY signal_id HAVING count(*) > 1"""):
             problems.append(f"signal {signal_id} decided {decisions} times")
         intents = {tag: (status, quantity) for tag, status, quantity in

@@ -1,6 +1,6 @@
 """What a fill does to the book: entries, pyramiding state and exit allocation (§5–§7)."""
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal as D
 
 import pytest
@@ -16,7 +16,7 @@ from core.booking import (
     reopen_all,
 )
 from core.intents import EntryPurpose
-from core.models import Layer, LayerStatus, NewLayer, PyramidingState
+from core.models import ContractRef, Layer, LayerStatus, NewLayer, PyramidingState
 
 INSTRUMENTS = load_instruments(DEFAULT_CONFIG_DIR / "instruments.json")
 GOLD = INSTRUMENTS["GOLD_MINI"]
@@ -286,18 +286,20 @@ def test_entry_layer_opens_at_the_fill_with_the_purposes_stops() -> None:
     purpose = base_purpose()
     fill = Filled(lots=3, quantity=90, price=D("52010.5"))
 
+    contract = ContractRef("BANKNIFTY25JANFUT", "NFO", date(2025, 1, 30))
     layer = entry_layer(purpose, fill, trade_id=11, instrument="BANK_NIFTY",
-                        tradingsymbol="BANKNIFTY25JANFUT", signal_id=42, at=AT)
+                        contract=contract, signal_id=42, at=AT)
 
     assert layer == NewLayer(trade_id=11, instrument="BANK_NIFTY", layer="Long_1", lots=3,
                              quantity=90, entry_price=D("52010.5"), entry_timestamp=AT,
                              initial_stop=D("77800"), atr=D("700"), limiter="risk",
-                             tradingsymbol="BANKNIFTY25JANFUT", signal_id=42)
+                             tradingsymbol="BANKNIFTY25JANFUT", signal_id=42, exchange="NFO",
+                             expiry=date(2025, 1, 30))
 
 
 def test_entry_layer_of_a_pyramid_carries_its_layer_and_limiter() -> None:
     layer = entry_layer(pyramid_purpose(), Filled(1, 1, D("79200")), trade_id=7,
-                        instrument="GOLD_MINI", tradingsymbol=None, signal_id=None, at=AT)
+                        instrument="GOLD_MINI", contract=None, signal_id=None, at=AT)
 
     assert (layer.layer, layer.trade_id, layer.initial_stop, layer.limiter) == (
         "Long_2", 7, D("78600"), "geometric")

@@ -1,0 +1,2 @@
+ALTER TABLE order_intents DROP COLUMN IF EXISTS expiry, DROP COLUMN IF EXISTS exchange;
+ALTER TABLE portfolio_positions DROP COLUMN IF EXISTS expiry, DROP COLUMN IF EXISTS exchange;
