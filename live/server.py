@@ -8,7 +8,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from functools import partial
 from typing import Any
@@ -63,7 +63,7 @@ CTX = web.AppKey("ctx", Context)
 def _default(value: Any) -> Any:
     if isinstance(value, Decimal):
         return str(value)
-    if isinstance(value, datetime):
+    if isinstance(value, date):  # datetimes too
         return value.isoformat()
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
@@ -242,7 +242,8 @@ def position_view(layer: Layer) -> dict[str, Any]:
         "entry_price": layer.entry_price, "entry_timestamp": layer.entry_timestamp,
         "initial_stop": layer.initial_stop, "current_stop": layer.current_stop,
         "highest_close": layer.highest_close, "atr": layer.atr, "limiter": layer.limiter,
-        "tradingsymbol": layer.tradingsymbol, "exit_price": layer.exit_price,
+        "tradingsymbol": layer.tradingsymbol, "exchange": layer.exchange,
+        "expiry": layer.expiry, "exit_price": layer.exit_price,
         "exit_timestamp": layer.exit_timestamp, "exit_reason": layer.exit_reason,
         "realized_pnl": layer.realized_pnl,
     }

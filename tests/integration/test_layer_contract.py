@@ -4,9 +4,11 @@ the book calls flat. Real kiteconnect client against the fake Kite server."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
 
+from live.server import dumps, position_view
 from tests.integration.test_kite_broker import fake, gold_entry, positions_agree, start_trading
 from tests.support.trading import Clock
 
@@ -42,6 +44,9 @@ async def test_exit_after_the_front_month_rolled_sells_the_layers_own_contract(
         [layer] = await trading.db.live_layers("GOLD_MINI")
         assert (layer.tradingsymbol, layer.exchange, layer.expiry) == (
             first.tradingsymbol, "MCX", first.expiry)
+        shown = json.loads(dumps(position_view(layer)))  # as /positions answers
+        assert (shown["tradingsymbol"], shown["exchange"], shown["expiry"]) == (
+            first.tradingsymbol, "MCX", first.expiry.isoformat())
 
         clock.now = day_before(first.expiry, 2)  # the broker's front month is now the next
         assert trading.broker.contract("GOLD_MINI", clock.now).tradingsymbol == (
