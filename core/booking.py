@@ -119,30 +119,29 @@ class ExitBooking:
         return sum((close.pnl for close in self.closes), Decimal(0))
 
 
-def book_exit(layers: Sequence[Layer], live_ids: Collection[int], filled_lots: int,
+def book_exit(layers: Sequence[Layer], live_ids: Collection[int], filled_quantity: int,
               price: Decimal, spec: InstrumentSpec) -> ExitBooking:
-    """Share `filled_lots` at `price` across the exit's `layers`, in order.
+    """Share `filled_quantity` (broker units) at `price` across the exit's `layers`, in order.
 
-    Each layer takes what it holds until the lots run out; a layer reached with fewer lots
-    left is split (the filled part closed, the rest open); layers after that reopen, as do
-    all of them when nothing filled. `live_ids` are the instrument's live layers, to tell
-    whether the exit left it flat.
+    Each layer takes what it holds until the fill runs out; a layer reached with less left
+    is split (the filled lots closed, the rest open); layers after that reopen, as do all of
+    them when nothing filled. Lots are counted in each layer's own quantity per lot — what it
+    was bought with — never today's configured lot size. `live_ids` are the instrument's live
+    layers, to tell whether the exit left it flat.
     """
-    if filled_lots < 0:
-        raise ValueError(f"filled lots must be >= 0, got {filled_lots}")
+    if filled_quantity < 0:
+        raise ValueError(f"filled quantity must be >= 0, got {filled_quantity}")
     closes: list[LayerClose] = []
     reopened: list[Layer] = []
-    remaining = filled_lots
+    remaining = filled_quantity
     for layer in layers:
-        take = min(remaining, layer.lots)
-        remaining -= take
+        per_lot = layer.quantity // layer.lots
+        take = min(remaining // per_lot, layer.lots)
+        remaining -= take * per_lot
         if take == 0:
             reopened.append(layer)
             continue
-        # The layer's own quantity per lot, not today's configured lot size: what was bought
-        # is what is sold.
-        quantity = layer.quantity // layer.lots * take
-        closes.append(LayerClose(layer, take, quantity,
+        closes.append(LayerClose(layer, take, take * per_lot,
                                  layer_pnl(layer.entry_price, price, take, spec.point_value)))
     closed_whole = {close.layer.id for close in closes if close.whole}
     flat = bool(closed_whole) and set(live_ids) <= closed_whole

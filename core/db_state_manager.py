@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any, TypeVar
 
+import psycopg
 from psycopg import sql
 from tenacity import (
     AsyncRetrying,
@@ -58,8 +59,10 @@ class DatabaseStateManager:
                  name: str = "portfolio_manager"):
         self._pool = make_pool(conninfo, name=name, min_size=min_size, max_size=max_size,
                                timeout_s=pool_timeout_s, reconnect_timeout_s=reconnect_timeout_s)
+        self._conninfo = conninfo
         self._retry_window_s = retry_window_s
         self._admit_timeout_s = admit_timeout_s
+        self._probe: psycopg.AsyncConnection[Any] | None = None  # `ping`'s own connection
         self.cache = StateCache()
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -68,6 +71,7 @@ class DatabaseStateManager:
         await self._pool.open(wait=True, timeout=wait_s)
 
     async def close(self) -> None:
+        await self._drop_probe()
         await self._pool.close()
 
     async def __aenter__(self) -> DatabaseStateManager:
@@ -280,14 +284,26 @@ class DatabaseStateManager:
 
     # -- status ---------------------------------------------------------------------------
     async def ping(self, timeout_s: float = 1.0) -> bool:
-        """Return whether the database answers a trivial query within `timeout_s`."""
+        """Return whether the database answers a trivial query within `timeout_s`.
+
+        On a connection of its own, so that a pool busy with a burst of alerts is never
+        mistaken for a database that is down.
+        """
         try:
             async with asyncio.timeout(timeout_s):
-                async with self._pool.connection(timeout=timeout_s) as conn:
-                    await conn.execute("SELECT 1")
+                if self._probe is None or self._probe.closed:
+                    self._probe = await psycopg.AsyncConnection.connect(
+                        self._conninfo, autocommit=True)
+                await self._probe.execute("SELECT 1")
             return True
-        except (*TRANSIENT_ERRORS, TimeoutError):
+        except (psycopg.Error, TimeoutError, OSError):
+            await self._drop_probe()
             return False
+
+    async def _drop_probe(self) -> None:
+        probe, self._probe = self._probe, None
+        if probe is not None:
+            await probe.close()
 
     async def status(self, timeout_s: float = 2.0) -> dict[str, Any]:
         """Return connectivity, pool, schema, cache and book figures for `/db/status`."""

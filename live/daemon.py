@@ -33,7 +33,7 @@ from live.brokers.kite_session import KiteSession
 from live.brokers.paper import PaperBroker
 from live.database_server import DatabaseTarget, database_target
 from live.engine import LiveTradingEngine
-from live.inbox import Inbox
+from live.inbox import Inbox, report_crash
 from live.metrics import Metrics
 from live.order_flow import OrderFlow
 from live.rate_limit import RateLimiter
@@ -175,6 +175,7 @@ async def run_live(settings: Settings) -> None:
         watcher = asyncio.create_task(
             watch_database(db, parts.readiness, metrics, settings.db_watch_interval_s),
             name="database-watch")
+        watcher.add_done_callback(report_crash)
         stack.push_async_callback(_cancel, watcher)
         await until_stopped(stop, recover(db, venue.broker, parts.inbox, parts.flow, portfolio,
                                           parts.readiness, settings.startup_stage_timeout_s),

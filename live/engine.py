@@ -108,25 +108,36 @@ class LiveTradingEngine:
 
     async def fail(self, item: InboxItem, error: Exception) -> SignalOutcome:
         """Decide the signal `error` (once: it is not retried at a restart) and block the
-        instrument's entries until an operator has looked (or the daemon restarts)."""
+        instrument's entries until an operator has looked (or the daemon restarts).
+
+        An order intent the signal had committed is driven once more: the broker may hold
+        an order for it. One that still cannot be booked is named in `/ready`.
+        """
         instrument = item.signal.instrument
-        self._readiness.processing_failed(instrument)
         reason = f"processing error: {type(error).__name__}"
-        delay = 0.05
-        while True:
-            try:
-                await self._db.record_decision(item.signal_id, Outcome.ERROR, reason,
-                                               self._processed_by, self._clock())
-                break
-            except SignalAlreadyDecided:
-                break  # decided meanwhile (by its intent's resolution): that stands
-            except TRANSIENT_ERRORS:
-                self._database_available(False)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+        try:
+            await self._db.record_decision(item.signal_id, Outcome.ERROR, reason,
+                                           self._processed_by, self._clock())
+        except SignalAlreadyDecided:
+            record = await self._db.signal(item.signal_id)  # decided meanwhile: that stands
+            if record is not None and record.outcome is not None:
+                return SignalOutcome(record.id, record.outcome, record.reason)
+        self._readiness.processing_failed(instrument)
         log.error("signal_failed", signal_id=item.signal_id, instrument=instrument,
                   reason=reason)
+        for intent in await self._db.intents_for_signal(item.signal_id):
+            if intent.is_unresolved:
+                await self._settle_after_failure(intent)
         return SignalOutcome(item.signal_id, Outcome.ERROR, reason)
+
+    async def _settle_after_failure(self, intent: OrderIntent) -> None:
+        try:
+            outcome = await self._flow.complete(intent, fresh=False)
+            log.info("intent_resolved", intent_id=intent.id, tag=intent.tag,
+                     outcome=outcome.outcome)
+        except Exception:  # the handler's failure path: report, never raise further
+            log.exception("intent_unresolvable", intent_id=intent.id, tag=intent.tag)
+            self._readiness.unresolved_intent(intent.instrument, intent.tag)
 
     def _database_available(self, available: bool) -> None:
         self._readiness.database_available = available

@@ -80,7 +80,7 @@ class FillBooking:
             if isinstance(purpose, EntryPurpose):
                 result = await self._open_layer(tx, intent, purpose, fill, pyramiding, now)
             else:
-                booking = book_exit(layers, live_ids, fill.lots, fill.price, spec)
+                booking = book_exit(layers, live_ids, fill.quantity, fill.price, spec)
                 closed = await write_exit(tx, intent.instrument, booking, reason=purpose.reason,
                                           price=fill.price, at=now,
                                           crash_point=len(purpose.position_ids) > 1)

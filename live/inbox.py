@@ -12,7 +12,7 @@ import asyncio
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 import structlog
 
@@ -97,7 +97,7 @@ class Inbox:
             queue = self._queues[instrument] = asyncio.Queue()
             worker = asyncio.create_task(self._worker(instrument, queue),
                                          name=f"inbox-{instrument}")
-            worker.add_done_callback(_report_crash)
+            worker.add_done_callback(report_crash)
             self._workers[instrument] = worker
         queue.put_nowait(item)
 
@@ -195,6 +195,6 @@ class Inbox:
         self._metrics.decision_latency.labels(outcome).observe(max(elapsed_s, 0.0))
 
 
-def _report_crash(task: asyncio.Task[None]) -> None:
+def report_crash(task: asyncio.Task[Any]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("task_crashed", task=task.get_name(), error=repr(task.exception()))

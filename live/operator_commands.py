@@ -95,7 +95,7 @@ async def adopt_broker_side(db: DatabaseStateManager, broker: Broker,
         async with db.transaction() as tx:
             if excess > 0:
                 closing = excess_layers(held, excess)
-                booking = book_exit(closing, live_ids, sum(x.lots for x in closing), price,
+                booking = book_exit(closing, live_ids, sum(x.quantity for x in closing), price,
                                     spec)
                 await write_exit(tx, instrument, booking, reason="RECONCILED", price=price,
                                  at=now_utc())

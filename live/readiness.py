@@ -21,7 +21,7 @@ class EntryBlock:
 
 @dataclass
 class Readiness:
-    stage: str | None = "starting"  # the startup stage still running; None once started
+    stage: str | None = "load"  # the startup stage still running; None once started
     stalled: bool = False  # that stage has run past its timeout
     database_available: bool = True
     _blocks: dict[str, EntryBlock] = field(default_factory=dict)
@@ -57,6 +57,11 @@ class Readiness:
 
     def block_reasons(self, prefix: str = "") -> list[str]:
         return [b.reason for key, b in self._blocks.items() if key.startswith(prefix)]
+
+    def unresolved_intent(self, instrument: str, tag: str) -> None:
+        """Name an order intent that could not be booked: the broker may hold its order."""
+        key = f"unresolved_intent:{tag}"
+        self.block_entries(key, f"{key} ({instrument})", instrument)
 
     def processing_failed(self, instrument: str) -> None:
         """Block an instrument whose signal processing failed unexpectedly."""

@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import TypeVar
 
 import structlog
 
 from core.book_store import BookStore
+from core.db_pool import TRANSIENT_ERRORS
 from core.intents import EntryPurpose
-from core.models import SignalStatus
+from core.models import OrderIntent, SignalOutcome, SignalStatus
 from core.reconciliation import ACCEPTED_EVENT, accepted, book_positions, diff_positions
 from core.signals import entry_deadline
 from core.specs import PortfolioConfig
@@ -72,16 +74,31 @@ async def resolve_intents(db: BookStore, flow: OrderFlow, config: PortfolioConfi
             record = await db.signal(intent.signal_id)
             if record is not None:
                 deadline = entry_deadline(record.received_at, config.max_entry_delay_s)
-        try:
-            outcome = await flow.complete(intent, fresh=False, deadline=deadline)
-        except Exception:  # one intent that cannot be booked must not stop the others
-            log.exception("intent_unresolvable", intent_id=intent.id, tag=intent.tag,
-                          instrument=intent.instrument)
-            readiness.processing_failed(intent.instrument)
+        outcome = await _resolve(flow, intent, deadline, readiness)
+        if outcome is None:
             continue
         log.info("intent_resolved", intent_id=intent.id, tag=intent.tag,
                  outcome=outcome.outcome, reason=outcome.reason)
         failpoints.reached("during_recovery")
+
+
+async def _resolve(flow: OrderFlow, intent: OrderIntent, deadline: datetime | None,
+                   readiness: Readiness) -> SignalOutcome | None:
+    """Resolve one intent, waiting out database faults; None if the book cannot hold it."""
+    delay = 0.05
+    while True:
+        try:
+            return await flow.complete(intent, fresh=False, deadline=deadline)
+        except TRANSIENT_ERRORS as exc:  # the database will answer again: wait for it
+            log.warning("database_unavailable", intent_id=intent.id, error=str(exc))
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+        except Exception:  # one intent the book cannot hold must not stop the others
+            log.exception("intent_unresolvable", intent_id=intent.id, tag=intent.tag,
+                          instrument=intent.instrument)
+            readiness.processing_failed(intent.instrument)
+            readiness.unresolved_intent(intent.instrument, intent.tag)
+            return None
 
 
 async def reconcile(db: BookStore, broker: Broker, readiness: Readiness) -> int:

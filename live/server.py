@@ -81,7 +81,8 @@ def error(status: int, code: str, detail: str) -> web.Response:
 
 def outcome_reply(outcome: SignalOutcome) -> web.Response:
     if outcome.outcome is Outcome.ERROR:
-        # A fault, not a business outcome: the signal is stored and decided, nothing traded.
+        # A fault, not a business outcome: the signal is stored and decided `error`; an order
+        # it had sent is still resolved with the broker (see /ready and /signals/{id}).
         return reply({"status": "error", "error": "processing_error",
                       "detail": outcome.reason, "signal_id": outcome.signal_id}, 500)
     return reply({"status": outcome.outcome, "signal_id": outcome.signal_id,

@@ -38,18 +38,22 @@ async def test_a_fill_the_book_cannot_hold_is_decided_error_once_and_stays_visib
     failed = await first.send("EXIT", instrument="COPPER", price="99000000000000")
     assert failed.outcome == "error"
     assert failed.reason == "processing error: NumericValueOutOfRange"
-    assert "processing_error:COPPER" in first.readiness.reasons()
+    # The exit's order filled at the broker but cannot be booked: that is named too.
+    [exit_intent] = postgresql.execute(
+        "SELECT tag FROM order_intents WHERE side = 'SELL'").fetchall()
+    unbooked = f"unresolved_intent:{exit_intent[0]} (COPPER)"
+    assert {"processing_error:COPPER", unbooked} <= set(first.readiness.reasons())
     blocked = await first.send("BASE_ENTRY", instrument="COPPER", price="900", stop="880",
                                atr="10")
     assert (blocked.outcome, blocked.reason) == (
-        "rejected", "entries blocked: processing_error:COPPER")
+        "rejected", f"entries blocked: processing_error:COPPER; {unbooked}")
     gold = await first.send("BASE_ENTRY")  # one instrument's failure blocks only its entries
     assert gold.outcome == "executed"
 
     second = await runs()  # a restart retries no signal, and names what is still wrong
     reasons = await second.recover()
-    assert "processing_error:COPPER" in reasons
-    assert "position mismatch COPPER: book 50, broker 0" in reasons
+    assert {"processing_error:COPPER", unbooked,
+            "position mismatch COPPER: book 50, broker 0"} <= set(reasons)
     assert count(postgresql, "signal_log", "outcome = 'error'") == 1
     assert count(postgresql, "execution_log",
                  "event = 'signal_decided' AND details->>'outcome' = 'error'") == 1

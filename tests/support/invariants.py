@@ -6,6 +6,8 @@ from decimal import Decimal
 
 import psycopg
 
+from core.models import UNRESOLVED_INTENT_STATUSES
+
 
 def book_violations(conninfo: str, broker_positions: dict[str, int],
                     broker_orders: list[tuple[str, int]]) -> list[str]:
@@ -38,7 +40,7 @@ def book_violations(conninfo: str, broker_positions: dict[str, int],
                 problems.append(f"intent {tag} for {intents[tag][1]} has {quantity} at the "
                                 "broker")
         for tag, (status, _) in intents.items():
-            if status in ("pending", "placed", "partial"):
+            if status in UNRESOLVED_INTENT_STATUSES:
                 problems.append(f"intent {tag} left {status}")
         book: dict[str, int] = {}
         for symbol, quantity in rows(

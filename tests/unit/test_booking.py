@@ -74,7 +74,7 @@ def test_losing_exit_books_negative_pnl() -> None:
 def test_pnl_is_quantized_to_the_paisa() -> None:
     layer = make_layer(1, 1, "52000.05", quantity=30, instrument="BANK_NIFTY")
 
-    booking = book_exit([layer], {1}, 1, D("52000.1234"), BN)
+    booking = book_exit([layer], {1}, 30, D("52000.1234"), BN)
 
     # 0.0734 × 1 × 30 = 2.202
     assert str(booking.closes[0].pnl) == "2.20"
@@ -169,8 +169,8 @@ def test_reopen_all_reopens_everything_and_books_nothing() -> None:
     assert booking.flat is False
 
 
-def test_negative_filled_lots_raise() -> None:
-    with pytest.raises(ValueError, match="filled lots"):
+def test_negative_filled_quantity_raises() -> None:
+    with pytest.raises(ValueError, match="filled quantity"):
         book_exit([make_layer(1, 3, "78500")], {1}, -1, D("79000"), GOLD)
 
 
@@ -210,7 +210,7 @@ def test_split_layer_keeps_the_instrument_live() -> None:
 def test_bank_nifty_full_exit_closes_the_stored_units() -> None:
     layer = make_layer(1, 3, "52000", quantity=90, instrument="BANK_NIFTY")
 
-    booking = book_exit([layer], {1}, 3, D("52300"), BN)
+    booking = book_exit([layer], {1}, 90, D("52300"), BN)
 
     (close,) = booking.closes
     assert (close.lots, close.quantity, close.kept_quantity) == (3, 90, 0)
@@ -222,7 +222,7 @@ def test_bank_nifty_split_uses_units_per_lot() -> None:
     layers = [make_layer(1, 3, "52000", quantity=90, instrument="BANK_NIFTY"),
               make_layer(2, 2, "52400", quantity=60, instrument="BANK_NIFTY", layer="Long_2")]
 
-    booking = book_exit(layers, {1, 2}, 4, D("52500"), BN)
+    booking = book_exit(layers, {1, 2}, 120, D("52500"), BN)
 
     first, second = booking.closes
     assert (first.lots, first.quantity, first.whole) == (3, 90, True)
@@ -236,7 +236,7 @@ def test_split_uses_the_layers_own_quantity_per_lot_not_the_configured_lot_size(
     spec = BN.model_copy(update={"lot_size": 15})
     layer = make_layer(1, 3, "52000", quantity=90, instrument="BANK_NIFTY")
 
-    booking = book_exit([layer], {1}, 1, D("52100"), spec)
+    booking = book_exit([layer], {1}, 30, D("52100"), spec)  # 30 units: 1 lot of this layer
 
     (close,) = booking.closes
     assert (close.lots, close.quantity) == (1, 30)

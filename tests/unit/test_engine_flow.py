@@ -41,7 +41,7 @@ class System:
 
     def __post_init__(self) -> None:
         self.store.seed(PORTFOLIO.initial_capital)
-        db: BookStore = self.store  # the fake is a BookStore (checked by mypy)
+        db: BookStore = self.store  # the port the engine sees (tests/ is not type-checked)
         self.flow = OrderFlow(db, self.broker, INSTRUMENTS, processed_by="test",
                               clock=self.clock, metrics=self.metrics, poll_interval_s=0.001,
                               poll_interval_max_s=0.01, settle_s=0.001)
@@ -287,26 +287,28 @@ async def test_version_conflict_at_the_fill_books_the_one_order_already_placed(s
     assert await system.broker.positions() == {}
 
 
-async def test_failure_in_the_fill_transaction_is_resolved_by_recovery(system):
+async def test_failure_in_the_fill_transaction_leaves_no_order_unbooked(system):
     from live.recovery import recover
 
     system.store.fail_next("insert_layer", psycopg.DataError("value out of range"))
     failed = await system.send("BASE_ENTRY", price="78500", stop="77800")
     assert (failed.outcome, failed.reason) == (Outcome.ERROR, "processing error: DataError")
+    # The broker filled the order: the failure path drives its intent again and books it.
     [intent] = await system.store.intents_for_signal(failed.signal_id)
-    assert intent.status == IntentStatus.PENDING  # the fill was not booked: rolled back
-    assert await system.layers() == [] and await system.broker.positions() == {GOLD: 7}
+    assert intent.status == IntentStatus.FILLED
+    [layer] = await system.layers()
+    assert (layer.lots, layer.signal_id) == (7, failed.signal_id)
+    assert await system.broker.positions() == {GOLD: 7}
+    record = await system.store.signal(failed.signal_id)
+    assert record.outcome == Outcome.EXECUTED  # what the broker did replaces `error`
+    assert "processing_error:GOLD_MINI" in system.readiness.reasons()  # still looked at
 
-    await system.inbox.stop(1)  # a restart on the same book and venue
+    await system.inbox.stop(1)  # a restart on the same book and venue has nothing to do
     restarted = System(store=system.store, broker=system.broker, clock=system.clock)
     try:
         await recover(restarted.store, restarted.broker, restarted.inbox, restarted.flow,
                       PORTFOLIO, restarted.readiness, stage_timeout_s=5)
-        assert restarted.readiness.reasons() == []  # book and broker agree again
-        [layer] = await restarted.layers()
-        assert (layer.lots, layer.signal_id) == (7, failed.signal_id)
-        record = await restarted.store.signal(failed.signal_id)
-        assert record.outcome == Outcome.EXECUTED  # what the broker did replaces `error`
+        assert restarted.readiness.reasons() == []
         assert len(restarted.broker.orders) == 1
     finally:
         await restarted.inbox.stop(1)
