@@ -146,9 +146,3 @@ def book_exit(layers: Sequence[Layer], live_ids: Collection[int], filled_quantit
     closed_whole = {close.layer.id for close in closes if close.whole}
     flat = bool(closed_whole) and set(live_ids) <= closed_whole
     return ExitBooking(tuple(closes), tuple(reopened), flat=flat)
-
-
-def reopen_all(layers: Sequence[Layer], live_ids: Collection[int],
-               spec: InstrumentSpec) -> ExitBooking:
-    """Return the booking of an exit that filled nothing: its layers are open again."""
-    return book_exit(layers, live_ids, 0, Decimal(1), spec)

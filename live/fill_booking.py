@@ -22,7 +22,6 @@ from core.booking import (
     filled,
     next_pyramiding,
     opens_trade,
-    reopen_all,
 )
 from core.intents import EntryPurpose, ExitPurpose
 from core.models import (
@@ -32,6 +31,7 @@ from core.models import (
     LedgerType,
     OrderIntent,
     Outcome,
+    PyramidingState,
     SignalOutcome,
 )
 from core.specs import InstrumentSpec
@@ -120,7 +120,8 @@ class FillBooking:
         return [live[i] for i in purpose.position_ids], set(live)
 
     async def _open_layer(self, tx: BookTransaction, intent: OrderIntent,
-                          purpose: EntryPurpose, fill: Filled, pyramiding: Any,
+                          purpose: EntryPurpose, fill: Filled,
+                          pyramiding: PyramidingState | None,
                           now: datetime) -> dict[str, Any]:
         if opens_trade(purpose) or purpose.trade_id is None:
             trade_id = await tx.next_trade_id()
@@ -139,19 +140,14 @@ class FillBooking:
                               message: str) -> SignalOutcome:
         """Record a refused order: nothing booked, an exit's layers open again."""
         now = self._clock()
-        spec = self._instruments[intent.instrument]
-        purpose = intent.purpose
-        booking = None
         decides, outcome = await self._decision(intent, filled_now=False)
-        if isinstance(purpose, ExitPurpose):
-            layers, live_ids = await self._exit_layers(intent.instrument, purpose)
-            booking = reopen_all(layers, live_ids, spec)
+        reopening: list[Layer] = []
+        if isinstance(intent.purpose, ExitPurpose):
+            reopening, _ = await self._exit_layers(intent.instrument, intent.purpose)
         async with self._db.transaction() as tx:
             await tx.update_intent_later(intent, status=IntentStatus.REJECTED, reason=message,
                                          broker_order_id=order_ids)
-            if booking is not None:
-                await write_exit(tx, intent.instrument, booking, reason="", price=Decimal(1),
-                                 at=now)
+            await reopen(tx, reopening)
             if decides and intent.signal_id is not None:
                 await tx.decide_signal(intent.signal_id, outcome, message, self._processed_by,
                                        now)
@@ -181,11 +177,16 @@ async def write_exit(tx: BookTransaction, instrument: str, booking: ExitBooking,
         closed.append(closed_id)
         if crash_point:
             failpoints.reached("during_exit_allocation")
-    for layer in booking.reopened:
-        await tx.update_layer_later(layer, status=LayerStatus.OPEN)
+    await reopen(tx, booking.reopened)
     if booking.flat:
         await tx.delete_pyramiding(instrument)  # the trade is over
     return closed
+
+
+async def reopen(tx: BookTransaction, layers: Sequence[Layer]) -> None:
+    """Open again the layers an exit did not close (nothing of them was sold)."""
+    for layer in layers:
+        await tx.update_layer_later(layer, status=LayerStatus.OPEN)
 
 
 def _average(orders: Sequence[BrokerOrder]) -> Decimal:

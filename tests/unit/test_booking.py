@@ -13,7 +13,6 @@ from core.booking import (
     entry_layer,
     filled,
     next_pyramiding,
-    reopen_all,
 )
 from core.intents import EntryPurpose
 from core.models import ContractRef, Layer, LayerStatus, NewLayer, PyramidingState
@@ -151,17 +150,6 @@ def test_zero_fill_reopens_everything() -> None:
     layers = [make_layer(1, 3, "78500"), make_layer(2, 2, "79000", layer="Long_2")]
 
     booking = book_exit(layers, {1, 2}, 0, D("79500"), GOLD)
-
-    assert booking.closes == ()
-    assert booking.reopened == tuple(layers)
-    assert booking.total_pnl == 0
-    assert booking.flat is False
-
-
-def test_reopen_all_reopens_everything_and_books_nothing() -> None:
-    layers = [make_layer(1, 3, "78500"), make_layer(2, 2, "79000", layer="Long_2")]
-
-    booking = reopen_all(layers, {1, 2}, GOLD)
 
     assert booking.closes == ()
     assert booking.reopened == tuple(layers)
