@@ -51,6 +51,7 @@ from core.specs import InstrumentSpec, PortfolioConfig
 from live import failpoints
 from live.brokers.base import Broker, BrokerError
 from live.inbox import InboxItem
+from live.instrument_locks import InstrumentLocks
 from live.metrics import Metrics
 from live.order_flow import OrderFlow
 from live.readiness import Readiness
@@ -64,8 +65,12 @@ class LiveTradingEngine:
                  instruments: dict[str, InstrumentSpec], config: PortfolioConfig,
                  flow: OrderFlow, *, processed_by: str, clock: Callable[[], datetime],
                  metrics: Metrics, readiness: Readiness,
-                 price_limits_percent: tuple[Decimal, Decimal] | None = None):
+                 price_limits_percent: tuple[Decimal, Decimal] | None = None,
+                 locks: InstrumentLocks | None = None):
         self._db = db
+        # Shared with whatever else trades an instrument's layers (exit retries, rolls,
+        # reconciliation), so that one signal at a time sees and moves them.
+        self.locks = locks or InstrumentLocks()
         self._broker = broker
         self._instruments = instruments
         self._config = config
@@ -89,7 +94,8 @@ class LiveTradingEngine:
         attempt, delay = 0, 0.05
         while True:
             try:
-                outcome = await self._process(item, reread=item.recovered or attempt > 0)
+                async with self.locks(item.signal.instrument):
+                    outcome = await self._process(item, reread=item.recovered or attempt > 0)
                 break
             except (VersionConflict, SignalAlreadyDecided) as exc:
                 # Someone else moved the book or this signal: reload and decide again.
@@ -125,9 +131,10 @@ class LiveTradingEngine:
         self._readiness.processing_failed(instrument)
         log.error("signal_failed", signal_id=item.signal_id, instrument=instrument,
                   reason=reason)
-        for intent in await self._db.intents_for_signal(item.signal_id):
-            if intent.is_unresolved:
-                await self._settle_after_failure(intent)
+        async with self.locks(instrument):
+            for intent in await self._db.intents_for_signal(item.signal_id):
+                if intent.is_unresolved:
+                    await self._settle_after_failure(intent)
         return SignalOutcome(item.signal_id, Outcome.ERROR, reason)
 
     async def _settle_after_failure(self, intent: OrderIntent) -> None:

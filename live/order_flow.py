@@ -45,6 +45,8 @@ class OrderFlow:
                  poll_interval_max_s: float = 3.0, settle_s: float = 1.0,
                  retry_max_s: float = 5.0):
         self._db = db
+        # Called with the instrument after every fill is booked (e.g. to reconcile it).
+        self.fill_listeners: list[Callable[[str], None]] = []
         self._broker = broker
         self._clock = clock
         self._metrics = metrics
@@ -102,6 +104,8 @@ class OrderFlow:
             if filled:
                 outcome = await self.booking.apply_fill(intent, orders)
                 failpoints.reached("after_fill_recorded")
+                for listener in self.fill_listeners:
+                    listener(intent.instrument)
                 return outcome
             message = refusal or next((o.message for o in orders if o.message), None)
             return await self.booking.apply_rejection(
