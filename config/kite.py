@@ -42,7 +42,6 @@ class KiteConfig(BaseModel):
 
     product: Literal["NRML", "MIS"] = "NRML"
     variety: Literal["regular"] = "regular"
-    roll_days_before_expiry: int = Field(default=3, ge=0)
     request_timeout_s: float = Field(default=5.0, gt=0)
     poll_interval_s: float = Field(default=0.5, gt=0)
     # Working orders are chased no faster than they are polled: keep this below the policies'

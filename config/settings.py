@@ -45,6 +45,15 @@ class Settings(BaseSettings):
     # past this is named in /ready (or, before serving, stops the start).
     startup_stage_timeout_s: float = Field(default=60.0, gt=0)
     db_watch_interval_s: float = Field(default=1.0, gt=0)
+    # During each instrument's session the broker's positions are compared with the book this
+    # often (and soon after every fill).
+    reconcile_interval_s: float = Field(default=60.0, gt=0)
+    # An exit the broker refused or filled partly is tried again after this, doubling each
+    # time up to the max (and at the next session open when outside hours): never dropped.
+    exit_retry_first_s: float = Field(default=5.0, gt=0)
+    exit_retry_max_s: float = Field(default=300.0, gt=0)
+    # How often the roll schedule is checked (a roll starts at the first check from roll_at).
+    roll_check_interval_s: float = Field(default=30.0, gt=0)
     kite_api_key: str | None = None
     kite_api_secret: SecretStr | None = None
     kite_access_token: SecretStr | None = None

@@ -8,7 +8,7 @@ its own real-PostgreSQL tests.
 from __future__ import annotations
 
 from contextlib import AbstractAsyncContextManager
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Protocol
 
@@ -26,6 +26,8 @@ from core.models import (
     SignalAdmission,
     SignalRecord,
 )
+from core.reconciliation import OwnActivity
+from core.rollover import NewRoll, Roll
 
 
 class BookTransaction(Protocol):
@@ -68,6 +70,10 @@ class BookTransaction(Protocol):
                         intent_id: int | None = None, position_id: int | None = None,
                         instrument: str | None = None, **details: Any) -> None: ...
 
+    async def insert_roll(self, new: NewRoll) -> Roll: ...
+
+    async def update_roll(self, roll: Roll, **changes: Any) -> Roll: ...
+
 
 class BookStore(Protocol):
     """Reads of the live book (cached), the inbox, and units of work."""
@@ -99,4 +105,10 @@ class BookStore(Protocol):
 
     async def load_pending_signals(self) -> list[SignalRecord]: ...
 
+    async def roll(self, roll_id: int) -> Roll | None: ...
+
+    async def load_rolls(self, since: date) -> list[Roll]: ...
+
     async def latest_event(self, event: str) -> dict[str, Any] | None: ...
+
+    async def own_activity(self, tradingsymbol: str) -> OwnActivity: ...

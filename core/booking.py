@@ -118,6 +118,14 @@ class ExitBooking:
     def total_pnl(self) -> Decimal:
         return sum((close.pnl for close in self.closes), Decimal(0))
 
+    @property
+    def left(self) -> tuple[Layer, ...]:
+        """What the exit did not sell, in its order: the unsold part of a split layer (same
+        id, the lots it keeps) and the layers that got nothing. An exit is retried on it."""
+        kept = tuple(replace(close.layer, lots=close.kept_lots, quantity=close.kept_quantity)
+                     for close in self.closes if not close.whole)
+        return kept + self.reopened
+
 
 def book_exit(layers: Sequence[Layer], live_ids: Collection[int], filled_quantity: int,
               price: Decimal, spec: InstrumentSpec) -> ExitBooking:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, TypeVar
 
 import psycopg
@@ -27,6 +27,7 @@ from core.db_transaction import (
     PORTFOLIO_COLUMNS,
     PYRAMIDING_COLUMNS,
     RECORD_DECISION_SQL,
+    ROLL_COLUMNS,
     Transaction,
     admit_params,
     decision_params,
@@ -43,11 +44,24 @@ from core.models import (
     SignalAdmission,
     SignalRecord,
 )
+from core.reconciliation import SQUARE_OFF_EVENT, OwnActivity
+from core.rollover import Roll
 from core.state_cache import PORTFOLIO_KEY, Missing, StateCache, layers_key, pyramiding_key
 
 T = TypeVar("T")
 
 SIGNAL_COLUMNS = columns(SignalRecord)
+OWN_ACTIVITY_SQL = """
+    SELECT 'tag', tag FROM order_intents WHERE tradingsymbol = %(symbol)s
+    UNION ALL
+    SELECT 'order', unnest(string_to_array(broker_order_id, ',')) FROM order_intents
+     WHERE tradingsymbol = %(symbol)s AND broker_order_id IS NOT NULL
+    UNION ALL
+    SELECT 'trade', f.broker_trade_id FROM fills f JOIN order_intents i ON i.id = f.intent_id
+     WHERE i.tradingsymbol = %(symbol)s
+    UNION ALL
+    SELECT 'trade', jsonb_array_elements_text(details->'trade_ids') FROM execution_log
+     WHERE event = %(event)s AND details->>'tradingsymbol' = %(symbol)s"""
 
 
 class DatabaseStateManager:
@@ -246,6 +260,19 @@ class DatabaseStateManager:
         return await self._fetch(OrderIntent, query,
                                  (sorted(UNRESOLVED_INTENT_STATUSES),))
 
+    async def roll(self, roll_id: int) -> Roll | None:
+        query = sql.SQL("SELECT {} FROM rolls WHERE id = %s").format(ROLL_COLUMNS)
+        found = await self._fetch(Roll, query, (roll_id,))
+        return found[0] if found else None
+
+    async def load_rolls(self, since: date) -> list[Roll]:
+        """Return every roll under way, and those done whose old contract expires on or
+        after `since` (their spread is the basis of alerts still quoting it), oldest first."""
+        query = sql.SQL(
+            "SELECT {} FROM rolls WHERE status <> 'done' OR old_expiry >= %s ORDER BY id"
+        ).format(ROLL_COLUMNS)
+        return await self._fetch(Roll, query, (since,))
+
     async def intents_for_signal(self, signal_id: int) -> list[OrderIntent]:
         query = sql.SQL("SELECT {} FROM order_intents WHERE signal_id = %s ORDER BY id").format(
             INTENT_COLUMNS)
@@ -257,6 +284,20 @@ class DatabaseStateManager:
             "SELECT details FROM execution_log WHERE event = %s ORDER BY id DESC LIMIT 1",
             (event,))
         return details
+
+    async def own_activity(self, tradingsymbol: str) -> OwnActivity:
+        """Return what the book knows of a contract at the venue: its intents' tags and
+        order ids, and the venue trades it booked (fills and square-offs)."""
+        async def run() -> list[tuple[str, str]]:
+            async with self._pool.connection() as conn:
+                cur = await conn.execute(OWN_ACTIVITY_SQL, {"symbol": tradingsymbol,
+                                                            "event": SQUARE_OFF_EVENT})
+                return [(str(kind), str(value)) for kind, value in await cur.fetchall()]
+
+        rows = await self._idempotent(run)
+        return OwnActivity(tags=frozenset(v for k, v in rows if k == "tag"),
+                           order_ids=frozenset(v for k, v in rows if k == "order"),
+                           booked_trade_ids=frozenset(v for k, v in rows if k == "trade"))
 
     async def signal(self, signal_id: int) -> SignalRecord | None:
         query = sql.SQL("SELECT {} FROM signal_log WHERE id = %s").format(SIGNAL_COLUMNS)

@@ -33,6 +33,7 @@ from core.models import (
     PortfolioState,
     PyramidingState,
 )
+from core.rollover import NewRoll, Roll
 from core.state_cache import StateCache
 
 T = TypeVar("T")
@@ -47,6 +48,13 @@ PYRAMIDING_COLUMNS = columns(PyramidingState)
 LAYER_MUTABLE = frozenset({
     "status", "lots", "quantity", "current_stop", "highest_close", "tradingsymbol",
     "exit_price", "exit_timestamp", "exit_reason", "realized_pnl",
+    # a roll carries the layer into the next contract, its prices shifted by the spread
+    "entry_price", "initial_stop", "exchange", "expiry",
+})
+ROLL_COLUMNS = columns(Roll)
+ROLL_MUTABLE = frozenset({
+    "status", "closed_quantity", "close_notional", "opened_quantity", "open_notional",
+    "close_price", "open_price", "spread", "pnl", "exit_reason", "closed_at", "completed_at",
 })
 INTENT_MUTABLE = frozenset({
     "status", "broker_order_id", "filled_quantity", "average_price", "reason",
@@ -220,6 +228,31 @@ class Transaction:
         row = await cur.fetchone()
         assert row is not None
         return int(row[0])
+
+    # -- rolls ----------------------------------------------------------------------------
+    async def insert_roll(self, new: NewRoll) -> Roll:
+        """Start a roll (status closing); one live roll per instrument, by unique index."""
+        query = sql.SQL(
+            """INSERT INTO rolls (instrument, old_tradingsymbol, old_exchange, old_expiry,
+                 new_tradingsymbol, new_exchange, new_expiry, position_ids, lots, quantity,
+                 new_quantity, quoted_spread, started_at)
+               VALUES (%(instrument)s, %(old_tradingsymbol)s, %(old_exchange)s,
+                 %(old_expiry)s, %(new_tradingsymbol)s, %(new_exchange)s, %(new_expiry)s,
+                 %(position_ids)s, %(lots)s, %(quantity)s, %(new_quantity)s, %(quoted_spread)s,
+                 %(started_at)s)
+               RETURNING {}""").format(ROLL_COLUMNS)
+        roll = await self._one(Roll, query, {f.name: getattr(new, f.name)
+                                             for f in fields(NewRoll)})
+        assert roll is not None
+        return roll
+
+    async def update_roll(self, roll: Roll, **changes: Any) -> Roll:
+        """Move a roll on if it is still at `roll.version`, else raise VersionConflict."""
+        row = await self._update("rolls", Roll, ROLL_COLUMNS, ROLL_MUTABLE, roll.id,
+                                 roll.version, changes)
+        if row is None:
+            raise VersionConflict("rolls", roll.id, roll.version)
+        return row
 
     async def next_trade_id(self) -> int:
         cur = await self.conn.execute("SELECT nextval('trade_id_seq')")

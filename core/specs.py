@@ -38,8 +38,14 @@ class InstrumentSpec(BaseModel):
     # The most lots one order may carry, whatever the equity says: no sizing figure, however
     # large, can make an order the exchange or the book cannot take.
     max_lots_per_order: int = Field(default=100, gt=0, le=10_000_000)
+    # Roll schedule (DOMAIN.md §9): cut-off = expiry - cutoff_days_before_expiry calendar days;
+    # roll day = cut-off moved back roll_lead_trading_days trading days; roll at roll_at IST.
+    cutoff_days_before_expiry: int = Field(default=0, ge=0, le=31)
+    roll_lead_trading_days: int = Field(default=2, ge=0, le=20)
+    roll_at: time = time(10, 0)
+    alerts_follow: Literal["continuous_front", "traded_contract"] = "continuous_front"
 
-    @field_validator("session_open", "session_close")
+    @field_validator("session_open", "session_close", "roll_at")
     @classmethod
     def _naive_ist(cls, value: time) -> time:
         # Sessions are IST wall-clock times; an offset would make them incomparable with
@@ -52,6 +58,8 @@ class InstrumentSpec(BaseModel):
     def _session_order(self) -> Self:
         if self.session_close <= self.session_open:
             raise ValueError("session_close must be after session_open")
+        if not self.session_open <= self.roll_at < self.session_close:
+            raise ValueError("roll_at must be within the session (session_open to session_close)")
         return self
 
     def broker_quantity(self, lots: int) -> int:
@@ -97,3 +105,7 @@ class PortfolioConfig(BaseModel):
     max_base_risk_increase_percent: Decimal = Field(default=Decimal("50"), ge=0)
     max_pyramid_risk_increase_percent: Decimal = Field(default=Decimal("20"), ge=0)
     dedup_window_s: int = Field(default=60, ge=0)
+    # Synthetic monthly contracts for the paper broker, priced this much above the front month
+    # per month of distance (DOMAIN.md §9).
+    paper_contracts: Literal["none", "monthly"] = "none"
+    paper_monthly_basis_percent: Decimal = Field(default=Decimal("0.5"), ge=0, le=10)

@@ -21,9 +21,11 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from config.domain_files import load_holidays
 from config.errors import ConfigError
 from config.kite import load_kite_config
 from config.settings import Settings, load_domain
+from core.calendar import TradingCalendar
 from core.db_pool import TRANSIENT_ERRORS
 from core.db_state_manager import DatabaseStateManager
 from core.specs import InstrumentSpec, PortfolioConfig
@@ -33,12 +35,15 @@ from live.brokers.kite_session import KiteSession
 from live.brokers.paper import PaperBroker
 from live.database_server import DatabaseTarget, database_target
 from live.engine import LiveTradingEngine
+from live.exit_retries import ExitRetries
 from live.inbox import Inbox, report_crash
 from live.metrics import Metrics
 from live.order_flow import OrderFlow
 from live.rate_limit import RateLimiter
 from live.readiness import Readiness
+from live.reconciler import Reconciler
 from live.recovery import recover
+from live.rollover import Rollover
 from live.schema_migrations import apply_migrations
 from live.server import Context, WebhookPolicy, build_app
 
@@ -98,10 +103,12 @@ class Venue:
 
 
 def build_broker(settings: Settings, instruments: dict[str, InstrumentSpec],
-                 portfolio: PortfolioConfig, conninfo: str, metrics: Metrics) -> Venue:
+                 portfolio: PortfolioConfig, conninfo: str, metrics: Metrics,
+                 calendar: TradingCalendar | None = None) -> Venue:
     """Return the venue chosen for this run, with how the engine should work with it."""
     if settings.broker == "paper":
-        return Venue(PaperBroker(conninfo, instruments, portfolio))
+        return Venue(PaperBroker(conninfo, instruments, portfolio, clock=now_utc,
+                                 calendar=calendar))
     from live.brokers.kite import KiteBroker
     from live.brokers.kite_client import KiteCalls
 
@@ -114,7 +121,7 @@ def build_broker(settings: Settings, instruments: dict[str, InstrumentSpec],
     calls = KiteCalls(settings.kite_api_key, settings.kite_root, config.request_timeout_s)
     broker = KiteBroker(calls, session, config, instruments,
                         api_secret=settings.kite_api_secret.get_secret_value(), clock=now_utc,
-                        metrics=metrics)
+                        metrics=metrics, calendar=calendar)
     return Venue(broker, (config.max_entry_divergence_percent,
                           config.max_pyramid_divergence_percent), config.poll_interval_max_s)
 
@@ -150,6 +157,7 @@ async def watch_database(db: DatabaseStateManager, readiness: Readiness, metrics
 async def run_live(settings: Settings) -> None:
     """Run the daemon until asked to stop; every resource is released in reverse order."""
     instruments, portfolio = load_domain(settings)  # a bad config file stops startup here
+    calendar = load_holidays(settings.config_dir / "holidays.json")
     failpoints.arm(settings.failpoint)
     if settings.broker == "zerodha":
         load_kite_config(settings.config_dir / "kite.json")
@@ -165,10 +173,13 @@ async def run_live(settings: Settings) -> None:
             await tx.register_instance(instance, socket.gethostname(), settings.port, "single",
                                        VERSION)
         metrics = Metrics()
-        venue = build_broker(settings, instruments, portfolio, target.conninfo, metrics)
+        venue = build_broker(settings, instruments, portfolio, target.conninfo, metrics,
+                             calendar)
         await venue.broker.start()
         stack.push_async_callback(venue.broker.close)
-        parts = assemble(settings, db, venue, instruments, portfolio, instance, metrics)
+        parts = assemble(settings, db, venue, instruments, portfolio, calendar, instance,
+                         metrics)
+        stack.push_async_callback(parts.reconciler.close)  # after the inbox has stopped
         stack.push_async_callback(parts.inbox.stop, settings.shutdown_timeout_s)
         await serve(settings, stack, parts.context(settings, secret, instruments))
         announce(f"http://{settings.host}:{settings.port}", secret if generated else None)
@@ -177,9 +188,18 @@ async def run_live(settings: Settings) -> None:
             name="database-watch")
         watcher.add_done_callback(report_crash)
         stack.push_async_callback(_cancel, watcher)
-        await until_stopped(stop, recover(db, venue.broker, parts.inbox, parts.flow, portfolio,
-                                          parts.readiness, settings.startup_stage_timeout_s),
-                            parts.readiness, venue.broker)
+
+
+        async def recover_then_work() -> None:
+            await recover(db, venue.broker, parts.inbox, parts.flow, portfolio,
+                          parts.readiness, settings.startup_stage_timeout_s,
+                          reconciler=parts.reconciler)
+            for name, work in parts.workers():  # what runs beside the signals, once recovered
+                task = asyncio.create_task(work, name=name)
+                task.add_done_callback(report_crash)
+                stack.push_async_callback(_cancel, task)
+
+        await until_stopped(stop, recover_then_work(), parts.readiness, venue.broker)
         log.info("stopping")
     log.info("stopped")
 
@@ -212,13 +232,22 @@ class Parts:
     flow: OrderFlow
     engine: LiveTradingEngine
     inbox: Inbox
+    exits: ExitRetries
+    reconciler: Reconciler
+    rollover: Rollover
+
+    def workers(self) -> list[tuple[str, Coroutine[Any, Any, None]]]:
+        """The loops that run beside the signal path once recovery is done."""
+        return [("exit-retries", self.exits.run()), ("reconciler", self.reconciler.run()),
+                ("rollover", self.rollover.run())]
 
     def context(self, settings: Settings, secret: str,
                 instruments: dict[str, InstrumentSpec]) -> Context:
         return Context(
             db=self.db, inbox=self.inbox, engine=self.engine, instruments=instruments,
             metrics=self.metrics, readiness=self.readiness, broker=self.broker, clock=now_utc,
-            limiter=RateLimiter(settings.rate_limit_per_min),
+            limiter=RateLimiter(settings.rate_limit_per_min), exits=self.exits,
+            rollover=self.rollover,
             policy=WebhookPolicy(secret=secret, max_bytes=settings.webhook_max_bytes,
                                  decision_wait_ms=settings.decision_wait_ms,
                                  rate_limit_per_min=settings.rate_limit_per_min))
@@ -226,7 +255,7 @@ class Parts:
 
 def assemble(settings: Settings, db: DatabaseStateManager, venue: Venue,
              instruments: dict[str, InstrumentSpec], portfolio: PortfolioConfig,
-             instance: str, metrics: Metrics) -> Parts:
+             calendar: TradingCalendar, instance: str, metrics: Metrics) -> Parts:
     readiness = Readiness()
     flow = OrderFlow(db, venue.broker, instruments, processed_by=instance, clock=now_utc,
                      metrics=metrics, poll_interval_max_s=venue.poll_interval_max_s)
@@ -235,7 +264,19 @@ def assemble(settings: Settings, db: DatabaseStateManager, venue: Venue,
                                readiness=readiness, price_limits_percent=venue.price_limits)
     inbox = Inbox(db, engine, instruments, portfolio, processed_by=instance, clock=now_utc,
                   metrics=metrics)
-    return Parts(db, venue.broker, metrics, readiness, flow, engine, inbox)
+    exits = ExitRetries(flow, venue.broker, instruments, calendar, readiness, metrics,
+                        engine.locks, clock=now_utc, first_delay_s=settings.exit_retry_first_s,
+                        max_delay_s=settings.exit_retry_max_s)
+    reconciler = Reconciler(db, venue.broker, instruments, readiness, locks=engine.locks,
+                            metrics=metrics, clock=now_utc, in_session=calendar.in_session,
+                            interval_s=settings.reconcile_interval_s)
+    flow.fill_listeners.append(reconciler.after_fill)
+    rollover = Rollover(db, venue.broker, instruments, calendar, readiness, engine.locks, exits,
+                        clock=now_utc, last_price=engine.last_alert_price,
+                        interval_s=settings.roll_check_interval_s)
+    engine.rollover = rollover
+    return Parts(db, venue.broker, metrics, readiness, flow, engine, inbox, exits, reconciler,
+                 rollover)
 
 
 async def serve(settings: Settings, stack: AsyncExitStack, context: Context) -> None:

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -46,6 +48,7 @@ from core.models import (
     SignalStatus,
     SignalType,
 )
+from core.rollover import in_held_terms
 from core.signals import Signal, entry_deadline, entry_waited_too_long
 from core.specs import InstrumentSpec, PortfolioConfig
 from live import failpoints
@@ -55,6 +58,9 @@ from live.instrument_locks import InstrumentLocks
 from live.metrics import Metrics
 from live.order_flow import OrderFlow
 from live.readiness import Readiness
+
+if TYPE_CHECKING:
+    from live.rollover import Rollover
 
 ENTRY_TYPES = frozenset({SignalType.BASE_ENTRY, SignalType.PYRAMID})
 log = structlog.get_logger(__name__)
@@ -81,7 +87,9 @@ class LiveTradingEngine:
         self._readiness = readiness
         # (base, pyramid) divergence limits of the quote check; None: no quote check.
         self._price_limits = price_limits_percent if broker.price_check else None
-        self._last_price: dict[str, Decimal] = {}
+        self._last_price: dict[str, Decimal] = {}  # in the held contract's terms
+        self._last_alert: dict[str, Decimal] = {}  # as the alerts quote it
+        self.rollover: Rollover | None = None  # set once built (it needs the order flow)
         # Entry decisions share one portfolio cap: decide them one at a time, counting the
         # risk of entries whose orders are still in flight.
         self._entry_lock = asyncio.Lock()
@@ -155,6 +163,13 @@ class LiveTradingEngine:
             resumed = await self._resume(item)
             if resumed is not None:
                 return resumed
+        self._last_alert[item.signal.instrument] = item.signal.price
+        if self.rollover is not None:
+            # After a roll, a continuous chart still quotes the old contract until it
+            # expires: its prices are converted into the held contract's terms.
+            basis = await self.rollover.basis(item.signal.instrument, self._clock())
+            if basis:
+                item = replace(item, signal=in_held_terms(item.signal, basis))
         signal = item.signal
         self._last_price[signal.instrument] = signal.price
         kind = signal.signal_type
@@ -177,8 +192,22 @@ class LiveTradingEngine:
         else:
             plan = decide_market_data(signal, self._instruments[signal.instrument], layers)
         if isinstance(plan, Verdict):
+            if kind is SignalType.EXIT and plan.reason == "already closing":
+                deferred = await self._exit_after_roll(item)
+                if deferred is not None:
+                    return deferred
             return await self._record(item, plan)
         return await self._exit(item, plan)
+
+    async def _exit_after_roll(self, item: InboxItem) -> SignalOutcome | None:
+        """An EXIT while the instrument's layers are being rolled: carried out in the new
+        contract as soon as the roll is done (an exit is never dropped)."""
+        roll = await self.rollover.live_roll(item.signal.instrument) if self.rollover else None
+        if roll is None or self.rollover is None:
+            return None
+        await self.rollover.request_exit(roll, item.signal.reason or "EXIT")
+        return await self._record(item, Verdict(Outcome.EXECUTED,
+                                                "exit follows the roll under way"))
 
     async def _resume(self, item: InboxItem) -> SignalOutcome | None:
         """Return the outcome of a signal already decided or in flight, else None."""
@@ -319,6 +348,10 @@ class LiveTradingEngine:
         return entry_deadline(item.received_at, self._config.max_entry_delay_s)
 
     # -- the book -------------------------------------------------------------------------
+    def last_alert_price(self, instrument: str) -> Decimal | None:
+        """The price the last alert quoted (a continuous chart's, before any basis)."""
+        return self._last_alert.get(instrument)
+
     def last_price(self, layer: Layer) -> Decimal:
         return self._last_price.get(layer.instrument, layer.entry_price)
 

@@ -23,12 +23,13 @@ from core.booking import (
     next_pyramiding,
     opens_trade,
 )
-from core.intents import EntryPurpose, ExitPurpose
+from core.intents import EntryPurpose, ExitPurpose, RollPurpose
 from core.models import (
     IntentStatus,
     Layer,
     LayerStatus,
     LedgerType,
+    NewIntent,
     OrderIntent,
     Outcome,
     PyramidingState,
@@ -37,6 +38,7 @@ from core.models import (
 from core.specs import InstrumentSpec
 from live import failpoints
 from live.brokers.base import BrokerOrder, OrderStatus
+from live.roll_booking import RollState, book_roll_leg, roll_layers
 
 
 class FillBooking:
@@ -46,6 +48,9 @@ class FillBooking:
         self._instruments = instruments
         self._processed_by = processed_by
         self._clock = clock
+        # Told (after commit) of every exit retry committed: what is left of an exit that
+        # was refused or filled partly, as a new intent to be carried out later.
+        self.retry_listeners: list[Callable[[OrderIntent], None]] = []
 
     async def record_placed(self, intent: OrderIntent, order_ids: str | None) -> OrderIntent:
         """Note the venue's ids of orders still working (what /orders shows meanwhile)."""
@@ -64,10 +69,13 @@ class FillBooking:
         # Everything the booking needs is read here, once: nothing inside the transaction
         # reads through the cache.
         decides, outcome = await self._decision(intent, filled_now=True)
+        follow: list[OrderIntent] = []
         if isinstance(purpose, EntryPurpose):
             pyramiding = await self._db.pyramiding_state(intent.instrument)
-        else:
+        elif isinstance(purpose, ExitPurpose):
             layers, live_ids = await self._exit_layers(intent.instrument, purpose)
+        else:
+            rolling = await self._roll_state(intent.instrument, purpose)
         async with self._db.transaction() as tx:
             await tx.update_intent_later(
                 intent, status=IntentStatus.FILLED if complete else IntentStatus.CANCELLED,
@@ -79,19 +87,62 @@ class FillBooking:
                                          trade.price, trade.traded_at)
             if isinstance(purpose, EntryPurpose):
                 result = await self._open_layer(tx, intent, purpose, fill, pyramiding, now)
+            elif isinstance(purpose, RollPurpose):
+                result, follow = await book_roll_leg(tx, intent, purpose, rolling,
+                                                     fill.quantity, fill.price, spec, now)
             else:
                 booking = book_exit(layers, live_ids, fill.quantity, fill.price, spec)
                 closed = await write_exit(tx, intent.instrument, booking, reason=purpose.reason,
                                           price=fill.price, at=now,
-                                          crash_point=len(purpose.position_ids) > 1)
+                                          crash_point=len(purpose.position_ids) > 1,
+                                          keep_closing=True)
+                retry = await self._retry_exit(tx, intent, purpose, booking.left)
                 result = {"pnl": money_text(booking.total_pnl), "positions_closed": closed,
                           "fill_price": str(fill.price)}
+                if retry is not None:
+                    result["exit_pending"] = retry.tag
+                    follow = [retry]
             if decides and intent.signal_id is not None:
                 await tx.decide_signal(intent.signal_id, outcome, None, self._processed_by, now)
             await tx.log_event("order_filled", signal_id=intent.signal_id, intent_id=intent.id,
                                instrument=intent.instrument, filled_quantity=fill.quantity,
                                price=fill.price, complete=complete, decided=decides, **result)
+        self._announce(follow)
+        if isinstance(purpose, RollPurpose):
+            failpoints.reached(f"after_roll_{purpose.leg}_fill")
         return SignalOutcome(intent.signal_id or 0, Outcome.EXECUTED, None, result)
+
+    async def _retry_exit(self, tx: BookTransaction, intent: OrderIntent, purpose: ExitPurpose,
+                          left: Sequence[Layer]) -> OrderIntent | None:
+        """Commit the next attempt at what an exit left unsold: its layers stay closing, in
+        their own contract, until they are flat (an exit is never dropped)."""
+        if not left:
+            return None
+        ids = tuple(layer.id for layer in left)
+        retry = await tx.insert_intent(NewIntent(
+            signal_id=None, instrument=intent.instrument, side=intent.side,
+            lots=sum(layer.lots for layer in left),
+            quantity=sum(layer.quantity for layer in left), order_type=intent.order_type,
+            price=intent.price, tradingsymbol=intent.tradingsymbol, exchange=intent.exchange,
+            expiry=intent.expiry, position_ids=ids,
+            purpose=purpose.retried(intent.id, ids)))
+        await tx.log_event("exit_retry_scheduled", signal_id=intent.signal_id,
+                           intent_id=retry.id, instrument=intent.instrument, tag=retry.tag,
+                           retry_of=intent.id, attempt=purpose.attempt + 1,
+                           quantity=retry.quantity)
+        return retry
+
+    def _announce(self, follow: Sequence[OrderIntent]) -> None:
+        for intent in follow:
+            for listener in self.retry_listeners:
+                listener(intent)
+
+    async def _roll_state(self, instrument: str, purpose: RollPurpose) -> RollState:
+        roll = await self._db.roll(purpose.roll_id)
+        if roll is None:
+            raise LookupError(f"{instrument}: no roll {purpose.roll_id}")
+        layers = roll_layers(await self._db.live_layers(instrument), roll)
+        return RollState(roll, layers, await self._db.pyramiding_state(instrument))
 
     async def _decision(self, intent: OrderIntent, *, filled_now: bool) -> tuple[bool, Outcome]:
         """Return whether resolving `intent` decides its signal, and with which outcome.
@@ -141,26 +192,58 @@ class FillBooking:
         """Record a refused order: nothing booked, an exit's layers open again."""
         now = self._clock()
         decides, outcome = await self._decision(intent, filled_now=False)
-        reopening: list[Layer] = []
-        if isinstance(intent.purpose, ExitPurpose):
-            reopening, _ = await self._exit_layers(intent.instrument, intent.purpose)
+        purpose = intent.purpose
+        refused: list[Layer] = []
+        if isinstance(purpose, ExitPurpose):
+            refused, _ = await self._exit_layers(intent.instrument, purpose)
+        elif isinstance(purpose, RollPurpose):
+            rolling = await self._roll_state(intent.instrument, purpose)
+        follow: list[OrderIntent] = []
+        result: dict[str, Any] = {}
+        reason = message
         async with self._db.transaction() as tx:
             await tx.update_intent_later(intent, status=IntentStatus.REJECTED, reason=message,
                                          broker_order_id=order_ids)
-            await reopen(tx, reopening)
+            if isinstance(purpose, ExitPurpose):
+                retry = await self._retry_exit(tx, intent, purpose, refused)
+                follow = [retry] if retry is not None else []
+                result = {"exit_pending": retry.tag} if retry is not None else {}
+                reason = f"{message}; exit pending, retried until flat"
+            elif isinstance(purpose, RollPurpose):
+                result, follow = await book_roll_leg(
+                    tx, intent, purpose, rolling, 0, None,
+                    self._instruments[intent.instrument], now)
             if decides and intent.signal_id is not None:
-                await tx.decide_signal(intent.signal_id, outcome, message, self._processed_by,
+                await tx.decide_signal(intent.signal_id, outcome, reason, self._processed_by,
                                        now)
             await tx.log_event("order_rejected", signal_id=intent.signal_id,
                                intent_id=intent.id, instrument=intent.instrument,
                                reason=message, decided=decides)
-        return SignalOutcome(intent.signal_id or 0, Outcome.REJECTED, message)
+        self._announce(follow)
+        return SignalOutcome(intent.signal_id or 0, Outcome.REJECTED, reason, result)
+
+
+    async def give_up_exit(self, intent: OrderIntent, reason: str) -> None:
+        """Close an exit retry that must not be placed (the broker no longer holds its
+        quantity): its layers open again for reconciliation to book what the broker did."""
+        assert isinstance(intent.purpose, ExitPurpose)
+        layers, _ = await self._exit_layers(intent.instrument, intent.purpose)
+        async with self._db.transaction() as tx:
+            await tx.update_intent_later(intent, status=IntentStatus.REJECTED, reason=reason)
+            await reopen(tx, layers)
+            await tx.log_event("exit_retry_given_up", intent_id=intent.id,
+                               instrument=intent.instrument, tag=intent.tag, reason=reason)
 
 
 async def write_exit(tx: BookTransaction, instrument: str, booking: ExitBooking, *,
                      reason: str, price: Decimal, at: datetime,
-                     crash_point: bool = False) -> list[int]:
-    """Write an exit's booking; return the ids of the closed rows (split parts included)."""
+                     crash_point: bool = False, keep_closing: bool = False) -> list[int]:
+    """Write an exit's booking; return the ids of the closed rows (split parts included).
+
+    `keep_closing`: what the exit left unsold stays closing (its retry sells it) rather
+    than opening again.
+    """
+    left_status = LayerStatus.CLOSING if keep_closing else LayerStatus.OPEN
     closed: list[int] = []
     for close in booking.closes:
         exit_fields = {"exit_price": price, "exit_timestamp": at, "exit_reason": reason,
@@ -169,7 +252,7 @@ async def write_exit(tx: BookTransaction, instrument: str, booking: ExitBooking,
             await tx.update_layer_later(close.layer, status=LayerStatus.CLOSED, **exit_fields)
             closed_id = close.layer.id
         else:
-            await tx.update_layer_later(close.layer, status=LayerStatus.OPEN,
+            await tx.update_layer_later(close.layer, status=left_status,
                                         lots=close.kept_lots, quantity=close.kept_quantity)
             closed_id = await tx.insert_closed_part(close.layer, close.lots, close.quantity,
                                                     **exit_fields)
@@ -177,7 +260,8 @@ async def write_exit(tx: BookTransaction, instrument: str, booking: ExitBooking,
         closed.append(closed_id)
         if crash_point:
             failpoints.reached("during_exit_allocation")
-    await reopen(tx, booking.reopened)
+    if not keep_closing:
+        await reopen(tx, booking.reopened)
     if booking.flat:
         await tx.delete_pyramiding(instrument)  # the trade is over
     return closed

@@ -36,3 +36,10 @@ class Metrics:
                                   registry=r)
         self.paused = Gauge("pm_engine_paused", "1 while the database is unreachable",
                             registry=r)
+        self.reconciliation_mismatches = Gauge(
+            "pm_reconciliation_mismatches",
+            "Contracts whose broker position differs from the book, per instrument "
+            "(`unassigned`: a broker position no instrument holds)", ["instrument"], registry=r)
+        self.exits_pending = Gauge("pm_exits_pending",
+                                   "Exits waiting to be retried until their layers are flat",
+                                   ["instrument"], registry=r)

@@ -57,6 +57,14 @@ class OrderFlow:
         self._instruments = instruments
         self.booking = FillBooking(db, instruments, processed_by=processed_by, clock=clock)
 
+    @property
+    def instruments(self) -> dict[str, InstrumentSpec]:
+        return self._instruments
+
+    @property
+    def clock(self) -> Callable[[], datetime]:
+        return self._clock
+
     async def open_intent(self, tx: BookTransaction, signal_id: int | None, instrument: str,
                           side: Side, lots: int, price: Decimal, purpose: Purpose,
                           position_ids: tuple[int, ...] = (),
@@ -140,11 +148,8 @@ class OrderFlow:
             except OrderRejected as exc:
                 return orders, str(exc)
             except BrokerAuthExpired:
-                if entry:
-                    return orders, "broker_unavailable"
-                log.warning("exit_waiting_for_session", intent_id=intent.id)
-                await self._broker.wait_available()
-                orders = await self._look_up(intent)
+                # Nothing was placed. An exit is retried once there is a session again.
+                return orders, "broker_unavailable" if entry else "broker session expired"
             except BrokerUnavailable as exc:
                 # The order may have reached the venue: never place again before looking.
                 log.warning("placement_ambiguous", intent_id=intent.id, tag=intent.tag,

@@ -55,6 +55,10 @@ class Readiness:
                    if b.instrument is None or b.instrument == instrument]
         return "; ".join(reasons) or None
 
+    def blocks(self, prefix: str = "") -> dict[str, EntryBlock]:
+        """Return the entry blocks whose keys start with `prefix`, by key."""
+        return {key: b for key, b in self._blocks.items() if key.startswith(prefix)}
+
     def block_reasons(self, prefix: str = "") -> list[str]:
         return [b.reason for key, b in self._blocks.items() if key.startswith(prefix)]
 

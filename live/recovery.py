@@ -16,14 +16,16 @@ from core.book_store import BookStore
 from core.db_pool import TRANSIENT_ERRORS
 from core.intents import EntryPurpose
 from core.models import OrderIntent, SignalOutcome, SignalStatus
-from core.reconciliation import ACCEPTED_EVENT, accepted, book_positions, diff_positions
 from core.signals import entry_deadline
 from core.specs import PortfolioConfig
 from live import failpoints
 from live.brokers.base import Broker
 from live.inbox import Inbox
+from live.instrument_locks import InstrumentLocks
+from live.metrics import Metrics
 from live.order_flow import OrderFlow
 from live.readiness import MISMATCH, Readiness
+from live.reconciler import Reconciler
 
 T = TypeVar("T")
 log = structlog.get_logger(__name__)
@@ -47,18 +49,23 @@ async def run_stage(readiness: Readiness, name: str, timeout_s: float,
 
 
 async def recover(db: BookStore, broker: Broker, inbox: Inbox, flow: OrderFlow,
-                  config: PortfolioConfig, readiness: Readiness, stage_timeout_s: float) -> None:
+                  config: PortfolioConfig, readiness: Readiness, stage_timeout_s: float,
+                  reconciler: Reconciler | None = None) -> None:
     """Bring the book back to where it was; `readiness` then says whether it can trade.
 
     Order matters: the cache first (decisions read it), then every unresolved intent (the
     broker may hold orders the book has not recorded), then the broker comparison (with all
     intents final, book and broker must agree), then the signals still waiting.
+    `reconciler`: the daemon's, which keeps comparing afterwards (one of its own if None).
     """
+    if reconciler is None:
+        reconciler = Reconciler(db, broker, flow.instruments, readiness,
+                                locks=InstrumentLocks(), metrics=Metrics(), clock=flow.clock)
     await run_stage(readiness, "load", stage_timeout_s, db.load_cache)
     await run_stage(readiness, "resolve_intents", stage_timeout_s,
                     lambda: resolve_intents(db, flow, config, readiness))
     mismatches = await run_stage(readiness, "reconcile", stage_timeout_s,
-                                 lambda: reconcile(db, broker, readiness))
+                                 lambda: reconcile(reconciler, readiness))
     resumed = await run_stage(readiness, "resume_signals", stage_timeout_s,
                               lambda: resume_signals(db, inbox))
     readiness.started()
@@ -101,19 +108,12 @@ async def _resolve(flow: OrderFlow, intent: OrderIntent, deadline: datetime | No
             return None
 
 
-async def reconcile(db: BookStore, broker: Broker, readiness: Readiness) -> int:
-    """Compare the broker's positions with the book; a difference blocks every entry."""
-    differences = diff_positions(book_positions(await db.all_live_layers()),
-                                 await broker.positions())
-    # An operator may have accepted the book's side of exactly these quantities.
-    waived = accepted(await db.latest_event(ACCEPTED_EVENT))
-    readiness.unblock_prefix(MISMATCH)
-    for difference in differences:
-        if (difference.tradingsymbol, difference.book, difference.broker) in waived:
-            continue
-        reason = f"position mismatch {difference.describe()}"
-        log.error("reconciliation_mismatch", detail=reason)
-        readiness.block_entries(MISMATCH + difference.tradingsymbol, reason)
+async def reconcile(reconciler: Reconciler, readiness: Readiness) -> int:
+    """Compare the broker's positions with the book as the running daemon does: book what
+    the broker squared off, block the entries of an instrument whose difference nothing
+    explains (unless the operator accepted it). Return the differences left."""
+    # Intents are resolved by now: one still unresolved is stuck, its difference shown.
+    await reconciler.check(compare_in_flight=True)
     return len(readiness.block_reasons(MISMATCH))
 
 

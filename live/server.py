@@ -24,10 +24,12 @@ from core.signals import InvalidSignal, parse_signal, storable_payload
 from core.specs import InstrumentSpec
 from live.brokers.base import Broker
 from live.engine import LiveTradingEngine
+from live.exit_retries import ExitRetries
 from live.inbox import Inbox
 from live.metrics import Metrics
 from live.rate_limit import RateLimiter
 from live.readiness import MISMATCH, Readiness
+from live.rollover import Rollover
 from live.status import status_report
 from live.webhook_body import BadBody, parse_body
 
@@ -55,6 +57,8 @@ class Context:
     broker: Broker
     limiter: RateLimiter
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    exits: ExitRetries | None = None
+    rollover: Rollover | None = None
 
 
 CTX = web.AppKey("ctx", Context)
@@ -175,7 +179,9 @@ async def status(request: web.Request) -> web.Response:
     return reply({"broker": ctx.broker.name, "role": "single", "ready": not reasons,
                   "not_ready_reasons": reasons,
                   "paused": not ctx.readiness.database_available,
-                  "discrepancies": ctx.readiness.block_reasons(MISMATCH), **report})
+                  "discrepancies": ctx.readiness.block_reasons(MISMATCH),
+                  "exits_pending": ctx.exits.report() if ctx.exits else [],
+                  "rollover": await ctx.rollover.report() if ctx.rollover else {}, **report})
 
 
 async def kite_postback(request: web.Request) -> web.Response:

@@ -58,6 +58,21 @@ class BrokerTrade:
 
 
 @dataclass(frozen=True, slots=True)
+class VenueTrade:
+    """A trade in the venue's trade book, ours or not (the broker's square-off, a manual
+    trade in the broker's app); `tag` is its order's tag, "" when it has none."""
+
+    trade_id: str
+    order_id: str
+    tag: str
+    tradingsymbol: str
+    side: Side
+    quantity: int  # in the venue's units, as positions count them
+    price: Decimal
+    traded_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class BrokerOrder:
     order_id: str
     tag: str
@@ -100,6 +115,15 @@ class Broker(Protocol):
         layer trade the layer's own contract, whatever this says then)."""
         ...
 
+    def contracts(self, instrument: str, now: datetime) -> list[ContractRef]:
+        """Return the contracts listed for `instrument` at `now`, nearest expiry first."""
+        ...
+
+    async def roll_quotes(self, old: ContractRef, new: ContractRef,
+                          alert_price: Decimal) -> tuple[Decimal, Decimal]:
+        """Return the reference prices of a roll's legs (old contract, new contract)."""
+        ...
+
     async def place(self, request: OrderRequest) -> list[str]:
         """Place an order (several when sliced) with the request's tag; return the order ids."""
         ...
@@ -123,6 +147,10 @@ class Broker(Protocol):
 
     async def positions(self) -> dict[str, int]:
         """Return the net quantity per tradingsymbol, in the venue's units."""
+        ...
+
+    async def trades(self) -> list[VenueTrade]:
+        """Return the venue's trades of the day (the paper venue: all of them), oldest first."""
         ...
 
     async def quote(self, tradingsymbol: str) -> Decimal | None:

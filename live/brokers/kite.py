@@ -16,7 +16,9 @@ from typing import Any
 import structlog
 
 from config.kite import KiteConfig, KiteOrderPolicy
+from core.calendar import TradingCalendar
 from core.models import ContractRef, Side
+from core.roll_schedule import entry_contract
 from core.signals import INDIA
 from core.specs import InstrumentSpec
 from live.brokers.base import (
@@ -26,11 +28,11 @@ from live.brokers.base import (
     OrderRejected,
     OrderRequest,
     OrderStatus,
+    VenueTrade,
 )
 from live.brokers.kite_client import KiteCalls
 from live.brokers.kite_contracts import (
     Contract,
-    current_contract,
     futures,
     round_to_tick,
     slice_quantity,
@@ -58,7 +60,8 @@ class KiteBroker:
     def __init__(self, calls: KiteCalls, session: KiteSession, config: KiteConfig,
                  instruments: dict[str, InstrumentSpec], *, api_secret: str,
                  clock: Callable[[], datetime], metrics: Metrics,
-                 session_check_s: float = SESSION_CHECK_S):
+                 session_check_s: float = SESSION_CHECK_S,
+                 calendar: TradingCalendar | None = None):
         self._calls = calls
         self._session = session
         self._config = config
@@ -67,6 +70,7 @@ class KiteBroker:
         self._clock = clock
         self._metrics = metrics
         self._session_check_s = session_check_s
+        self._calendar = calendar or TradingCalendar({})
         self._contracts: dict[str, list[Contract]] = {}
         self._by_symbol: dict[str, Contract] = {}
         self._contracts_day: date | None = None
@@ -177,13 +181,24 @@ class KiteBroker:
         for problem in problems:
             log.error("kite_contract_problem", detail=problem)
 
+    def contracts(self, instrument: str, now: datetime) -> list[ContractRef]:
+        return [ContractRef(c.tradingsymbol, c.exchange, c.expiry)
+                for c in self._contracts.get(instrument, [])]
+
     def contract(self, instrument: str, now: datetime) -> ContractRef:
-        contracts = self._contracts.get(instrument)
-        if not contracts:
+        listed = self.contracts(instrument, now)
+        if not listed:
             raise OrderRejected(f"{instrument}: no Kite contract loaded")
-        day = now.astimezone(INDIA).date()
-        found = current_contract(contracts, day, self._config.roll_days_before_expiry)
-        return ContractRef(found.tradingsymbol, found.exchange, found.expiry)
+        try:
+            return entry_contract(listed, self._instruments[instrument], self._calendar, now)
+        except LookupError as exc:
+            raise OrderRejected(str(exc)) from None
+
+    async def roll_quotes(self, old: ContractRef, new: ContractRef,
+                          alert_price: Decimal) -> tuple[Decimal, Decimal]:
+        old_quote = await self.quote(old.tradingsymbol) or alert_price
+        new_quote = await self.quote(new.tradingsymbol) or old_quote
+        return old_quote, new_quote
 
     # -- orders ---------------------------------------------------------------------------
     async def place(self, request: OrderRequest) -> list[str]:
@@ -315,6 +330,20 @@ class KiteBroker:
         return {p["tradingsymbol"]: int(p["quantity"]) for p in data["net"]
                 if p.get("product") == self._config.product and p.get("exchange") in exchanges
                 and int(p["quantity"]) != 0}
+
+    async def trades(self) -> list[VenueTrade]:
+        """Return the day's trades of the positions `positions` counts, with their orders'
+        tags (Kite's trade book has none: they come from the order book)."""
+        rows = await self._call("other", "trades")
+        tags = {str(o["order_id"]): str(o.get("tag") or "")
+                for o in await self._call("other", "orders")}
+        exchanges = {c.exchange for c in self._config.instruments.values()}
+        return [VenueTrade(str(t["trade_id"]), str(t["order_id"]),
+                           tags.get(str(t["order_id"]), ""), t["tradingsymbol"],
+                           Side(t["transaction_type"]), int(t["quantity"]),
+                           Decimal(str(t["average_price"])), _aware(t.get("fill_timestamp")))
+                for t in rows
+                if t.get("product") == self._config.product and t.get("exchange") in exchanges]
 
     async def quote(self, tradingsymbol: str) -> Decimal | None:
         contract = self._by_symbol.get(tradingsymbol)

@@ -39,15 +39,6 @@ def futures(rows: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str], list[Con
     return found
 
 
-def current_contract(contracts: list[Contract], today: date, roll_days: int) -> Contract:
-    """Return the nearest future, or the next one from `roll_days` days before its expiry."""
-    for contract in contracts:
-        if (contract.expiry - today).days > roll_days:
-            return contract
-    raise LookupError(f"no future of {contracts[0].name if contracts else '?'} expires more "
-                      f"than {roll_days} days after {today}")
-
-
 def round_to_tick(price: Decimal, tick: Decimal, side: str) -> Decimal:
     """Round a limit price onto the tick grid, towards the side that fills (BUY up, SELL down)."""
     steps = (price / tick).to_integral_value(ROUND_CEILING if side == "BUY" else ROUND_FLOOR)

@@ -8,6 +8,7 @@ without the engine having recorded it, and crash tests can compare broker and bo
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -16,8 +17,11 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import PoolTimeout
 
+from core.calendar import TradingCalendar, india_time
 from core.db_pool import make_pool
 from core.models import ContractRef, Side
+from core.monthly_contracts import monthly_contracts, monthly_price, months_between
+from core.roll_schedule import entry_contract
 from core.signals import INDIA
 from core.specs import InstrumentSpec, PortfolioConfig
 from live.brokers.base import (
@@ -26,6 +30,7 @@ from live.brokers.base import (
     BrokerUnavailable,
     OrderRequest,
     OrderStatus,
+    VenueTrade,
 )
 
 VENUE_ERRORS = (psycopg.Error, PoolTimeout)
@@ -38,10 +43,13 @@ class PaperBroker:
     unavailable_reason = None
 
     def __init__(self, conninfo: str, instruments: dict[str, InstrumentSpec],
-                 config: PortfolioConfig):
+                 config: PortfolioConfig, clock: Callable[[], datetime] | None = None,
+                 calendar: TradingCalendar | None = None):
         self._pool = make_pool(conninfo, name="paper_broker", min_size=1, max_size=10)
         self._instruments = instruments
         self._config = config
+        self._clock = clock or (lambda: datetime.now(INDIA))
+        self._calendar = calendar or TradingCalendar({})
 
     async def start(self) -> None:
         await self._pool.open(wait=True)
@@ -49,8 +57,26 @@ class PaperBroker:
     async def close(self) -> None:
         await self._pool.close()
 
+    def contracts(self, instrument: str, now: datetime) -> list[ContractRef]:
+        """No expiries, unless `paper_contracts` is monthly: then synthetic monthly futures
+        (DOMAIN.md §9), so that rolls can be tried on paper."""
+        exchange = self._instruments[instrument].exchange
+        if self._config.paper_contracts == "monthly":
+            return monthly_contracts(instrument, exchange, self._calendar,
+                                     india_time(now).date())
+        return [ContractRef(instrument, exchange, None)]
+
     def contract(self, instrument: str, now: datetime) -> ContractRef:
-        return ContractRef(instrument, self._instruments[instrument].exchange, None)
+        return entry_contract(self.contracts(instrument, now), self._instruments[instrument],
+                              self._calendar, now)
+
+    async def roll_quotes(self, old: ContractRef, new: ContractRef,
+                          alert_price: Decimal) -> tuple[Decimal, Decimal]:
+        """The old contract at the last alert's price (a continuous chart quotes it until it
+        expires); the new one `paper_monthly_basis_percent` higher per month further out."""
+        months = months_between(old, new)
+        return alert_price, monthly_price(alert_price, months,
+                                          self._config.paper_monthly_basis_percent)
 
     async def wait_available(self) -> None:
         return None
@@ -69,12 +95,10 @@ class PaperBroker:
         return request.price + slip if request.side == Side.BUY else request.price - slip
 
     def _in_session(self, instrument: str, now: datetime) -> bool:
-        spec = self._instruments[instrument]
-        local = now.astimezone(INDIA).time()
-        return spec.session_open <= local <= spec.session_close
+        return self._calendar.in_session(self._instruments[instrument], now)
 
     async def place(self, request: OrderRequest, now: datetime | None = None) -> list[str]:
-        now = now or datetime.now(INDIA)
+        now = now or self._clock()
         rejected = self._config.paper_enforce_sessions and not self._in_session(
             request.instrument, now)
         price = self._fill_price(request)
@@ -146,6 +170,22 @@ class PaperBroker:
         except VENUE_ERRORS as exc:
             raise BrokerUnavailable(f"paper broker: {type(exc).__name__}") from exc
         return {str(symbol): int(net) for symbol, net in rows if net}
+
+    async def trades(self) -> list[VenueTrade]:
+        """Return every trade of the venue, oldest first: its positions are their sum."""
+        try:
+            async with self._pool.connection() as conn:
+                cur = await conn.execute(
+                    """SELECT t.trade_id, t.order_id, o.tag, t.tradingsymbol, t.side,
+                              t.quantity, t.price, t.traded_at
+                       FROM paper_trades t JOIN paper_orders o USING (order_id)
+                       ORDER BY t.id""")
+                rows = await cur.fetchall()
+        except VENUE_ERRORS as exc:
+            raise BrokerUnavailable(f"paper broker: {type(exc).__name__}") from exc
+        return [VenueTrade(str(trade_id), str(order_id), str(tag or ""), str(symbol), Side(side),
+                           int(quantity), price, traded_at)
+                for trade_id, order_id, tag, symbol, side, quantity, price, traded_at in rows]
 
     async def quote(self, tradingsymbol: str) -> Decimal | None:
         """Return the price of the venue's last trade in the contract (it has no feed)."""

@@ -46,6 +46,7 @@ from core.models import (
     SignalRecord,
     SignalStatus,
 )
+from core.reconciliation import SQUARE_OFF_EVENT, OwnActivity
 
 S = TypeVar("S")
 T = TypeVar("T")
@@ -455,3 +456,17 @@ class FakeBookStore:
     async def latest_event(self, event: str) -> dict[str, Any] | None:
         found = self.events(event)
         return found[-1]["details"] if found else None
+
+    async def own_activity(self, tradingsymbol: str) -> OwnActivity:
+        intents = [i for i in self.tables.intents.values() if i.tradingsymbol == tradingsymbol]
+        ids = {i.id for i in intents}
+        squared = [t for e in self.events(SQUARE_OFF_EVENT)
+                   if e["details"].get("tradingsymbol") == tradingsymbol
+                   for t in e["details"].get("trade_ids", [])]
+        return OwnActivity(
+            tags=frozenset(i.tag for i in intents),
+            order_ids=frozenset(o for i in intents if i.broker_order_id
+                                for o in i.broker_order_id.split(",")),
+            booked_trade_ids=frozenset(
+                [t for t, (intent_id, *_) in self.tables.fills.items() if intent_id in ids]
+                + squared))

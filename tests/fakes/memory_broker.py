@@ -14,7 +14,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from core.models import ContractRef
+from core.models import ContractRef, Side
 from live.brokers.base import (
     BrokerOrder,
     BrokerTrade,
@@ -22,6 +22,7 @@ from live.brokers.base import (
     OrderRejected,
     OrderRequest,
     OrderStatus,
+    VenueTrade,
 )
 
 
@@ -108,6 +109,11 @@ class MemoryBroker:
 
     async def positions(self) -> dict[str, int]:
         return {symbol: net for symbol, net in self._positions.items() if net}
+
+    async def trades(self) -> list[VenueTrade]:
+        return [VenueTrade(t.trade_id, o.order_id, o.tag, o.tradingsymbol, Side(o.side),
+                           t.quantity, t.price, t.traded_at)
+                for o in self.orders.values() for t in o.trades]
 
     async def quote(self, tradingsymbol: str) -> Decimal | None:
         """The price of the venue's last trade in the contract (it has no feed)."""

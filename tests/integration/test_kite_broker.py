@@ -217,7 +217,7 @@ async def test_divergent_quote_rejects_the_entry_with_the_numbers(kite, fake):
     assert fake_orders(fake) == []
 
 
-async def test_token_expiry_refuses_entries_and_holds_exits_until_login(kite, fake, tmp_path):
+async def test_token_expiry_refuses_entries_and_retries_exits_after_login(kite, fake, tmp_path):
     assert (await kite.send("BASE_ENTRY", **gold_entry())).outcome == "executed"
     fake.state.expire_token()
     refused = await kite.send("BASE_ENTRY", instrument="SILVER_MINI", price="88000",
@@ -225,8 +225,15 @@ async def test_token_expiry_refuses_entries_and_holds_exits_until_login(kite, fa
     assert (refused.outcome, refused.reason) in {("rejected", "broker_unavailable")}
     assert kite.broker.unavailable_reason == "token_expired"
     exit_waiting = await kite.send("EXIT", position="Long_1", price="72100", stop="0",
-                                   reason="exit", instrument="GOLD_MINI", wait_s=1)
-    assert exit_waiting is None  # pending, not rejected
+                                   reason="exit", instrument="GOLD_MINI")
+    # Answered at once; the exit itself is kept, not dropped.
+    assert "exit pending" in exit_waiting.reason
+    [closing] = await kite.db.load_live_layers()
+    assert closing.status == "closing"
+    kite.exits._calendar = _AnyHour()  # the fake Kite server trades at any hour
+    [pending] = kite.exits.pending()
+    kite.clock.now = pending.due
+    assert await kite.exits.attempt_due() == 0  # no session with the broker: not attempted
     # The operator logs in again (kite-login writes the session file): no restart.
     from kiteconnect import KiteConnect
 
@@ -235,12 +242,18 @@ async def test_token_expiry_refuses_entries_and_holds_exits_until_login(kite, fa
                                       .generate_session, request_token, SECRET)
     save_session(tmp_path, session["access_token"], session["user_id"], None)
     for _ in range(100):
-        if await kite.db.load_live_layers() == []:
+        if kite.broker.unavailable_reason is None:
             break
         await asyncio.sleep(0.1)
-    assert await kite.db.load_live_layers() == []
     assert kite.broker.unavailable_reason is None
+    assert await kite.exits.attempt_due() == 1
+    assert await kite.db.load_live_layers() == []
     assert await positions_agree(kite)
+
+
+class _AnyHour:
+    def next_session_open(self, spec, moment):
+        return moment
 
 
 async def test_contract_rolls_to_next_month_before_expiry(db, dsn, fake, tmp_path):
@@ -280,8 +293,10 @@ async def test_reconciliation_blocks_entries_until_accepted(kite, fake):
                             product="NRML", order_type="MARKET", market_protection=2)
     reasons = await kite.recover()
     assert reasons == [f"position mismatch {symbol}: book 0, broker 2"]
-    blocked = await kite.send("BASE_ENTRY", **gold_entry())
+    blocked = await kite.send("BASE_ENTRY", instrument="COPPER", price="900", stop="880",
+                              atr="10")
     assert blocked.outcome == "rejected" and "entries blocked" in blocked.reason
+    assert (await kite.send("BASE_ENTRY", **gold_entry())).outcome == "executed"  # only COPPER
     differences = diff_positions(book_positions(await kite.db.load_live_layers()),
                                  await kite.broker.positions())
     await record_acceptance(kite.db, "book", differences)

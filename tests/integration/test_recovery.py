@@ -97,6 +97,9 @@ async def test_broker_book_mismatch_blocks_entries_and_is_reported(runs, postgre
     postgresql.execute("DELETE FROM paper_trades")  # the venue lost the position
     second, reasons = await restart(runs)
     assert reasons == ["position mismatch GOLD_MINI: book 7, broker 0"]
-    outcome = await second.send("BASE_ENTRY", instrument="SILVER_MINI", price="90000",
-                                stop="88000")
+    outcome = await second.send("PYRAMID", position="Long_2", price="80000", stop="79500")
     assert outcome.outcome == "rejected" and "entries blocked" in outcome.reason
+    # Only that instrument's entries: which contract differs is known.
+    other = await second.send("BASE_ENTRY", instrument="SILVER_MINI", price="90000",
+                              stop="88000")
+    assert other.outcome == "executed"

@@ -8,6 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 from config.domain_files import DEFAULT_CONFIG_DIR, load_instruments, load_portfolio_config
+from core.calendar import TradingCalendar
 from core.db_state_manager import DatabaseStateManager
 from core.models import SignalOutcome
 from core.signals import parse_signal, storable_payload
@@ -15,11 +16,14 @@ from core.specs import PortfolioConfig
 from live.brokers.base import Broker
 from live.brokers.paper import PaperBroker
 from live.engine import LiveTradingEngine
+from live.exit_retries import ExitRetries
 from live.inbox import Inbox
 from live.metrics import Metrics
 from live.order_flow import OrderFlow
 from live.readiness import Readiness
+from live.reconciler import Reconciler
 from live.recovery import recover
+from live.rollover import Rollover
 
 INSTRUMENTS = load_instruments(DEFAULT_CONFIG_DIR / "instruments.json")
 PORTFOLIO = load_portfolio_config(DEFAULT_CONFIG_DIR / "portfolio.json")
@@ -63,12 +67,14 @@ class Trading:
     broker: Broker | None = None
     price_limits: tuple[Decimal, Decimal] | None = None
     readiness: Readiness = field(default_factory=Readiness)
+    calendar: TradingCalendar = field(default_factory=lambda: TradingCalendar({}))
 
     async def start(self) -> Trading:
         async with self.db.transaction() as tx:
             await tx.seed_portfolio(self.config.initial_capital)
         if self.broker is None:
-            self.broker = PaperBroker(self.dsn, INSTRUMENTS, self.config)
+            self.broker = PaperBroker(self.dsn, INSTRUMENTS, self.config, clock=self.clock,
+                                      calendar=self.calendar)
         await self.broker.start()
         self.flow = OrderFlow(self.db, self.broker, INSTRUMENTS, processed_by="test",
                               clock=self.clock, metrics=self.metrics, poll_interval_s=0.01,
@@ -79,17 +85,31 @@ class Trading:
                                         price_limits_percent=self.price_limits)
         self.inbox = Inbox(self.db, self.engine, INSTRUMENTS, self.config, processed_by="test",
                            clock=self.clock, metrics=self.metrics)
+        self.exits = ExitRetries(self.flow, self.broker, INSTRUMENTS, self.calendar,
+                                 self.readiness, self.metrics, self.engine.locks,
+                                 clock=self.clock, first_delay_s=5, max_delay_s=300)
+        # Checks when a test calls `reconciler.check()` (or recovers); after fills only when
+        # a test appends `reconciler.after_fill` to `flow.fill_listeners`.
+        self.reconciler = Reconciler(self.db, self.broker, INSTRUMENTS, self.readiness,
+                                     locks=self.engine.locks, metrics=self.metrics,
+                                     clock=self.clock, in_session=self.calendar.in_session,
+                                     after_fill_delay_s=0.05)
+        self.rollover = Rollover(self.db, self.broker, INSTRUMENTS, self.calendar,
+                                 self.readiness, self.engine.locks, self.exits,
+                                 clock=self.clock, last_price=self.engine.last_alert_price)
+        self.engine.rollover = self.rollover
         return self
 
     async def recover(self) -> list[str]:
         """Run startup recovery; return the reasons it leaves for not trading."""
         assert self.broker is not None
         await recover(self.db, self.broker, self.inbox, self.flow, self.config,
-                      self.readiness, stage_timeout_s=60)
+                      self.readiness, stage_timeout_s=60, reconciler=self.reconciler)
         return self.readiness.reasons(self.broker.unavailable_reason)
 
     async def close(self) -> None:
         await self.inbox.stop(5)
+        await self.reconciler.close()
         await self.broker.close()
 
     async def send(self, kind: str, wait_s: float = 10, **kwargs: Any) -> SignalOutcome | None:

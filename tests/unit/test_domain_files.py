@@ -1,12 +1,17 @@
 import json
-from datetime import time
+from datetime import date, time
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from config.domain_files import DEFAULT_CONFIG_DIR, load_instruments, load_portfolio_config
+from config.domain_files import (
+    DEFAULT_CONFIG_DIR,
+    load_holidays,
+    load_instruments,
+    load_portfolio_config,
+)
 from config.errors import ConfigError
 from core.specs import InstrumentSpec, PortfolioConfig
 
@@ -86,6 +91,8 @@ DOMAIN_PORTFOLIO: dict[str, Any] = {
     "max_base_risk_increase_percent": Decimal("50"),
     "max_pyramid_risk_increase_percent": Decimal("20"),
     "dedup_window_s": 60,
+    "paper_contracts": "none",
+    "paper_monthly_basis_percent": Decimal("0.5"),
 }
 
 
@@ -290,3 +297,127 @@ def test_partial_portfolio_file_takes_defaults(tmp_path: Path) -> None:
     portfolio = load_portfolio_config(path)
     assert portfolio.stop_source == "atr"
     assert portfolio.max_portfolio_risk_percent == Decimal("15")
+
+
+# --- roll schedule and holidays (DOMAIN.md §9) ----------------------------------------
+
+SHIPPED_HOLIDAYS = DEFAULT_CONFIG_DIR / "holidays.json"
+ROLL_TABLE = {"BANK_NIFTY": 0, "GOLD_MINI": 3, "SILVER_MINI": 7, "COPPER": 8}
+
+
+def holiday_document(**changes: object) -> dict[str, object]:
+    document: dict[str, object] = {
+        "_source": "test", "_updated": "2026-12-02", "NFO": ["2026-01-26"], "MCX": [],
+    }
+    document.update(changes)
+    return document
+
+
+def test_shipped_roll_schedule_matches_domain_table() -> None:
+    for name, spec in load_instruments(SHIPPED_INSTRUMENTS).items():
+        assert spec.cutoff_days_before_expiry == ROLL_TABLE[name], name
+        assert spec.roll_lead_trading_days == 2, name
+        assert spec.roll_at == time(10, 0), name
+        assert spec.alerts_follow == "continuous_front", name
+
+
+def test_roll_at_is_validated_like_the_session_times() -> None:
+    fields = {"name": "GOLD_MINI", **shipped_instrument_data()["GOLD_MINI"]}
+    with pytest.raises(ValueError, match="without an offset"):
+        InstrumentSpec.model_validate({**fields, "roll_at": "10:00+05:30"})
+    with pytest.raises(ValueError, match="roll_at must be within the session"):
+        InstrumentSpec.model_validate({**fields, "roll_at": "08:59"})
+
+
+def test_bad_roll_schedule_names_file_and_field(tmp_path: Path) -> None:
+    data = shipped_instrument_data()
+    data["COPPER"]["cutoff_days_before_expiry"] = 32
+    data["GOLD_MINI"]["alerts_follow"] = "front"
+    path = write_json(tmp_path / "instruments.json", data)
+
+    message = error_text(path)
+    assert "COPPER.cutoff_days_before_expiry: Input should be less than or equal to 31" in message
+    assert "GOLD_MINI.alerts_follow: Input should be 'continuous_front' or 'traded_contract'" in (
+        message
+    )
+
+
+def test_bad_paper_contracts_settings_are_rejected(tmp_path: Path) -> None:
+    path = write_json(tmp_path / "portfolio.json", {
+        "paper_contracts": "weekly", "paper_monthly_basis_percent": "11",
+    })
+
+    message = error_text(path, load_portfolio_config)
+    assert "paper_contracts: Input should be 'none' or 'monthly'" in message
+    assert "paper_monthly_basis_percent: Input should be less than or equal to 10" in message
+
+
+def test_shipped_holidays_hold_full_day_closures_only() -> None:
+    calendar = load_holidays(SHIPPED_HOLIDAYS)
+    raw = json.loads(SHIPPED_HOLIDAYS.read_text())
+
+    assert {"2026-01-15", "2026-01-26", "2026-03-31", "2026-11-24", "2026-12-25"} <= set(raw["NFO"])
+    assert len(raw["NFO"]) == 16
+    assert sorted(raw["MCX"]) == ["2026-01-26", "2026-04-03", "2026-10-02", "2026-12-25"]
+    assert raw["_source"] and date.fromisoformat(raw["_updated"])
+    # Holi: MCX's evening session trades, so MCX has a trading day; NFO does not.
+    assert calendar.is_trading_day("MCX", date(2026, 3, 3))
+    assert not calendar.is_trading_day("NFO", date(2026, 3, 3))
+
+
+def test_holidays_load_into_a_calendar(tmp_path: Path) -> None:
+    path = write_json(tmp_path / "holidays.json", holiday_document(MCX=["2026-04-03"]))
+
+    calendar = load_holidays(path)
+    assert calendar.holidays("NFO") == frozenset({date(2026, 1, 26)})
+    assert calendar.holidays("MCX") == frozenset({date(2026, 4, 3)})
+
+
+def test_missing_holiday_file_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "holidays.json"
+    assert error_text(path, load_holidays) == f"{path}: file not found"
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({"NFO": ["2026-02-30"]}, "NFO.0: 2026-02-30 is not a calendar date"),
+        ({"NFO": ["26-01-2026"]}, 'NFO.0: expected a date as "YYYY-MM-DD", got "26-01-2026"'),
+        ({"MCX": ["2026-01-26", 20260403]}, 'MCX.1: expected a date as "YYYY-MM-DD", got 20260403'),
+        ({"NFO": ["2026-08-15"]}, "NFO.0: 2026-08-15 is a Saturday: list weekday closures only"),
+        ({"NFO": ["2026-01-26", "2026-01-26"]}, "NFO.1: 2026-01-26 is listed twice"),
+        ({"MCX": "2026-01-26"}, "MCX: expected a list of dates"),
+        ({"NSE": []}, "NSE: unknown key (expected _source, _updated, NFO, MCX)"),
+        ({"_source": ""}, "_source: expected a non-empty text"),
+        ({"_updated": "Dec 2026"}, '_updated: expected a date as "YYYY-MM-DD", got "Dec 2026"'),
+    ],
+)
+def test_bad_holiday_file_names_file_and_key(
+    tmp_path: Path, changes: dict[str, object], expected: str
+) -> None:
+    path = write_json(tmp_path / "holidays.json", holiday_document(**changes))
+
+    message = error_text(path, load_holidays)
+    assert message.startswith(f"{path}: ")
+    assert expected in message
+
+
+def test_every_exchange_must_be_listed(tmp_path: Path) -> None:
+    document = holiday_document()
+    del document["MCX"]
+    path = write_json(tmp_path / "holidays.json", document)
+
+    assert error_text(path, load_holidays) == (
+        f"{path}: MCX: missing (list its holidays, [] if it has none)"
+    )
+
+
+def test_every_bad_holiday_is_reported(tmp_path: Path) -> None:
+    path = write_json(tmp_path / "holidays.json", holiday_document(
+        NFO=["2026-13-01", "2026-03-03"], MCX=["2026-04-04"],
+    ))
+
+    message = error_text(path, load_holidays)
+    assert "NFO.0: 2026-13-01 is not a calendar date" in message
+    assert "MCX.0: 2026-04-04 is a Saturday" in message
+    assert "NFO.1" not in message

@@ -173,23 +173,33 @@ async def test_exit_all_of_base_and_pyramid_is_one_broker_order(system):
 
 
 @pytest.mark.parametrize("raise_", [False, True], ids=["rejected_order", "order_rejected_error"])
-async def test_broker_rejection_of_an_exit_reopens_the_layer(system, raise_):
+async def test_broker_rejection_of_an_exit_keeps_it_pending_until_it_fills(system, raise_):
     await system.send("BASE_ENTRY", price="78500", stop="77800")
     [layer] = await system.layers()
     system.broker.reject_next("RMS: blocked for trading", raise_=raise_)
     outcome = await system.send("EXIT", position="Long_1", price="79000")
-    assert (outcome.outcome, outcome.reason) == (Outcome.REJECTED, "RMS: blocked for trading")
-    [reopened] = await system.layers()
-    assert (reopened.id, reopened.status, reopened.lots) == (layer.id, LayerStatus.OPEN, 7)
-    assert reopened.version == layer.version + 2  # closing, then open again
+    pending = "RMS: blocked for trading; exit pending, retried until flat"
+    assert (outcome.outcome, outcome.reason) == (Outcome.REJECTED, pending)
+    [closing] = await system.layers()
+    assert (closing.id, closing.status, closing.lots) == (layer.id, LayerStatus.CLOSING, 7)
     record = await system.store.signal(outcome.signal_id)
-    assert (record.outcome, record.reason) == (Outcome.REJECTED, "RMS: blocked for trading")
+    assert (record.outcome, record.reason) == (Outcome.REJECTED, pending)
     [intent] = await system.store.intents_for_signal(outcome.signal_id)
     assert (intent.status, intent.reason) == (IntentStatus.REJECTED, "RMS: blocked for trading")
+    # The next attempt is committed with the refusal: the same layer, quantity and contract.
+    [retry] = await system.store.load_unresolved_intents()
+    assert (retry.tag, retry.signal_id, retry.position_ids, retry.quantity,
+            retry.tradingsymbol) == (outcome.result["exit_pending"], None, [layer.id], 7, GOLD)
+    assert (retry.purpose.attempt, retry.purpose.retry_of) == (1, intent.id)
     assert system.ledger(LedgerType.TRADING_PNL) == []
     assert await system.broker.positions() == {GOLD: 7}
-    retry = await system.send("EXIT", position="Long_1", price="79000")
-    assert retry.outcome == Outcome.EXECUTED and await system.layers() == []
+    # A second EXIT meanwhile sells nothing more: the layer's exit is already under way.
+    again = await system.send("EXIT", position="Long_1", price="79000")
+    assert (again.outcome, again.reason) == (Outcome.IGNORED, "already closing")
+    assert [o.status for o in system.sells()] == (["REJECTED"] if not raise_ else [])
+    outcome = await system.flow.complete(retry, fresh=False)
+    assert outcome.outcome == Outcome.EXECUTED and await system.layers() == []
+    assert [e.amount for e in system.ledger(LedgerType.TRADING_PNL)] == [D("35000")]
 
 
 async def test_market_data_trails_the_stop_without_an_order_then_a_hit_exits(system):

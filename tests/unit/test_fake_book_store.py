@@ -84,7 +84,7 @@ async def test_updates_check_and_increment_the_version(store):
             await tx.update_layer_later(layer, status=LayerStatus.CLOSING)
     with pytest.raises(ValueError):
         async with store.transaction() as tx:
-            await tx.update_layer(moved, entry_price=D("1"))
+            await tx.update_layer(moved, trade_id=2)
     with pytest.raises(VersionConflict):  # a later conflict undoes the whole transaction
         async with store.transaction() as tx:
             await tx.append_ledger(LedgerType.DEPOSIT, D("100"))

@@ -275,6 +275,18 @@ class OrderBook:
         order.record("COMPLETE" if done else "OPEN")
         self._notify(order, "COMPLETE" if done else "UPDATE")  # §3.4: partial fills are UPDATE
 
+    def square_off(self, draft: Order, price: Decimal) -> Order:
+        """Book the broker's own closing order (its RMS square-off): accepted past every
+        refusal control, and filled at once, whole, at `price`."""
+        mode, rms, self.fill_mode, self.rms_reject_next = (
+            self.fill_mode, self.rms_reject_next, "rest", 0)
+        try:
+            order = self._accept(draft)
+        finally:
+            self.fill_mode, self.rms_reject_next = mode, rms
+        self._fill(order, order.quantity, price)
+        return order
+
     # ---- modify and cancel
 
     def modify(self, order_id: str, form: Mapping[str, Any]) -> dict[str, Any]:

@@ -91,6 +91,12 @@ async def control_fill(request: web.Request) -> Any:
                                   body.get("price"))
 
 
+async def control_square_off(request: web.Request) -> Any:
+    body = await control_body(request)
+    return state_of(request).square_off(str(need(body, "tradingsymbol")), body.get("price"),
+                                        body.get("exchange"))
+
+
 async def control_today(request: web.Request) -> Any:
     text = str(need(await control_body(request), "date"))
     try:

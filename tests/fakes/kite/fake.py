@@ -25,6 +25,7 @@ from tests.fakes.kite.orders import Order
 from tests.fakes.kite.persistence import read_state, to_state, write_state
 from tests.fakes.kite.positions import positions_payload
 from tests.fakes.kite.sessions import Sessions, user_fields
+from tests.fakes.kite.validation import draft_order
 from tests.fakes.kite.wire import IST, KiteError, input_error, kite_time, now_ist, parse_decimal
 
 log = logging.getLogger("fake_kite")
@@ -209,6 +210,32 @@ class FakeKite:
             return self.book.fill(order_id, quantity, value).to_json()
         finally:
             self.save()
+
+    def square_off(self, tradingsymbol: str, price: Decimal | str | None = None,
+                   exchange: str | None = None) -> list[dict[str, Any]]:
+        """Close a contract's whole net position as the broker does at its square-off: one
+        untagged MARKET order per product, filled at `price` (the last price if not given).
+        Positions and the trade book show it; return the orders."""
+        instrument = self.market.resolve(tradingsymbol, exchange)
+        value = (self.market.last_price(instrument.key) if price is None
+                 else parse_decimal(price, "price"))
+        if value is None or value <= 0:
+            raise input_error("square-off needs a price (no last price for the contract)")
+        orders = []
+        try:
+            for row in positions_payload(self.book.trades, self.market)["net"]:
+                if (row["tradingsymbol"], row["exchange"]) != (
+                        instrument.tradingsymbol, instrument.exchange) or not row["quantity"]:
+                    continue
+                form = {"exchange": row["exchange"], "tradingsymbol": row["tradingsymbol"],
+                        "transaction_type": "SELL" if row["quantity"] > 0 else "BUY",
+                        "quantity": str(abs(row["quantity"])), "product": row["product"],
+                        "order_type": "MARKET", "market_protection": "-1"}
+                draft = draft_order("regular", form, self.market, self.config.user_id)
+                orders.append(self.book.square_off(draft, value).to_json())
+        finally:
+            self.save()
+        return orders
 
     def set_today(self, day: date) -> None:
         """List the contracts of another day."""

@@ -53,6 +53,7 @@ ROUTES: tuple[tuple[str, str, str, Handler], ...] = (
     ("POST", "/_test/request_token", "control.request_token", control.control_request_token),
     ("POST", "/_test/rate_limits", "control.rate_limits", control.control_rate_limits),
     ("POST", "/_test/fill", "control.fill", control.control_fill),
+    ("POST", "/_test/square_off", "control.square_off", control.control_square_off),
     ("POST", "/_test/today", "control.today", control.control_today),
     ("POST", "/_test/cash", "control.cash", control.control_cash),
     ("POST", "/_test/postback_url", "control.postback_url", control.control_postback_url),

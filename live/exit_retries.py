@@ -1,0 +1,189 @@
+"""Exits that are never dropped: every exit the broker refused, filled partly, or could not
+take (closed session, expired session) is carried out again, with backoff and at the next
+session open, until its layers are flat or an operator steps in.
+
+Each attempt is an order intent of its own, committed with the booking of the attempt before
+it (`FillBooking.retry_listeners` tells this module of it after commit), so a crash anywhere
+leaves a durable intent that recovery resolves by tag. While an instrument has one pending,
+its entries are blocked and `/ready`, `/status`, the metrics and the log name it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+import structlog
+
+from core.db_pool import TRANSIENT_ERRORS
+from core.intents import ExitPurpose, Sacred
+from core.models import OrderIntent
+from core.specs import InstrumentSpec
+from live import failpoints
+from live.brokers.base import Broker, BrokerError
+from live.instrument_locks import InstrumentLocks
+from live.metrics import Metrics
+from live.order_flow import OrderFlow
+from live.readiness import Readiness
+
+EXIT_PENDING = "exit_pending:"
+log = structlog.get_logger(__name__)
+
+
+class SessionCalendar(Protocol):
+    def next_session_open(self, spec: InstrumentSpec, moment: datetime) -> datetime: ...
+
+
+@dataclass
+class PendingExit:
+    intent: OrderIntent
+    due: datetime
+    reason: str  # why the attempt before it did not finish the exit
+
+    @property
+    def attempt(self) -> int:
+        assert isinstance(self.intent.purpose, Sacred)
+        return self.intent.purpose.attempt
+
+
+def retry_delay_s(attempt: int, first_s: float, max_s: float) -> float:
+    """Backoff before the `attempt`-th retry: first_s, doubling, at most max_s; a first
+    attempt (a roll's open leg) goes at once."""
+    if attempt == 0:
+        return 0.0
+    return min(first_s * 2.0 ** (attempt - 1), max_s)
+
+
+class ExitRetries:
+    def __init__(self, flow: OrderFlow, broker: Broker, instruments: dict[str, InstrumentSpec],
+                 calendar: SessionCalendar, readiness: Readiness, metrics: Metrics,
+                 locks: InstrumentLocks, *, clock: Callable[[], datetime],
+                 first_delay_s: float = 5.0, max_delay_s: float = 300.0,
+                 poll_s: float = 1.0):
+        self.flow = flow
+        self._broker = broker
+        self._instruments = instruments
+        self._calendar = calendar
+        self._readiness = readiness
+        self._metrics = metrics
+        self._locks = locks
+        self._clock = clock
+        self._first_delay_s = first_delay_s
+        self._max_delay_s = max_delay_s
+        self._poll_s = poll_s
+        self._pending: dict[int, PendingExit] = {}
+        self._wake = asyncio.Event()
+        flow.booking.retry_listeners.append(self.schedule)
+
+    # -- what is pending ------------------------------------------------------------------
+    def schedule(self, intent: OrderIntent, reason: str | None = None) -> None:
+        """Take a committed intent that must be carried out (an exit's retry, a roll leg);
+        it is attempted once its backoff has passed."""
+        purpose = intent.purpose
+        assert isinstance(purpose, Sacred)
+        delay = retry_delay_s(purpose.attempt, self._first_delay_s, self._max_delay_s)
+        due = self._clock() + timedelta(seconds=delay)
+        self._pending[intent.id] = PendingExit(intent, due, reason or "refused or partly filled")
+        log.warning("exit_pending", instrument=intent.instrument, tag=intent.tag,
+                    attempt=purpose.attempt, quantity=intent.quantity,
+                    tradingsymbol=intent.tradingsymbol, due=due.isoformat())
+        self._refresh(intent.instrument)
+        self._wake.set()
+
+    def has_pending(self, instrument: str) -> bool:
+        return any(p.intent.instrument == instrument for p in self._pending.values())
+
+    def pending(self) -> list[PendingExit]:
+        return sorted(self._pending.values(), key=lambda p: (p.due, p.intent.id))
+
+    def report(self) -> list[dict[str, Any]]:
+        """What `/status` shows of each pending exit."""
+        return [{"instrument": p.intent.instrument, "tag": p.intent.tag,
+                 "tradingsymbol": p.intent.tradingsymbol, "quantity": p.intent.quantity,
+                 "position_ids": list(p.intent.position_ids), "attempt": p.attempt,
+                 "next_attempt_at": p.due.isoformat(), "last_reason": p.reason}
+                for p in self.pending()]
+
+    def _refresh(self, instrument: str) -> None:
+        count = sum(1 for p in self._pending.values() if p.intent.instrument == instrument)
+        self._metrics.exits_pending.labels(instrument).set(count)
+        key = EXIT_PENDING + instrument
+        if count:
+            self._readiness.block_entries(key, key, instrument)
+        else:
+            self._readiness.unblock(key)
+
+    # -- carrying them out ----------------------------------------------------------------
+    async def run(self) -> None:
+        """Attempt what is due, then sleep until the next is due (or a new one arrives)."""
+        while True:
+            await self.attempt_due()
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), self._poll_s)
+            except TimeoutError:
+                pass
+
+    async def attempt_due(self) -> int:
+        """Attempt every pending exit whose time has come; return how many were attempted."""
+        attempted = 0
+        for pending in self.pending():
+            now = self._clock()
+            if pending.due > now:
+                continue
+            opens = self._calendar.next_session_open(self._instruments[pending.intent.instrument],
+                                                     now)
+            if opens > now:  # outside the session: the venue would only refuse it
+                pending.due, pending.reason = opens, "market closed"
+                continue
+            if self._broker.unavailable_reason == "token_expired":
+                continue  # no session with the broker: try again once there is one
+            attempted += 1
+            await self._attempt(pending)
+        return attempted
+
+    async def _attempt(self, pending: PendingExit) -> None:
+        intent = pending.intent
+        del self._pending[intent.id]
+        try:
+            async with self._locks(intent.instrument):
+                if await self._position_gone(intent):
+                    return
+                failpoints.reached("before_exit_retry")
+                outcome = await self.flow.complete(intent, fresh=False)
+            log.info("exit_retried", instrument=intent.instrument, tag=intent.tag,
+                     attempt=pending.attempt, outcome=outcome.outcome, reason=outcome.reason)
+        except (*TRANSIENT_ERRORS, BrokerError) as exc:
+            self._again(pending, f"{type(exc).__name__}: {exc}")
+        except Exception as exc:  # never lose the exit: keep it pending and say so loudly
+            log.exception("exit_retry_failed", instrument=intent.instrument, tag=intent.tag)
+            self._again(pending, f"{type(exc).__name__}")
+        finally:
+            self._refresh(intent.instrument)
+
+    def _again(self, pending: PendingExit, reason: str) -> None:
+        """The same intent once more, later (nothing about it was resolved)."""
+        delay = retry_delay_s(pending.attempt + 1, self._first_delay_s, self._max_delay_s)
+        pending.due, pending.reason = self._clock() + timedelta(seconds=delay), reason
+        self._pending[pending.intent.id] = pending
+        log.warning("exit_retry_deferred", instrument=pending.intent.instrument,
+                    tag=pending.intent.tag, reason=reason, due=pending.due.isoformat())
+
+    async def _position_gone(self, intent: OrderIntent) -> bool:
+        """Whether the broker no longer holds what this retry would sell (its square-off, a
+        trade in Kite): selling it would open a short. The retry is then given up and the
+        difference left to reconciliation, which books the broker's trades."""
+        if (not isinstance(intent.purpose, ExitPurpose) or intent.tradingsymbol is None
+                or await self._broker.find_by_tag(intent.tag)):
+            return False  # an attempt already placed is resolved by its tag, as ever
+        held = (await self._broker.positions()).get(intent.tradingsymbol, 0)
+        if held >= intent.quantity:
+            return False
+        log.error("exit_retry_position_gone", instrument=intent.instrument, tag=intent.tag,
+                  tradingsymbol=intent.tradingsymbol, book=intent.quantity, broker=held)
+        await self.flow.booking.give_up_exit(
+            intent, f"broker holds {held} of {intent.quantity}: left to reconciliation")
+        return True

@@ -1,0 +1,235 @@
+"""Continuous reconciliation: the broker's positions against the book, per instrument.
+
+At startup, every `reconcile_interval_s` during an instrument's session, and soon after each
+fill, each instrument's contracts are compared, holding its lock so that no signal moves its
+layers meanwhile. Nothing here ever places an order:
+
+- the broker holds less than the book, and trades that are not ours (its square-off, a manual
+  sale in Kite) explain exactly the difference → those layers are booked closed at those
+  trades' price, `BROKER_SQUARE_OFF`, in one transaction (never sold again);
+- any other difference blocks that instrument's entries (`mismatch:<tradingsymbol>`), is
+  logged once per change and counted in `pm_reconciliation_mismatches`;
+- agreement clears the instrument's blocks.
+
+An instrument with an order in flight (an unresolved intent, a closing layer) is left for
+the next round: book and broker legitimately differ until its fill is booked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable
+from datetime import datetime
+
+import structlog
+
+from core.accounting import money_text
+from core.book_store import BookStore
+from core.booking import book_exit
+from core.calendar import TradingCalendar
+from core.db_pool import TRANSIENT_ERRORS
+from core.models import Layer, LayerStatus
+from core.reconciliation import (
+    ACCEPTED_EVENT,
+    SQUARE_OFF_EVENT,
+    SQUARE_OFF_REASON,
+    Discrepancy,
+    accepted,
+    book_positions,
+    diff_positions,
+    explained_square_off,
+    layers_to_close,
+)
+from core.specs import InstrumentSpec
+from live.brokers.base import Broker, BrokerError
+from live.fill_booking import write_exit
+from live.instrument_locks import InstrumentLocks
+from live.metrics import Metrics
+from live.readiness import MISMATCH, Readiness
+
+UNASSIGNED = "unassigned"  # the metric's label for broker positions no instrument holds
+log = structlog.get_logger(__name__)
+
+Waived = set[tuple[str, int, int]]
+
+
+class Reconciler:
+    def __init__(self, db: BookStore, broker: Broker, instruments: dict[str, InstrumentSpec],
+                 readiness: Readiness, *, locks: InstrumentLocks, metrics: Metrics,
+                 clock: Callable[[], datetime],
+                 in_session: Callable[[InstrumentSpec, datetime], bool] | None = None,
+                 interval_s: float = 60.0, after_fill_delay_s: float = 1.0):
+        self._db = db
+        self._broker = broker
+        self._instruments = instruments
+        self._readiness = readiness
+        self._locks = locks
+        self._metrics = metrics
+        self._clock = clock
+        self._in_session = in_session or TradingCalendar({}).in_session
+        self._interval_s = interval_s
+        # Fills come in bursts (an exit of several contracts): one check after the last.
+        self._after_fill_delay_s = after_fill_delay_s
+        self._due: set[str] = set()
+        self._after_fills: asyncio.Task[None] | None = None
+
+    # -- when to check --------------------------------------------------------------------
+    async def run(self, interval_s: float | None = None) -> None:
+        """Check the instruments in session every `interval_s` (default: the one it was
+        built with), until cancelled."""
+        while True:
+            await asyncio.sleep(interval_s or self._interval_s)
+            now = self._clock()
+            due = [name for name, spec in self._instruments.items()
+                   if self._in_session(spec, now)]
+            if due:
+                await self._check_guarded(due)
+
+    def after_fill(self, instrument: str) -> None:
+        """Check `instrument` soon (a fill listener of the order flow; debounced)."""
+        self._due.add(instrument)
+        if self._after_fills is None or self._after_fills.done():
+            self._after_fills = asyncio.get_running_loop().create_task(
+                self._check_after_fills(), name="reconcile-after-fill")
+
+    async def _check_after_fills(self) -> None:
+        while self._due:
+            await asyncio.sleep(self._after_fill_delay_s)
+            due, self._due = self._due, set()
+            await self._check_guarded(due)
+
+    async def _check_guarded(self, instruments: Iterable[str]) -> None:
+        """A task's check: a failure is logged, and the next round tries again."""
+        try:
+            await self.check(instruments)
+        except (BrokerError, *TRANSIENT_ERRORS) as exc:
+            log.warning("reconciliation_unavailable", error=f"{type(exc).__name__}: {exc}")
+        except Exception:  # the reconciling task must outlive any one failure
+            log.exception("reconciliation_failed")
+
+    async def close(self) -> None:
+        """Cancel a pending after-fill check."""
+        if self._after_fills is not None:
+            self._after_fills.cancel()
+            await asyncio.gather(self._after_fills, return_exceptions=True)
+
+    # -- the check ------------------------------------------------------------------------
+    async def check(self, instruments: Iterable[str] | None = None, *,
+                    compare_in_flight: bool = False) -> list[Discrepancy]:
+        """Compare broker and book for these instruments (None: all), and broker positions
+        no instrument holds; return the differences found (none for a skipped instrument,
+        whose blocks stay as they were).
+
+        `compare_in_flight`: compare an instrument with an unresolved intent or a closing
+        layer too, reporting its differences without booking any (startup: after intents
+        were resolved, what is left unresolved is stuck, not in flight).
+        """
+        selected = sorted(self._instruments if instruments is None else set(instruments))
+        waived = accepted(await self._db.latest_event(ACCEPTED_EVENT))
+        found: list[Discrepancy] = []
+        for instrument in selected:
+            async with self._locks(instrument):
+                found += await self._check_instrument(instrument, waived, compare_in_flight)
+        return found + await self._check_unassigned(waived)
+
+    async def _check_instrument(self, instrument: str, waived: Waived,
+                                compare_in_flight: bool) -> list[Discrepancy]:
+        layers = await self._db.live_layers(instrument)
+        in_flight = await self._in_flight(instrument, layers)
+        if in_flight and not compare_in_flight:
+            log.info("reconciliation_skipped_in_flight", instrument=instrument)
+            return []
+        positions = await self._broker.positions()  # under the lock: no fill can land between
+        symbols = {_symbol(x) for x in layers} | {
+            s for s in positions if await self._holder(s) == instrument}
+        book = book_positions(layers)
+        left = []
+        for difference in diff_positions({s: book.get(s, 0) for s in symbols},
+                                         {s: positions.get(s, 0) for s in symbols}):
+            if not in_flight and await self._book_square_off(instrument, difference):
+                continue
+            if (difference.tradingsymbol, difference.book, difference.broker) not in waived:
+                left.append(difference)
+        self._show(instrument, left)
+        return left
+
+    async def _in_flight(self, instrument: str, layers: list[Layer]) -> bool:
+        if any(x.status is LayerStatus.CLOSING for x in layers):
+            return True
+        return any(i.instrument == instrument for i in await self._db.load_unresolved_intents())
+
+    async def _check_unassigned(self, waived: Waived) -> list[Discrepancy]:
+        """Broker positions in contracts no instrument holds or trades today block every
+        entry: which instrument's risk they carry is unknown."""
+        left = [Discrepancy(symbol, 0, quantity)
+                for symbol, quantity in sorted((await self._broker.positions()).items())
+                if await self._holder(symbol) is None and (symbol, 0, quantity) not in waived]
+        self._show(None, left)
+        return left
+
+    async def _holder(self, tradingsymbol: str) -> str | None:
+        """Return the instrument whose layers hold the contract, or which trades it today."""
+        for layer in await self._db.all_live_layers():
+            if _symbol(layer) == tradingsymbol:
+                return layer.instrument
+        now = self._clock()
+        for name in self._instruments:
+            try:
+                if self._broker.contract(name, now).tradingsymbol == tradingsymbol:
+                    return name
+            except BrokerError:  # no contract loaded (e.g. no session yet)
+                continue
+        return None
+
+    # -- outcomes -------------------------------------------------------------------------
+    async def _book_square_off(self, instrument: str, difference: Discrepancy) -> bool:
+        """Book the layers the broker closed itself, if its trades explain the difference."""
+        if not 0 <= difference.broker < difference.book:
+            return False
+        symbol = difference.tradingsymbol
+        square_off = explained_square_off(difference, await self._broker.trades(),
+                                          await self._db.own_activity(symbol))
+        if square_off is None:
+            return False
+        layers = await self._db.live_layers(instrument)
+        closing = layers_to_close([x for x in layers if _symbol(x) == symbol],
+                                  square_off.quantity)
+        booking = book_exit(closing, {x.id for x in layers}, square_off.quantity,
+                            square_off.price, self._instruments[instrument])
+        if sum(close.quantity for close in booking.closes) != square_off.quantity:
+            return False  # not whole lots of its layers: the operator decides
+        async with self._db.transaction() as tx:
+            closed = await write_exit(tx, instrument, booking, reason=SQUARE_OFF_REASON,
+                                      price=square_off.price, at=self._clock())
+            await tx.log_event(SQUARE_OFF_EVENT, instrument=instrument, tradingsymbol=symbol,
+                               trade_ids=list(square_off.trade_ids),
+                               quantity=square_off.quantity, price=square_off.price,
+                               pnl=money_text(booking.total_pnl), positions_closed=closed)
+        log.warning(SQUARE_OFF_EVENT, instrument=instrument, tradingsymbol=symbol,
+                    quantity=square_off.quantity, price=str(square_off.price),
+                    positions_closed=closed, pnl=money_text(booking.total_pnl))
+        return True
+
+    def _show(self, instrument: str | None, differences: list[Discrepancy]) -> None:
+        """Block entries for each difference (logged when new or changed); clear the rest."""
+        wanted = {MISMATCH + d.tradingsymbol: d for d in differences}
+        for key, block in self._readiness.blocks(MISMATCH).items():
+            if block.instrument == instrument and key not in wanted:
+                self._readiness.unblock(key)
+                log.info("reconciliation_agreed", instrument=instrument,
+                         tradingsymbol=key.removeprefix(MISMATCH))
+        current = self._readiness.blocks(MISMATCH)
+        for key, difference in wanted.items():
+            reason = f"position mismatch {difference.describe()}"
+            shown = current.get(key)
+            if shown is None or (shown.reason, shown.instrument) != (reason, instrument):
+                log.error("reconciliation_mismatch", instrument=instrument,
+                          tradingsymbol=difference.tradingsymbol, book=difference.book,
+                          broker=difference.broker, detail=reason)
+                self._readiness.block_entries(key, reason, instrument)
+        self._metrics.reconciliation_mismatches.labels(instrument or UNASSIGNED).set(
+            len(differences))
+
+
+def _symbol(layer: Layer) -> str:
+    return layer.tradingsymbol or layer.instrument

@@ -1,0 +1,216 @@
+"""Exits are never dropped: an exit the broker refuses, that meets a closed session, or that
+fills partly is retried — later, and at the next session open — until its layers are flat.
+
+Real PostgreSQL; the paper broker (sessions enforced) and the real kiteconnect client against
+the fake Kite server.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+
+from core.db_state_manager import DatabaseStateManager
+from core.intents import ExitPurpose
+from core.models import LedgerType
+from tests.integration.test_kite_broker import fake, gold_entry, positions_agree, start_trading
+from tests.support.trading import PORTFOLIO, Trading
+
+__all__ = ["fake"]
+
+D = Decimal
+SESSIONS = PORTFOLIO.model_copy(update={"paper_enforce_sessions": True})
+FRIDAY_MORNING = datetime(2026, 11, 20, 5, 0, tzinfo=UTC)  # 10:30 IST, GOLD_MINI in session
+FRIDAY_NIGHT = datetime(2026, 11, 20, 18, 30, tzinfo=UTC)  # 00:00 IST Saturday: closed
+MONDAY_OPEN = datetime(2026, 11, 23, 3, 30, tzinfo=UTC)  # 09:00 IST
+
+
+@pytest.fixture
+async def paper(db, dsn):
+    trading = await Trading(db, dsn, config=SESSIONS).start()
+    trading.clock.now = FRIDAY_MORNING
+    yield trading
+    await trading.close()
+
+
+async def entered(trading: Trading, **fields) -> int:
+    outcome = await trading.send("BASE_ENTRY", price="78500", **fields)
+    assert outcome.outcome == "executed", outcome
+    return outcome.result["lots"]
+
+
+def pnl_rows(postgresql) -> list[Decimal]:
+    """The TRADING_PNL ledger rows, oldest first."""
+    rows = postgresql.execute("SELECT amount FROM capital_transactions WHERE txn_type = %s"
+                              " ORDER BY id", (LedgerType.TRADING_PNL.value,)).fetchall()
+    return [row[0] for row in rows]
+
+
+async def test_exit_in_a_closed_session_is_retried_at_the_next_open(paper, postgresql):
+    lots = await entered(paper)
+    paper.clock.now = FRIDAY_NIGHT
+    outcome = await paper.send("EXIT", price="79000", at=paper.clock.now)
+
+    # The signal is answered, the exit is not dropped: its layer stays closing.
+    assert outcome.outcome == "rejected"
+    assert "exit pending" in outcome.reason and outcome.result["exit_pending"]
+    [layer] = await paper.db.live_layers("GOLD_MINI")
+    assert layer.status == "closing"
+    [pending] = paper.exits.pending()
+    assert pending.intent.quantity == layer.quantity
+    assert pending.intent.tradingsymbol == layer.tradingsymbol
+    assert isinstance(pending.intent.purpose, ExitPurpose)
+    assert pending.intent.purpose.reason == "trend reversal"
+    reasons = paper.readiness.reasons()
+    assert "exit_pending:GOLD_MINI" in reasons
+    assert paper.metrics.exits_pending.labels("GOLD_MINI")._value.get() == 1
+
+    # An entry meanwhile is refused; the exit waits for the session rather than hammering.
+    blocked = await paper.send("PYRAMID", position="Long_2", price="80000")
+    assert blocked.outcome == "rejected" and "exit_pending:GOLD_MINI" in blocked.reason
+    paper.clock.now = FRIDAY_NIGHT + timedelta(hours=2)
+    assert await paper.exits.attempt_due() == 0
+    [report] = paper.exits.report()
+    assert report["next_attempt_at"] == MONDAY_OPEN.astimezone(
+        datetime.fromisoformat(report["next_attempt_at"]).tzinfo).isoformat()
+    assert report["last_reason"] == "market closed"
+
+    # Monday's open: the retry sells the layer's quantity in its own contract.
+    paper.clock.now = MONDAY_OPEN + timedelta(seconds=1)
+    assert await paper.exits.attempt_due() == 1
+    assert await paper.db.live_layers("GOLD_MINI") == []
+    assert paper.exits.pending() == []
+    assert "exit_pending:GOLD_MINI" not in paper.readiness.reasons()
+    assert paper.metrics.exits_pending.labels("GOLD_MINI")._value.get() == 0
+    point_value = D("10")
+    assert pnl_rows(postgresql) == [(D("79000") - D("78500")) * lots * point_value]
+    assert await positions_agree(paper)
+
+
+async def test_refusals_back_off_and_each_attempt_is_its_own_intent(paper):
+    await entered(paper)
+    paper.clock.now = FRIDAY_NIGHT
+    await paper.send("EXIT", price="79000", at=paper.clock.now)
+    paper.exits._calendar = ALWAYS_OPEN  # the venue still refuses: its clock says closed
+    dues = []
+    for _ in range(4):
+        [pending] = paper.exits.pending()
+        dues.append(pending.due)
+        paper.clock.now = pending.due
+        assert await paper.exits.attempt_due() == 1
+    [pending] = paper.exits.pending()
+    gaps = [(b - a).total_seconds() for a, b in zip(dues, dues[1:], strict=False)]
+    assert gaps == [10.0, 20.0, 40.0]  # 5 s doubling (each attempt starts at its due time)
+    assert pending.attempt == 5
+    intents = await paper.db.list_intents(20)
+    exits = [i for i in intents if i.side == "SELL"]
+    assert len({i.tag for i in exits}) == 6  # a new tag per attempt: each resolvable alone
+    assert sorted(i.status for i in exits) == ["pending"] + ["rejected"] * 5
+    [layer] = await paper.db.live_layers("GOLD_MINI")
+    assert layer.status == "closing"
+
+
+async def test_a_pending_exit_survives_a_restart(dsn):
+    db = DatabaseStateManager(dsn, retry_window_s=5)
+    await db.open()
+    try:
+        trading = await Trading(db, dsn, config=SESSIONS).start()
+        trading.clock.now = FRIDAY_MORNING
+        await entered(trading)
+        trading.clock.now = FRIDAY_NIGHT
+        await trading.send("EXIT", price="79000", at=trading.clock.now)
+        await trading.close()
+
+        # A new daemon on Monday: recovery resolves the pending attempt by its tag and,
+        # the session being open, it fills.
+        again = await Trading(db, dsn, config=SESSIONS).start()
+        again.clock.now = MONDAY_OPEN + timedelta(minutes=1)
+        await db.load_cache()
+        reasons = await again.recover()
+        assert reasons == []
+        assert await db.live_layers("GOLD_MINI") == []
+        assert await positions_agree(again)
+        await again.close()
+    finally:
+        await db.close()
+
+
+async def test_an_exit_filled_partly_is_retried_for_the_rest(db, dsn, fake, tmp_path,
+                                                              postgresql):
+    trading = await start_trading(db, dsn, fake, tmp_path)
+    trading.exits._calendar = ALWAYS_OPEN
+    try:
+        outcome = await trading.send("BASE_ENTRY", **gold_entry())
+        lots = outcome.result["lots"]
+        assert lots >= 2, outcome
+        fake.state.set_fill_mode("partial", "0.5")
+        exited = await trading.send("EXIT", price="72400", instrument="GOLD_MINI")
+        assert exited.outcome == "executed" and exited.result["exit_pending"]
+        [layer] = await db.live_layers("GOLD_MINI")
+        assert layer.status == "closing" and layer.lots == lots - lots // 2
+        fake.state.set_fill_mode("immediate")
+        [pending] = trading.exits.pending()
+        trading.clock.now = pending.due
+        assert await trading.exits.attempt_due() == 1
+        assert await db.live_layers("GOLD_MINI") == []
+        assert await trading.broker.positions() == {}  # flat, not short
+        assert len(pnl_rows(postgresql)) == 2  # the part sold first, then the rest
+    finally:
+        await trading.close()
+
+
+async def test_an_exit_refused_by_the_venue_is_placed_again(db, dsn, fake, tmp_path):
+    trading = await start_trading(db, dsn, fake, tmp_path)
+    trading.exits._calendar = ALWAYS_OPEN
+    try:
+        await trading.send("BASE_ENTRY", **gold_entry())
+        fake.state.reject_next_for_margin(1)
+        refused = await trading.send("EXIT", price="72400", instrument="GOLD_MINI")
+        assert refused.outcome == "rejected" and "exit pending" in refused.reason
+        [pending] = trading.exits.pending()
+        trading.clock.now = pending.due
+        assert await trading.exits.attempt_due() == 1
+        assert await db.live_layers("GOLD_MINI") == []
+        assert await trading.broker.positions() == {}
+    finally:
+        await trading.close()
+
+
+async def test_a_retry_never_sells_what_the_broker_no_longer_holds(paper, dsn):
+    await entered(paper)
+    paper.clock.now = FRIDAY_NIGHT
+    await paper.send("EXIT", price="79000", at=paper.clock.now)
+    [layer] = await paper.db.live_layers("GOLD_MINI")
+    await _venue_square_off(paper, layer.tradingsymbol, layer.quantity)
+    paper.clock.now = MONDAY_OPEN + timedelta(seconds=1)
+    await paper.exits.attempt_due()
+    assert await paper.broker.positions() == {}  # not short
+    [layer] = await paper.db.live_layers("GOLD_MINI")
+    assert layer.status == "open"  # left to reconciliation to book the broker's trade
+    assert paper.exits.pending() == []
+
+
+class _AlwaysOpen:
+    """A session calendar for the fake Kite server, which trades at any hour."""
+
+    def next_session_open(self, spec, moment):
+        return moment
+
+
+ALWAYS_OPEN = _AlwaysOpen()
+
+
+async def _venue_square_off(trading: Trading, symbol: str, quantity: int) -> None:
+    """The broker closes the position itself (its square-off): a trade with no tag of ours."""
+    async with trading.broker._pool.connection() as conn:  # type: ignore[union-attr]
+        await conn.execute(
+            "INSERT INTO paper_orders (order_id, tag, tradingsymbol, side, quantity, order_type,"
+            " price, status, filled_quantity, average_price) VALUES ('SQOFF1', 'BROKER', %s,"
+            " 'SELL', %s, 'MARKET', 78000, 'COMPLETE', %s, 78000)", (symbol, quantity, quantity))
+        await conn.execute(
+            "INSERT INTO paper_trades (trade_id, order_id, tradingsymbol, side, quantity, price,"
+            " traded_at) VALUES ('SQOFF1T1', 'SQOFF1', %s, 'SELL', %s, 78000, now())",
+            (symbol, quantity))
+
