@@ -11,7 +11,9 @@ import pytest
 
 from config.domain_files import DEFAULT_CONFIG_DIR
 from config.kite import load_kite_config
+from core.calendar import TradingCalendar
 from core.reconciliation import book_positions, diff_positions
+from core.roll_schedule import roll_day
 from live.brokers.kite import KiteBroker
 from live.brokers.kite_client import KiteCalls
 from live.brokers.kite_session import KiteSession, save_session
@@ -262,9 +264,11 @@ async def test_contract_rolls_to_next_month_before_expiry(db, dsn, fake, tmp_pat
         broker = trading.broker
         contracts = broker._contracts["BANK_NIFTY"]
         first = contracts[0]
-        day_before_roll = datetime.combine(first.expiry - timedelta(days=4),
-                                           datetime.min.time(), UTC)
-        rolled_day = day_before_roll + timedelta(days=1)
+        # BANK_NIFTY: no cut-off before its cash-settled expiry; entries move to the next
+        # month 2 trading days before it (the adapter's default calendar: weekdays).
+        rolled = roll_day(INSTRUMENTS["BANK_NIFTY"], TradingCalendar({}), first.expiry)
+        rolled_day = datetime.combine(rolled, datetime.min.time(), UTC)
+        day_before_roll = rolled_day - timedelta(days=1)
         assert broker.contract("BANK_NIFTY", day_before_roll).tradingsymbol == first.tradingsymbol
         assert broker.contract("BANK_NIFTY", rolled_day).tradingsymbol == contracts[1].tradingsymbol
     finally:

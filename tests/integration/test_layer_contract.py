@@ -8,9 +8,11 @@ import json
 from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
 
+from core.calendar import TradingCalendar
+from core.roll_schedule import roll_day
 from live.server import dumps, position_view
 from tests.integration.test_kite_broker import fake, gold_entry, positions_agree, start_trading
-from tests.support.trading import Clock
+from tests.support.trading import INSTRUMENTS, Clock
 
 __all__ = ["fake"]  # the fixture, shared with the adapter's tests
 
@@ -21,8 +23,13 @@ def fake_orders(fake):
     return fake.state.snapshot()["orders"]
 
 
-def day_before(expiry, days: int) -> datetime:
-    return datetime.combine(expiry - timedelta(days=days), time(5, 0), UTC)  # 10:30 IST
+def gold_roll_day(expiry):
+    """The day the front month stops taking entries (the adapter's weekday calendar)."""
+    return roll_day(INSTRUMENTS["GOLD_MINI"], TradingCalendar({}), expiry)
+
+
+def day_before(day, days: int) -> datetime:
+    return datetime.combine(day - timedelta(days=days), time(5, 0), UTC)  # 10:30 IST
 
 
 async def trading_on_gold_front_month(db, dsn, fake, tmp_path):
@@ -30,7 +37,7 @@ async def trading_on_gold_front_month(db, dsn, fake, tmp_path):
     clock = Clock(datetime.now(UTC))
     trading = await start_trading(db, dsn, fake, tmp_path, clock=clock)
     first, second = trading.broker._contracts["GOLD_MINI"][:2]
-    clock.now = day_before(first.expiry, 5)
+    clock.now = day_before(gold_roll_day(first.expiry), 3)
     assert trading.broker.contract("GOLD_MINI", clock.now).tradingsymbol == first.tradingsymbol
     return trading, clock, first, second
 
@@ -48,7 +55,7 @@ async def test_exit_after_the_front_month_rolled_sells_the_layers_own_contract(
         assert (shown["tradingsymbol"], shown["exchange"], shown["expiry"]) == (
             first.tradingsymbol, "MCX", first.expiry.isoformat())
 
-        clock.now = day_before(first.expiry, 2)  # the broker's front month is now the next
+        clock.now = day_before(gold_roll_day(first.expiry), 0)  # entries now buy the next
         assert trading.broker.contract("GOLD_MINI", clock.now).tradingsymbol == (
             second.tradingsymbol)
         exit_ = await trading.send("EXIT", instrument="GOLD_MINI", position="Long_1",
@@ -70,7 +77,7 @@ async def test_exit_all_of_layers_in_two_contracts_sells_each_in_its_own(
     try:
         base = await trading.send("BASE_ENTRY", **gold_entry())
         assert base.outcome == "executed", base
-        clock.now = day_before(first.expiry, 2)
+        clock.now = day_before(gold_roll_day(first.expiry), 0)
         fake.state.set_price(second.tradingsymbol, "73000", "MCX")
         pyramid = await trading.send("PYRAMID", position="Long_2",
                                      **gold_entry(price="73000", stop="72300"))

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from live.brokers.kite_contracts import current_contract, futures, round_to_tick, slice_quantity
+from live.brokers.kite_contracts import futures, round_to_tick, slice_quantity
 
 
 def rows():
@@ -21,25 +21,9 @@ def rows():
              "tick_size": 0.05}]
 
 
-@pytest.mark.parametrize(("today", "symbol"), [
-    (date(2026, 12, 1), "BANKNIFTY26DECFUT"),
-    (date(2026, 12, 27), "BANKNIFTY26DECFUT"),  # 4 days left > 3
-    (date(2026, 12, 28), "BANKNIFTY27JANFUT"),  # 3 days before expiry: rolled
-])
-def test_current_month_until_the_roll(today, symbol):
-    contracts = futures(rows())[("NFO", "BANKNIFTY")]
-    assert [c.tradingsymbol for c in contracts] == ["BANKNIFTY26DECFUT", "BANKNIFTY27JANFUT"]
-    assert current_contract(contracts, today, 3).tradingsymbol == symbol
-
-
 def test_tick_and_lot_come_from_the_dump():
     contract = futures(rows())[("NFO", "BANKNIFTY")][0]
     assert (contract.tick_size, contract.lot_size) == (Decimal("0.05"), 30)
-
-
-def test_no_future_left_is_an_error():
-    with pytest.raises(LookupError):
-        current_contract(futures(rows())[("NFO", "BANKNIFTY")], date(2027, 1, 26), 3)
 
 
 def test_limit_prices_round_towards_a_fill():
