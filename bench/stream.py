@@ -59,6 +59,8 @@ def write_bench_config(directory: Path, count: int) -> list[BenchInstrument]:
                 "pyramid_risk_block", "pyramid_vol_block"):
         portfolio[cap] = "100"
     (directory / "portfolio.json").write_text(json.dumps(portfolio))
+    holidays = DEFAULT_CONFIG_DIR / "holidays.json"
+    (directory / "holidays.json").write_text(holidays.read_text())
     return instruments
 
 

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import structlog
 
 from core.db_pool import TRANSIENT_ERRORS
-from core.intents import ExitPurpose, Sacred
+from core.intents import Sacred
 from core.models import OrderIntent
 from core.specs import InstrumentSpec
 from live import failpoints
@@ -150,8 +150,6 @@ class ExitRetries:
         del self._pending[intent.id]
         try:
             async with self._locks(intent.instrument):
-                if await self._position_gone(intent):
-                    return
                 failpoints.reached("before_exit_retry")
                 outcome = await self.flow.complete(intent, fresh=False)
             log.info("exit_retried", instrument=intent.instrument, tag=intent.tag,
@@ -171,19 +169,3 @@ class ExitRetries:
         self._pending[pending.intent.id] = pending
         log.warning("exit_retry_deferred", instrument=pending.intent.instrument,
                     tag=pending.intent.tag, reason=reason, due=pending.due.isoformat())
-
-    async def _position_gone(self, intent: OrderIntent) -> bool:
-        """Whether the broker no longer holds what this retry would sell (its square-off, a
-        trade in Kite): selling it would open a short. The retry is then given up and the
-        difference left to reconciliation, which books the broker's trades."""
-        if (not isinstance(intent.purpose, ExitPurpose) or intent.tradingsymbol is None
-                or await self._broker.find_by_tag(intent.tag)):
-            return False  # an attempt already placed is resolved by its tag, as ever
-        held = (await self._broker.positions()).get(intent.tradingsymbol, 0)
-        if held >= intent.quantity:
-            return False
-        log.error("exit_retry_position_gone", instrument=intent.instrument, tag=intent.tag,
-                  tradingsymbol=intent.tradingsymbol, book=intent.quantity, broker=held)
-        await self.flow.booking.give_up_exit(
-            intent, f"broker holds {held} of {intent.quantity}: left to reconciliation")
-        return True

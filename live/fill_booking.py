@@ -223,16 +223,23 @@ class FillBooking:
         return SignalOutcome(intent.signal_id or 0, Outcome.REJECTED, reason, result)
 
 
-    async def give_up_exit(self, intent: OrderIntent, reason: str) -> None:
-        """Close an exit retry that must not be placed (the broker no longer holds its
-        quantity): its layers open again for reconciliation to book what the broker did."""
+    async def give_up_exit(self, intent: OrderIntent, reason: str) -> SignalOutcome:
+        """Close an exit that must not be placed: the broker closed the position itself.
+        Its layers open again, for reconciliation to book the broker's trades."""
         assert isinstance(intent.purpose, ExitPurpose)
         layers, _ = await self._exit_layers(intent.instrument, intent.purpose)
+        decides, outcome = await self._decision(intent, filled_now=False)
+        reason = f"{reason}: closed by the broker, booked by reconciliation"
         async with self._db.transaction() as tx:
             await tx.update_intent_later(intent, status=IntentStatus.REJECTED, reason=reason)
             await reopen(tx, layers)
-            await tx.log_event("exit_retry_given_up", intent_id=intent.id,
-                               instrument=intent.instrument, tag=intent.tag, reason=reason)
+            if decides and intent.signal_id is not None:
+                await tx.decide_signal(intent.signal_id, outcome, reason, self._processed_by,
+                                       self._clock())
+            await tx.log_event("exit_given_up", signal_id=intent.signal_id,
+                               intent_id=intent.id, instrument=intent.instrument,
+                               tag=intent.tag, reason=reason, decided=decides)
+        return SignalOutcome(intent.signal_id or 0, Outcome.REJECTED, reason)
 
 
 async def write_exit(tx: BookTransaction, instrument: str, booking: ExitBooking, *,

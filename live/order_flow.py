@@ -19,8 +19,9 @@ import structlog
 
 from core.book_store import BookStore, BookTransaction
 from core.errors import VersionConflict
-from core.intents import EntryPurpose, Purpose, purpose_to_json
+from core.intents import EntryPurpose, ExitPurpose, Purpose, purpose_to_json
 from core.models import ContractRef, NewIntent, OrderIntent, Outcome, Side, SignalOutcome
+from core.reconciliation import Discrepancy, explained_square_off
 from core.specs import InstrumentSpec
 from live import failpoints
 from live.brokers.base import (
@@ -101,6 +102,13 @@ class OrderFlow:
         placed yet and the tag lookup is skipped. `deadline`: an entry not placed by then is
         given up (only once the broker proves it holds no order with the tag).
         """
+        if isinstance(intent.purpose, ExitPurpose):
+            short = await self._broker_short(intent, fresh)
+            if short is not None:
+                reason, squared_off = short
+                if squared_off:  # the broker closed it itself: reconciliation books that
+                    return await self.booking.give_up_exit(intent, reason)
+                return await self.booking.apply_rejection(intent, None, reason)
         orders, refusal = await self._orders_for(intent, fresh, deadline)
         if orders and not all(o.is_final for o in orders):
             intent = await self.booking.record_placed(intent, _ids(orders))
@@ -156,6 +164,30 @@ class OrderFlow:
                             error=str(exc))
                 orders = await self._look_up(intent)
         return orders, None
+
+    async def _broker_short(self, intent: OrderIntent, fresh: bool) -> tuple[str, bool] | None:
+        """Before an exit sells anything under its tag: does the broker still hold what the
+        book holds in that contract? If not, the sale could open a short, so it is not
+        placed. Returns why, and whether the broker's own trades (its square-off, a trade
+        in Kite) explain the difference; None when the broker holds it all."""
+        if intent.tradingsymbol is None:
+            return None
+        if not fresh:
+            placed = await self._retrying(partial(self._broker.find_by_tag, intent.tag))
+            if placed:
+                return None  # placed already: resolved by its tag, as ever
+        symbol = intent.tradingsymbol
+        book = sum(layer.quantity for layer in await self._db.live_layers(intent.instrument)
+                   if layer.tradingsymbol == symbol)
+        held = (await self._retrying(self._broker.positions)).get(symbol, 0)
+        if held >= book:
+            return None
+        difference = Discrepancy(symbol, book, held)
+        explained = explained_square_off(difference, await self._retrying(self._broker.trades),
+                                         await self._db.own_activity(symbol)) is not None
+        log.error("exit_not_placed_broker_short", intent_id=intent.id, tag=intent.tag,
+                  tradingsymbol=symbol, book=book, broker=held, squared_off=explained)
+        return f"broker holds {held} of the book's {book} in {symbol}", explained
 
     async def _look_up(self, intent: OrderIntent) -> list[BrokerOrder]:
         await asyncio.sleep(self._settle_s)  # let the venue's order book catch up

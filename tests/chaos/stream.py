@@ -35,7 +35,7 @@ class Walk:
 def chaos_config(directory: Path) -> Path:
     """Write the shipped config, accepting alerts up to a week old (virtual clocks)."""
     directory.mkdir(parents=True, exist_ok=True)
-    for name in ("instruments.json", "kite.json"):
+    for name in ("instruments.json", "kite.json", "holidays.json"):
         (directory / name).write_text((DEFAULT_CONFIG_DIR / name).read_text())
     portfolio = json.loads((DEFAULT_CONFIG_DIR / "portfolio.json").read_text())
     portfolio["max_signal_age_s"] = 600_000

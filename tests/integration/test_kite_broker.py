@@ -47,16 +47,18 @@ async def fake():
         yield handle
 
 
-async def start_trading(db, dsn, fake, tmp_path, capital="5000000", clock=None, **policy):
+async def start_trading(db, dsn, fake, tmp_path, capital="5000000", clock=None,
+                        calendar=None, **policy):
     clock = clock or Clock(datetime.now(UTC))
+    calendar = calendar or TradingCalendar({})
     session = KiteSession(tmp_path, "fake_access_token")
     broker = KiteBroker(KiteCalls("fake_api_key", fake.url, 1.5), session,
                         kite_config(**policy), INSTRUMENTS,
                         api_secret=SECRET, clock=clock, metrics=Metrics(),
-                        session_check_s=0.1)
+                        session_check_s=0.1, calendar=calendar)
     trading = Trading(db, dsn, config=PORTFOLIO.model_copy(
         update={"initial_capital": D(capital)}), clock=clock, broker=broker,
-        price_limits=LIMITS)
+        price_limits=LIMITS, calendar=calendar)
     await trading.start()
     trading.inbox.start_processing()
     trading.session = session  # type: ignore[attr-defined]
