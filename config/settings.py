@@ -5,7 +5,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import AwareDatetime, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     kite_access_token: SecretStr | None = None
     kite_root: str = "https://api.kite.trade"
     failpoint: str | None = None  # crash tests only: see live/failpoints.py
+    # Drills and crash campaigns only: the daemon's clock starts here (timezone required)
+    # and runs at real speed, so that a roll day or a closed session can be met on demand.
+    clock_start: AwareDatetime | None = None
     # PM_PORTFOLIO__<FIELD>=value, collected here so load_domain never reads the environment.
     portfolio: dict[str, str] = Field(default_factory=dict)
 

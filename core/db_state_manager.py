@@ -318,6 +318,11 @@ class DatabaseStateManager:
             "ORDER BY id DESC LIMIT %s").format(SIGNAL_COLUMNS)
         return await self._fetch(SignalRecord, query, (instrument, instrument, limit))
 
+    async def intent(self, intent_id: int) -> OrderIntent | None:
+        query = sql.SQL("SELECT {} FROM order_intents WHERE id = %s").format(INTENT_COLUMNS)
+        found = await self._fetch(OrderIntent, query, (intent_id,))
+        return found[0] if found else None
+
     async def list_intents(self, limit: int) -> list[OrderIntent]:
         query = sql.SQL("SELECT {} FROM order_intents ORDER BY id DESC LIMIT %s").format(
             INTENT_COLUMNS)

@@ -9,11 +9,12 @@ import secrets
 import signal
 import socket
 import sys
+import time
 import uuid
-from collections.abc import AsyncIterator, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,16 @@ def now_utc() -> datetime:
     return datetime.now(UTC)
 
 
+def daemon_clock(settings: Settings) -> Callable[[], datetime]:
+    """The daemon's time: the wall clock, or — for drills and crash campaigns that must meet
+    a roll day or a closed session — one that starts at `clock_start` and runs at real speed."""
+    start = settings.clock_start
+    if start is None:
+        return now_utc
+    origin = time.monotonic()
+    return lambda: start + timedelta(seconds=time.monotonic() - origin)
+
+
 def webhook_secret(settings: Settings) -> tuple[str, bool]:
     """Return the webhook secret and whether it was generated for paper mode."""
     if settings.webhook_secret is not None:
@@ -104,10 +115,11 @@ class Venue:
 
 def build_broker(settings: Settings, instruments: dict[str, InstrumentSpec],
                  portfolio: PortfolioConfig, conninfo: str, metrics: Metrics,
-                 calendar: TradingCalendar | None = None) -> Venue:
+                 calendar: TradingCalendar | None = None,
+                 clock: Callable[[], datetime] = now_utc) -> Venue:
     """Return the venue chosen for this run, with how the engine should work with it."""
     if settings.broker == "paper":
-        return Venue(PaperBroker(conninfo, instruments, portfolio, clock=now_utc,
+        return Venue(PaperBroker(conninfo, instruments, portfolio, clock=clock,
                                  calendar=calendar))
     from live.brokers.kite import KiteBroker
     from live.brokers.kite_client import KiteCalls
@@ -120,7 +132,7 @@ def build_broker(settings: Settings, instruments: dict[str, InstrumentSpec],
                           configured.get_secret_value() if configured else None)
     calls = KiteCalls(settings.kite_api_key, settings.kite_root, config.request_timeout_s)
     broker = KiteBroker(calls, session, config, instruments,
-                        api_secret=settings.kite_api_secret.get_secret_value(), clock=now_utc,
+                        api_secret=settings.kite_api_secret.get_secret_value(), clock=clock,
                         metrics=metrics, calendar=calendar)
     return Venue(broker, (config.max_entry_divergence_percent,
                           config.max_pyramid_divergence_percent), config.poll_interval_max_s)
@@ -173,12 +185,13 @@ async def run_live(settings: Settings) -> None:
             await tx.register_instance(instance, socket.gethostname(), settings.port, "single",
                                        VERSION)
         metrics = Metrics()
+        clock = daemon_clock(settings)
         venue = build_broker(settings, instruments, portfolio, target.conninfo, metrics,
-                             calendar)
+                             calendar, clock)
         await venue.broker.start()
         stack.push_async_callback(venue.broker.close)
         parts = assemble(settings, db, venue, instruments, portfolio, calendar, instance,
-                         metrics)
+                         metrics, clock)
         stack.push_async_callback(parts.reconciler.close)  # after the inbox has stopped
         stack.push_async_callback(parts.inbox.stop, settings.shutdown_timeout_s)
         await serve(settings, stack, parts.context(settings, secret, instruments))
@@ -235,6 +248,7 @@ class Parts:
     exits: ExitRetries
     reconciler: Reconciler
     rollover: Rollover
+    clock: Callable[[], datetime]
 
     def workers(self) -> list[tuple[str, Coroutine[Any, Any, None]]]:
         """The loops that run beside the signal path once recovery is done."""
@@ -245,7 +259,7 @@ class Parts:
                 instruments: dict[str, InstrumentSpec]) -> Context:
         return Context(
             db=self.db, inbox=self.inbox, engine=self.engine, instruments=instruments,
-            metrics=self.metrics, readiness=self.readiness, broker=self.broker, clock=now_utc,
+            metrics=self.metrics, readiness=self.readiness, broker=self.broker, clock=self.clock,
             limiter=RateLimiter(settings.rate_limit_per_min), exits=self.exits,
             rollover=self.rollover,
             policy=WebhookPolicy(secret=secret, max_bytes=settings.webhook_max_bytes,
@@ -255,28 +269,29 @@ class Parts:
 
 def assemble(settings: Settings, db: DatabaseStateManager, venue: Venue,
              instruments: dict[str, InstrumentSpec], portfolio: PortfolioConfig,
-             calendar: TradingCalendar, instance: str, metrics: Metrics) -> Parts:
+             calendar: TradingCalendar, instance: str, metrics: Metrics,
+             clock: Callable[[], datetime] = now_utc) -> Parts:
     readiness = Readiness()
-    flow = OrderFlow(db, venue.broker, instruments, processed_by=instance, clock=now_utc,
+    flow = OrderFlow(db, venue.broker, instruments, processed_by=instance, clock=clock,
                      metrics=metrics, poll_interval_max_s=venue.poll_interval_max_s)
     engine = LiveTradingEngine(db, venue.broker, instruments, portfolio, flow,
-                               processed_by=instance, clock=now_utc, metrics=metrics,
+                               processed_by=instance, clock=clock, metrics=metrics,
                                readiness=readiness, price_limits_percent=venue.price_limits)
-    inbox = Inbox(db, engine, instruments, portfolio, processed_by=instance, clock=now_utc,
+    inbox = Inbox(db, engine, instruments, portfolio, processed_by=instance, clock=clock,
                   metrics=metrics)
     exits = ExitRetries(flow, venue.broker, instruments, calendar, readiness, metrics,
-                        engine.locks, clock=now_utc, first_delay_s=settings.exit_retry_first_s,
+                        engine.locks, clock=clock, first_delay_s=settings.exit_retry_first_s,
                         max_delay_s=settings.exit_retry_max_s)
     reconciler = Reconciler(db, venue.broker, instruments, readiness, locks=engine.locks,
-                            metrics=metrics, clock=now_utc, in_session=calendar.in_session,
+                            metrics=metrics, clock=clock, in_session=calendar.in_session,
                             interval_s=settings.reconcile_interval_s)
     flow.fill_listeners.append(reconciler.after_fill)
     rollover = Rollover(db, venue.broker, instruments, calendar, readiness, engine.locks, exits,
-                        clock=now_utc, last_price=engine.last_alert_price,
+                        clock=clock, last_price=engine.last_alert_price,
                         interval_s=settings.roll_check_interval_s)
     engine.rollover = rollover
     return Parts(db, venue.broker, metrics, readiness, flow, engine, inbox, exits, reconciler,
-                 rollover)
+                 rollover, clock)
 
 
 async def serve(settings: Settings, stack: AsyncExitStack, context: Context) -> None:

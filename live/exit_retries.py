@@ -150,8 +150,11 @@ class ExitRetries:
         del self._pending[intent.id]
         try:
             async with self._locks(intent.instrument):
+                current = await self.flow.store.intent(intent.id)
+                if current is None or not current.is_unresolved:
+                    return  # resolved meanwhile (by recovery, or a signal's own order)
                 failpoints.reached("before_exit_retry")
-                outcome = await self.flow.complete(intent, fresh=False)
+                outcome = await self.flow.complete(current, fresh=False)
             log.info("exit_retried", instrument=intent.instrument, tag=intent.tag,
                      attempt=pending.attempt, outcome=outcome.outcome, reason=outcome.reason)
         except (*TRANSIENT_ERRORS, BrokerError) as exc:

@@ -11,6 +11,14 @@ point costs one comparison. The points, in the order a signal meets them:
                            (the layer update and its ledger row share that one transaction,
                            so there is no point between them: they cannot be separated)
 - `during_recovery`        after recovery resolved its first intent
+- `after_exit_refused`     an exit's refusal and its retry intent are committed; the retry
+                           has not been attempted
+- `before_exit_retry`      a pending exit (or roll leg) is about to be attempted again
+- `after_roll_close_intent` a roll and its close leg's intent are committed; nothing placed
+- `after_roll_close_fill`  the close leg's fill is booked and, in the same transaction, the
+                           open leg's intent committed (no point between them: they cannot
+                           be separated); the open leg has not been placed
+- `after_roll_open_fill`   the open leg is booked: the layers are in the new contract
 """
 
 from __future__ import annotations
@@ -18,8 +26,14 @@ from __future__ import annotations
 import os
 import signal
 
-POINTS = frozenset({"after_signal_durable", "after_intent_commit", "after_broker_accept",
-                    "after_fill_recorded", "during_exit_allocation", "during_recovery"})
+# On every signal's path (and recovery's).
+SIGNAL_POINTS = frozenset({"after_signal_durable", "after_intent_commit",
+                           "after_broker_accept", "after_fill_recorded",
+                           "during_exit_allocation", "during_recovery"})
+# Reached only where an exit is refused, or a roll runs.
+RETRY_POINTS = frozenset({"after_exit_refused", "before_exit_retry"})
+ROLL_POINTS = ("after_roll_close_intent", "after_roll_close_fill", "after_roll_open_fill")
+POINTS = SIGNAL_POINTS | RETRY_POINTS | frozenset(ROLL_POINTS)
 
 _armed: str | None = None
 _at_hit = 1

@@ -219,6 +219,8 @@ class FillBooking:
             await tx.log_event("order_rejected", signal_id=intent.signal_id,
                                intent_id=intent.id, instrument=intent.instrument,
                                reason=message, decided=decides)
+        if isinstance(purpose, ExitPurpose):
+            failpoints.reached("after_exit_refused")
         self._announce(follow)
         return SignalOutcome(intent.signal_id or 0, Outcome.REJECTED, reason, result)
 

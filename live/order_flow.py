@@ -59,6 +59,10 @@ class OrderFlow:
         self.booking = FillBooking(db, instruments, processed_by=processed_by, clock=clock)
 
     @property
+    def store(self) -> BookStore:
+        return self._db
+
+    @property
     def instruments(self) -> dict[str, InstrumentSpec]:
         return self._instruments
 
@@ -103,7 +107,10 @@ class OrderFlow:
         given up (only once the broker proves it holds no order with the tag).
         """
         if isinstance(intent.purpose, ExitPurpose):
-            short = await self._broker_short(intent, fresh)
+            try:
+                short = await self._broker_short(intent, fresh)
+            except BrokerAuthExpired:  # nothing can be placed; the exit is retried later
+                short = ("broker session expired", False)
             if short is not None:
                 reason, squared_off = short
                 if squared_off:  # the broker closed it itself: reconciliation books that
@@ -173,17 +180,17 @@ class OrderFlow:
         if intent.tradingsymbol is None:
             return None
         if not fresh:
-            placed = await self._retrying(partial(self._broker.find_by_tag, intent.tag))
+            placed = await self._reading(partial(self._broker.find_by_tag, intent.tag))
             if placed:
                 return None  # placed already: resolved by its tag, as ever
         symbol = intent.tradingsymbol
         book = sum(layer.quantity for layer in await self._db.live_layers(intent.instrument)
                    if layer.tradingsymbol == symbol)
-        held = (await self._retrying(self._broker.positions)).get(symbol, 0)
+        held = (await self._reading(self._broker.positions)).get(symbol, 0)
         if held >= book:
             return None
         difference = Discrepancy(symbol, book, held)
-        explained = explained_square_off(difference, await self._retrying(self._broker.trades),
+        explained = explained_square_off(difference, await self._reading(self._broker.trades),
                                          await self._db.own_activity(symbol)) is not None
         log.error("exit_not_placed_broker_short", intent_id=intent.id, tag=intent.tag,
                   tradingsymbol=symbol, book=book, broker=held, squared_off=explained)
@@ -206,19 +213,28 @@ class OrderFlow:
                       for o in orders]
         return orders
 
-    async def _retrying(self, call: Callable[[], Awaitable[T]]) -> T:
-        """Repeat a broker call that changes nothing until the broker answers."""
+    async def _reading(self, call: Callable[[], Awaitable[T]]) -> T:
+        """Repeat a broker read while the broker is unreachable; an expired session is
+        raised (the caller decides whether to wait for the next one)."""
         delay = self._poll_interval_s
         while True:
             try:
                 return await call()
             except BrokerAuthExpired:
-                log.warning("broker_session_expired_waiting")
-                await self._broker.wait_available()
+                raise
             except BrokerUnavailable as exc:
                 log.warning("broker_unavailable", error=str(exc), retry_in_s=delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self._retry_max_s)
+
+    async def _retrying(self, call: Callable[[], Awaitable[T]]) -> T:
+        """Repeat a broker call that changes nothing until the broker answers."""
+        while True:
+            try:
+                return await self._reading(call)
+            except BrokerAuthExpired:
+                log.warning("broker_session_expired_waiting")
+                await self._broker.wait_available()
 
     def _request(self, intent: OrderIntent, quantity: int) -> OrderRequest:
         return OrderRequest(tag=intent.tag, instrument=intent.instrument,

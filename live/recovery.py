@@ -14,7 +14,7 @@ import structlog
 
 from core.book_store import BookStore
 from core.db_pool import TRANSIENT_ERRORS
-from core.intents import EntryPurpose
+from core.intents import EntryPurpose, Sacred
 from core.models import OrderIntent, SignalOutcome, SignalStatus
 from core.signals import entry_deadline
 from core.specs import PortfolioConfig
@@ -74,8 +74,29 @@ async def recover(db: BookStore, broker: Broker, inbox: Inbox, flow: OrderFlow,
 
 async def resolve_intents(db: BookStore, flow: OrderFlow, config: PortfolioConfig,
                           readiness: Readiness) -> None:
-    """Drive every intent an earlier run left open to its final state, and book it."""
-    for intent in await db.load_unresolved_intents():
+    """Drive every intent an earlier run left open to its final state, and book it.
+
+    What booking one commits to go at once (a roll's open leg after its close leg) is driven
+    too, so that a roll interrupted by a crash is finished before the daemon says it is
+    ready; later attempts of refused orders keep their backoff (the exit driver has them).
+    """
+    seen: set[int] = set()
+    while True:
+        todo = [i for i in await db.load_unresolved_intents()
+                if i.id not in seen and (not seen or _goes_at_once(i))]
+        if not todo:
+            return
+        seen.update(i.id for i in todo)
+        await _resolve_all(db, flow, config, readiness, todo)
+
+
+def _goes_at_once(intent: OrderIntent) -> bool:
+    return isinstance(intent.purpose, Sacred) and intent.purpose.attempt == 0
+
+
+async def _resolve_all(db: BookStore, flow: OrderFlow, config: PortfolioConfig,
+                       readiness: Readiness, intents: list[OrderIntent]) -> None:
+    for intent in intents:
         deadline = None
         if isinstance(intent.purpose, EntryPurpose) and intent.signal_id is not None:
             record = await db.signal(intent.signal_id)

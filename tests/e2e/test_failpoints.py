@@ -7,7 +7,7 @@ import signal as signals
 
 import pytest
 
-from live.failpoints import POINTS
+from live.failpoints import SIGNAL_POINTS
 from tests.support.alerts import alert, ist
 from tests.support.daemon import TradingDaemon
 from tests.support.invariants import book_violations, paper_broker
@@ -37,7 +37,7 @@ def settle(state_dir, *, failpoint: str | None = None) -> TradingDaemon:
     return TradingDaemon(state_dir, env=env).start()
 
 
-@pytest.mark.parametrize("point", sorted(POINTS - {"during_recovery"}))
+@pytest.mark.parametrize("point", sorted(SIGNAL_POINTS - {"during_recovery"}))
 def test_crash_at_each_point_then_restart(state_dir, point):
     alerts = trade()
     crashing = settle(state_dir, failpoint=point)

@@ -449,6 +449,9 @@ class FakeBookStore:
     async def load_unresolved_intents(self) -> list[OrderIntent]:
         return _by_id(i for i in self.tables.intents.values() if i.is_unresolved)
 
+    async def intent(self, intent_id: int) -> OrderIntent | None:
+        return self.tables.intents.get(intent_id)
+
     async def load_pending_signals(self) -> list[SignalRecord]:
         return _by_id(s for s in self.tables.signals.values()
                       if s.status is not SignalStatus.PROCESSED)

@@ -214,3 +214,30 @@ async def _venue_square_off(trading: Trading, symbol: str, quantity: int) -> Non
             " traded_at) VALUES ('SQOFF1T1', 'SQOFF1', %s, 'SELL', %s, 78000, now())",
             (symbol, quantity))
 
+
+
+async def test_an_exit_after_the_brokers_square_off_sells_nothing(paper, postgresql):
+    await entered(paper)
+    [layer] = await paper.db.live_layers("GOLD_MINI")
+    await _venue_square_off(paper, layer.tradingsymbol, layer.quantity)
+    # The EXIT comes before reconciliation has looked: selling now would open a short.
+    outcome = await paper.send("EXIT", price="79000")
+    assert outcome.outcome == "rejected" and "closed by the broker" in outcome.reason
+    assert await paper.broker.positions() == {}
+    await paper.reconciler.check()
+    assert await paper.db.live_layers("GOLD_MINI") == []
+    [(reason,)] = postgresql.execute(
+        "SELECT exit_reason FROM portfolio_positions WHERE status = 'closed'").fetchall()
+    assert reason == "BROKER_SQUARE_OFF"
+
+
+async def test_an_exit_the_broker_cannot_explain_waits_rather_than_sells(paper):
+    await entered(paper)
+    [layer] = await paper.db.live_layers("GOLD_MINI")
+    async with paper.broker._pool.connection() as conn:  # the venue lost part of it
+        await conn.execute("UPDATE paper_trades SET quantity = quantity - 1")
+    outcome = await paper.send("EXIT", price="79000")
+    assert outcome.outcome == "rejected" and "exit pending" in outcome.reason
+    assert await paper.broker.positions() == {layer.tradingsymbol: layer.quantity - 1}
+    [pending] = paper.exits.pending()
+    assert pending.intent.quantity == layer.quantity

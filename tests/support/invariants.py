@@ -26,6 +26,7 @@ def book_violations(conninfo: str, broker_positions: dict[str, int],
                 """SELECT signal_id, count(*) FROM execution_log
                    WHERE event IN ('signal_decided', 'order_filled', 'order_rejected')
                      AND coalesce(details->>'decided', 'true') = 'true'
+                     AND signal_id IS NOT NULL
                    GROUP BY signal_id HAVING count(*) > 1"""):
             problems.append(f"signal {signal_id} decided {decisions} times")
         intents = {tag: (status, quantity) for tag, status, quantity in
@@ -53,7 +54,33 @@ def book_violations(conninfo: str, broker_positions: dict[str, int],
                                 f"broker {broker_positions.get(symbol, 0)}")
         for (layer_id,) in rows("SELECT id FROM portfolio_positions WHERE status = 'closing'"):
             problems.append(f"layer {layer_id} left closing")
+        problems += _roll_violations(rows)
         problems += _ledger_violations(rows)
+    return problems
+
+
+def _roll_violations(rows) -> list[str]:  # type: ignore[no-untyped-def]
+    """A roll is finished, whole: no roll left under way, no instrument in two contracts
+    once its roll is done, and each done roll's P&L is the ROLL rows of its layers."""
+    problems = [f"roll {roll_id} of {instrument} left {status}" for roll_id, instrument, status
+                in rows("SELECT id, instrument, status FROM rolls WHERE status <> 'done'")]
+    for instrument, held in rows(
+            """SELECT p.instrument, array_agg(DISTINCT p.tradingsymbol ORDER BY p.tradingsymbol)
+               FROM portfolio_positions p
+               WHERE p.status <> 'closed'
+                 AND EXISTS (SELECT 1 FROM rolls r WHERE r.instrument = p.instrument)
+               GROUP BY 1 HAVING count(DISTINCT p.tradingsymbol) > 1"""):
+        problems.append(f"{instrument} holds {held} after its roll")
+    for roll_id, pnl, booked in rows(
+            """SELECT r.id, r.pnl, (SELECT sum(c.amount) FROM capital_transactions c
+                                   JOIN portfolio_positions p ON p.id = c.position_id
+                                   WHERE p.exit_reason = 'ROLL'
+                                     AND p.tradingsymbol = r.old_tradingsymbol
+                                     AND p.instrument = r.instrument
+                                     AND p.exit_timestamp = r.closed_at)
+               FROM rolls r WHERE r.status = 'done'"""):
+        if pnl != booked:
+            problems.append(f"roll {roll_id}: P&L {pnl}, ledger {booked}")
     return problems
 
 
@@ -65,7 +92,11 @@ def _ledger_violations(rows) -> list[str]:  # type: ignore[no-untyped-def]
     [(flows,)] = rows("""SELECT coalesce(sum(CASE txn_type WHEN 'DEPOSIT' THEN amount
                                                        WHEN 'WITHDRAW' THEN -amount END), 0)
                          FROM capital_transactions WHERE txn_type <> 'TRADING_PNL'""")
+    [(booked,)] = rows("SELECT coalesce(sum(amount), 0) FROM capital_transactions "
+                       "WHERE txn_type = 'TRADING_PNL'")
     problems = []
+    if Decimal(booked) != Decimal(realised):
+        problems.append(f"ledger P&L {booked} != realised {realised} (roll legs included)")
     expected = Decimal(flows) + Decimal(realised)
     if Decimal(closed) != expected:
         problems.append(f"closed equity {closed} != capital {flows} + realised {realised}")
