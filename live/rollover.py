@@ -21,8 +21,8 @@ import structlog
 from core.book_store import BookStore
 from core.calendar import TradingCalendar, india_time
 from core.intents import RollPurpose
-from core.models import ContractRef, Layer, LayerStatus, NewIntent, OrderIntent, Side
-from core.roll_schedule import cutoff_date, entry_contract, next_contract, roll_day, roll_due
+from core.models import ContractRef, Layer, LayerStatus, NewIntent, Side
+from core.roll_schedule import cutoff_date, next_contract, roll_day, roll_due
 from core.rollover import Roll, alert_basis, new_roll
 from core.specs import InstrumentSpec
 from live import failpoints
@@ -223,9 +223,3 @@ def _contract_view(contract: ContractRef) -> dict[str, Any]:
     return {"tradingsymbol": contract.tradingsymbol, "exchange": contract.exchange,
             "expiry": contract.expiry}
 
-
-def pending_orders(intents: list[OrderIntent]) -> list[OrderIntent]:
-    return [i for i in intents if isinstance(i.purpose, RollPurpose)]
-
-
-__all__ = ["ROLL_OVERDUE", "Rollover", "entry_contract"]

@@ -1,6 +1,11 @@
 """`make chaos`: crash the daemon at every fail point and at random instants while it trades,
 restart it, and check after every restart that nothing was lost, doubled or left dangling.
 
+The daemons run on a drill clock (`PM_CLOCK_START`) set a few days before GOLD_MINI's
+December 2026 roll day. Once a third of the crashes are done and GOLD_MINI is held, the clock
+jumps to the roll day's 10:00 IST: the roll runs (crashing at one of the roll's fail points),
+and trading goes on in the next month, alerts converted by the roll's spread.
+
     python -m tests.chaos.campaign --broker both --crashes 200 [--seed N]
 
 Alerts are sent one at a time (as TradingView does); one that got no answer is sent again
@@ -19,16 +24,19 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import date, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from random import Random
 from typing import Any
 
 import psycopg
 
+from core.signals import INDIA
 from live.embedded_db import EmbeddedPostgres
-from live.failpoints import POINTS
+from live.failpoints import ROLL_POINTS, SIGNAL_POINTS
 from tests.chaos.stream import alerts, chaos_config
+from tests.fakes.kite.instruments import MONTHS
 from tests.fakes.kite_server import FakeKiteProcess
 from tests.support.daemon import TradingDaemon
 from tests.support.invariants import book_violations, kite_broker, paper_broker
@@ -39,6 +47,25 @@ KITE_ENV = {"PM_KITE_API_KEY": "fake_api_key", "PM_KITE_API_SECRET": "fake_api_s
 RANDOM = "random instant"
 READY_TIMEOUT_S = 90
 TAIL = 30  # alerts traded after the last crash: the daemon keeps trading correctly
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """The drill clock's two phases (before, and from, the roll) and the fake's listing day."""
+
+    before: datetime
+    roll_day: datetime
+    kite_today: date | None = None
+
+
+# Paper monthly futures: GOLD_MINI December expires Fri 4 Dec, rolls Fri 27 Nov at 10:00.
+# The fake Kite's GOLDM December expires Sat 5 Dec: cut-off Wed 2 Dec, roll day Mon 30 Nov.
+SCHEDULES = {"paper": Schedule(datetime(2026, 11, 26, 10, 0, tzinfo=INDIA),
+                               datetime(2026, 11, 27, 10, 0, 5, tzinfo=INDIA)),
+             "zerodha": Schedule(datetime(2026, 11, 27, 10, 0, tzinfo=INDIA),
+                                 datetime(2026, 11, 30, 10, 0, 5, tzinfo=INDIA),
+                                 date(2026, 11, 27))}
+ROLL_WAIT_S = 60
 
 
 @dataclass(frozen=True)
@@ -60,6 +87,7 @@ class Report:
     signals: int = 0
     orders: int = 0
     violations: list[str] = field(default_factory=list)
+    rolled: bool = False
 
 
 # `during_recovery` follows `after_intent_commit`: that crash leaves an intent to resolve.
@@ -71,7 +99,7 @@ STRETCH = {"during_exit_allocation": 150}
 
 def plan(rng: Random, crashes: int) -> list[Crash]:
     """Every fail point in turn, and crashes at random instants."""
-    assert set(ROTATION) - {None} == POINTS
+    assert set(ROTATION) - {None} == SIGNAL_POINTS
     out = []
     for n in range(crashes):
         point = ROTATION[n % len(ROTATION)]
@@ -82,18 +110,28 @@ def plan(rng: Random, crashes: int) -> list[Crash]:
 
 class Campaign:
     def __init__(self, broker: str, seed: int, crashes: int, workdir: Path,
-                 log: Any = print):
+                 log: Any = print, roll_index: int | None = None):
         self.broker, self.seed, self.crashes = broker, seed, crashes
         self.workdir, self.log = workdir, log
         self.config_dir = chaos_config(workdir / "config")
         self.report = Report(broker, seed)
         self.answered: dict[int, dict[str, Any]] = {}
         self.fake: FakeKiteProcess | None = None
+        self.schedule = SCHEDULES[broker]
+        # The drill clock: a phase's start plus the real time spent in it (restarts included).
+        self.phase_start, self.phase_began = self.schedule.before, time.monotonic()
+        # Where in the stream the clock jumped to the roll day (the calm run jumps there too).
+        self.roll_index = roll_index
+
+    def _clock_start(self) -> str:
+        elapsed = timedelta(seconds=time.monotonic() - self.phase_began)
+        return (self.phase_start + elapsed).isoformat()
 
     # -- the venue --------------------------------------------------------------------------
     def _env(self, failpoint: str | None) -> dict[str, str]:
         env = {"PM_CONFIG_DIR": str(self.config_dir), "PM_WEBHOOK_SECRET": SECRET,
-               "PM_DECISION_WAIT_MS": "10000", "PM_RATE_LIMIT_PER_MIN": "1000000"}
+               "PM_DECISION_WAIT_MS": "10000", "PM_RATE_LIMIT_PER_MIN": "1000000",
+               "PM_CLOCK_START": self._clock_start(), "PM_ROLL_CHECK_INTERVAL_S": "1"}
         if self.broker == "zerodha":
             env.update(KITE_ENV)
         if failpoint:
@@ -105,7 +143,8 @@ class Campaign:
         return TradingDaemon(state_dir, *args, env=self._env(failpoint))
 
     def _start_fake(self) -> FakeKiteProcess:
-        fake = FakeKiteProcess(log_path=self.workdir / f"fake-{time.monotonic_ns()}.log")
+        fake = FakeKiteProcess(today=self.schedule.kite_today,
+                               log_path=self.workdir / f"fake-{time.monotonic_ns()}.log")
         fake.start()
         fake.control("cash", segment="equity", cash="1000000000")
         return fake
@@ -116,15 +155,19 @@ class Campaign:
         return kite_broker(self.fake.state())
 
     def _price(self, alert: dict[str, Any]) -> None:
-        """At Kite the market trades at the alert's price when it arrives."""
+        """At Kite the front month trades at the alert's price when it arrives, each later
+        month 0.5 % higher (a contango, so that a roll has a spread)."""
         if self.fake is None:
             return
         series = {"GOLD_MINI": "MCX:GOLDM", "SILVER_MINI": "MCX:SILVERM",
                   "COPPER": "MCX:COPPER", "BANK_NIFTY": "NFO:BANKNIFTY"}[alert["instrument"]]
-        for key in self.fake.state()["prices"]:
-            if key.startswith(series):
-                self.fake.control("price", tradingsymbol=key.split(":")[1],
-                                  price=alert["price"])
+        tick = Decimal("0.05") if "." in alert["price"] else Decimal(1)
+        listed = sorted((key for key in self.fake.state()["prices"] if key.startswith(series)),
+                        key=_month_order)
+        for months, key in enumerate(listed):
+            price = Decimal(alert["price"]) * (1 + Decimal("0.005") * months)
+            self.fake.control("price", tradingsymbol=key.split(":")[1],
+                              price=str((price / tick).to_integral_value() * tick))
 
     # -- one run ----------------------------------------------------------------------------
     def run(self, stream: list[dict[str, Any]]) -> tuple[tuple, int]:
@@ -135,7 +178,7 @@ class Campaign:
             self.fake = self._start_fake()
         try:
             index = 0
-            for crash in plan(Random(self.seed), self.crashes):
+            for n, crash in enumerate(plan(Random(self.seed), self.crashes)):
                 if index >= len(stream):
                     raise AssertionError(f"the stream ran out after {index} alerts")
                 daemon = self._daemon(state_dir, crash.point and f"{crash.point}:{crash.nth}")
@@ -143,6 +186,17 @@ class Campaign:
                     self._crashed(crash)  # died during recovery: checked at the next start
                     continue
                 self._check(daemon, crash)
+                if (self.roll_index is None and n >= self.crashes // 3
+                        and _holds(daemon, "GOLD_MINI")):
+                    daemon.stop()
+                    self.roll_index = index
+                    self._roll(state_dir, ROLL_POINTS[self.seed % len(ROLL_POINTS)])
+                    daemon = self._daemon(state_dir,
+                                          crash.point and f"{crash.point}:{crash.nth}")
+                    if not self._ready(daemon):
+                        self._crashed(crash)
+                        continue
+                    self._check(daemon, crash)
                 start = index
                 index, reached = self._send_until_crash(daemon, crash, stream, index)
                 self._crashed(crash if reached else Crash(None))
@@ -153,6 +207,12 @@ class Campaign:
             assert self._ready(final), f"daemon did not come back:\n{final.output()}"
             self._check(final, None)
             end = min(len(stream), index + TAIL) if self.crashes else len(stream)
+            if not self.crashes and self.roll_index is not None:  # the calm run's roll
+                index, _ = self._send_until_crash(final, None, stream[:self.roll_index], index)
+                final.stop()
+                self._roll(state_dir, None)
+                final = self._daemon(state_dir, None)
+                assert self._ready(final), f"daemon did not come back:\n{final.output()}"
             self._send_until_crash(final, None, stream[:end], index)
             self._check(final, None)
             book = final_book(final)
@@ -161,6 +221,30 @@ class Campaign:
             return book, end
         finally:
             self._stop_all(state_dir)
+
+    def _roll(self, state_dir: Path, point: str | None) -> None:
+        """Jump the clock to the roll day; restart until GOLD_MINI's roll is done (crashing
+        once at `point` on the way), checking the book after every restart."""
+        self.phase_start, self.phase_began = self.schedule.roll_day, time.monotonic()
+        crashed: list[str] = []
+        while True:
+            daemon = self._daemon(state_dir, point)
+            done = self._ready(daemon) and _rolled(daemon)
+            if done:
+                time.sleep(0.5)  # the last fail point comes just after the last booking
+            if daemon.process.poll() is not None:  # it died in the roll: restart
+                self._crashed(Crash(point))
+                crashed.append(point or RANDOM)
+                point = None
+                continue
+            if not done:
+                daemon.kill()
+                raise AssertionError(f"the roll did not finish:\n{daemon.output()}")
+            self._check(daemon, None)
+            daemon.stop()
+            self.log(f"{self.broker}: GOLD_MINI rolled, through crashes at "
+                     f"{crashed or 'none'}")
+            return
 
     def _ready(self, daemon: TradingDaemon) -> bool:
         """Start the daemon; False if it died before /ready (a crash during recovery)."""
@@ -231,6 +315,30 @@ class Campaign:
             self.fake = None
 
 
+def _month_order(key: str) -> tuple[int, int]:
+    """`MCX:GOLDM26DECFUT` → (26, 12): the listed futures of a series, nearest first."""
+    symbol = key.split(":")[1]
+    return int(symbol[-8:-6]), MONTHS.index(symbol[-6:-3]) + 1
+
+
+def _holds(daemon: TradingDaemon, instrument: str) -> bool:
+    positions = daemon.get("/positions")[1]["positions"]
+    return any(p["instrument"] == instrument for p in positions)
+
+
+def _rolled(daemon: TradingDaemon) -> bool:
+    """Whether GOLD_MINI's roll is done (waiting for it while the daemon lives)."""
+    deadline = time.monotonic() + ROLL_WAIT_S
+    while time.monotonic() < deadline and daemon.process.poll() is None:
+        with psycopg.connect(daemon.book_conninfo()) as conn:
+            statuses = [s for (s,) in conn.execute(
+                "SELECT status FROM rolls WHERE instrument = 'GOLD_MINI'").fetchall()]
+        if statuses and all(s == "done" for s in statuses):
+            return True
+        time.sleep(0.2)
+    return False
+
+
 def final_book(daemon: TradingDaemon) -> tuple:
     positions = sorted((p["instrument"], p["layer"], p["status"], p["lots"], p["entry_price"],
                         p["exit_price"], p["realized_pnl"])
@@ -243,12 +351,14 @@ def campaign(broker: str, seed: int, crashes: int, log: Any = print) -> Report:
     """Run the crash campaign and the same stream without crashes; compare the books."""
     workdir = Path(tempfile.mkdtemp(prefix=f"pm-chaos-{broker}-"))
     try:
-        stream = alerts(seed, crashes * 50 + 200, SECRET, datetime.now(UTC))
+        stream = alerts(seed, crashes * 50 + 200, SECRET, SCHEDULES[broker].before)
         crashing = Campaign(broker, seed, crashes, workdir / "crash", log)
         crashed_book, used = crashing.run(stream)
-        calm = Campaign(broker, seed, 0, workdir / "calm", log)
+        calm = Campaign(broker, seed, 0, workdir / "calm", log,
+                        roll_index=crashing.roll_index)
         calm_book, _ = calm.run(stream[:used])
         report = crashing.report
+        report.rolled = crashing.roll_index is not None
         if crashed_book != calm_book:
             report.violations.append(
                 f"VIOLATION broker={broker} seed={seed}: the book differs from a run "
@@ -268,6 +378,7 @@ def table(reports: list[Report]) -> str:
                          ("signals sent", lambda r: r.signals),
                          ("broker orders", lambda r: r.orders),
                          ("violations", lambda r: len(r.violations)),
+                         ("rolled", lambda r: "yes" if r.rolled else "no"),
                          ("seed", lambda r: r.seed)):
         lines.append(f"{label:<24}" + "".join(f"{value(r):>12}" for r in reports))
     return "\n".join(lines)

@@ -38,7 +38,10 @@ def chaos_config(directory: Path) -> Path:
     for name in ("instruments.json", "kite.json", "holidays.json"):
         (directory / name).write_text((DEFAULT_CONFIG_DIR / name).read_text())
     portfolio = json.loads((DEFAULT_CONFIG_DIR / "portfolio.json").read_text())
-    portfolio["max_signal_age_s"] = 600_000
+    # The drill clock runs days ahead of the stream's first alerts; paper lists monthly
+    # futures, so that GOLD_MINI rolls on paper too.
+    portfolio["max_signal_age_s"] = 2_000_000
+    portfolio["paper_contracts"] = "monthly"
     (directory / "portfolio.json").write_text(json.dumps(portfolio))
     return directory
 
