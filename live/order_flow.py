@@ -186,7 +186,7 @@ class OrderFlow:
         symbol = intent.tradingsymbol
         book = sum(layer.quantity for layer in await self._db.live_layers(intent.instrument)
                    if layer.tradingsymbol == symbol)
-        held = (await self._reading(self._broker.positions)).get(symbol, 0)
+        held = await self._reading(partial(self._broker.position, symbol))
         if held >= book:
             return None
         difference = Discrepancy(symbol, book, held)

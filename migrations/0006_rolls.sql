@@ -41,3 +41,6 @@ CREATE TABLE rolls (
 );
 -- At most one roll under way per instrument.
 CREATE UNIQUE INDEX rolls_one_live_per_instrument ON rolls (instrument) WHERE status <> 'done';
+
+-- The paper venue is asked for one contract's position before every exit it takes.
+CREATE INDEX paper_trades_symbol_idx ON paper_trades (tradingsymbol);

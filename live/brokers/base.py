@@ -149,6 +149,10 @@ class Broker(Protocol):
         """Return the net quantity per tradingsymbol, in the venue's units."""
         ...
 
+    async def position(self, tradingsymbol: str) -> int:
+        """Return the net quantity held in one contract, in the venue's units."""
+        ...
+
     async def trades(self) -> list[VenueTrade]:
         """Return the venue's trades of the day (the paper venue: all of them), oldest first."""
         ...

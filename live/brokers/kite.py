@@ -345,6 +345,9 @@ class KiteBroker:
                 for t in rows
                 if t.get("product") == self._config.product and t.get("exchange") in exchanges]
 
+    async def position(self, tradingsymbol: str) -> int:
+        return (await self.positions()).get(tradingsymbol, 0)
+
     async def quote(self, tradingsymbol: str) -> Decimal | None:
         contract = self._by_symbol.get(tradingsymbol)
         if contract is None:

@@ -187,6 +187,18 @@ class PaperBroker:
                            int(quantity), price, traded_at)
                 for trade_id, order_id, tag, symbol, side, quantity, price, traded_at in rows]
 
+    async def position(self, tradingsymbol: str) -> int:
+        try:
+            async with self._pool.connection() as conn:
+                cur = await conn.execute(
+                    """SELECT coalesce(sum(CASE side WHEN 'BUY' THEN quantity
+                                                ELSE -quantity END), 0)
+                       FROM paper_trades WHERE tradingsymbol = %s""", (tradingsymbol,))
+                row = await cur.fetchone()
+        except VENUE_ERRORS as exc:
+            raise BrokerUnavailable(f"paper broker: {type(exc).__name__}") from exc
+        return int(row[0]) if row else 0
+
     async def quote(self, tradingsymbol: str) -> Decimal | None:
         """Return the price of the venue's last trade in the contract (it has no feed)."""
         try:

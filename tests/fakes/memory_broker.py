@@ -110,6 +110,9 @@ class MemoryBroker:
     async def positions(self) -> dict[str, int]:
         return {symbol: net for symbol, net in self._positions.items() if net}
 
+    async def position(self, tradingsymbol: str) -> int:
+        return self._positions.get(tradingsymbol, 0)
+
     async def trades(self) -> list[VenueTrade]:
         return [VenueTrade(t.trade_id, o.order_id, o.tag, o.tradingsymbol, Side(o.side),
                            t.quantity, t.price, t.traded_at)
