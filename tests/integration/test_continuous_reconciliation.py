@@ -4,7 +4,6 @@ real kiteconnect client against the fake Kite server."""
 from __future__ import annotations
 
 import asyncio
-import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -13,9 +12,11 @@ from structlog.testing import capture_logs
 
 from core.intents import EntryPurpose
 from core.models import Side
-from tests.fakes.kite_server import FakeKiteConfig, running_fake_kite
-from tests.integration.test_kite_broker import gold_entry, start_trading
+from tests.integration.test_kite_broker import fake, gold_entry, start_trading
+from tests.support.paper_venue import pnl_rows, venue_trade
 from tests.support.trading import INSTRUMENTS, Clock, Trading
+
+__all__ = ["fake"]  # the fixture, shared with the adapter's tests
 
 D = Decimal
 GOLD = "GOLD_MINI"  # the paper venue's contract is the instrument's name
@@ -30,38 +31,8 @@ async def paper(db, dsn):
     await trading.close()
 
 
-@pytest.fixture
-async def fake():
-    config = FakeKiteConfig(fault_timeout_s=3.0,
-                            available_cash_inr={"equity": D("50000000"),
-                                                "commodity": D("50000000")})
-    async with running_fake_kite(config) as handle:
-        yield handle
-
-
-def venue_trade(postgresql, symbol: str, side: str, quantity: int, price: str) -> str:
-    """A trade at the paper venue that no intent of ours placed (untagged, as the broker's
-    square-off or a manual trade in its app); return its trade id."""
-    order_id = f"EXT{uuid.uuid4().hex[:12]}"
-    postgresql.execute(
-        "INSERT INTO paper_orders (order_id, tag, tradingsymbol, side, quantity, order_type, "
-        "price, status, filled_quantity, average_price) "
-        "VALUES (%s, '', %s, %s, %s, 'MARKET', %s, 'COMPLETE', %s, %s)",
-        (order_id, symbol, side, quantity, price, quantity, price))
-    postgresql.execute(
-        "INSERT INTO paper_trades (trade_id, order_id, tradingsymbol, side, quantity, price) "
-        "VALUES (%s, %s, %s, %s, %s, %s)", (order_id + "T1", order_id, symbol, side, quantity,
-                                            price))
-    return order_id + "T1"
-
-
 def rows(postgresql, query: str, *params) -> list[tuple]:
     return postgresql.execute(query, params).fetchall()
-
-
-def pnl_rows(postgresql) -> list[Decimal]:
-    return [r[0] for r in rows(postgresql, "SELECT amount FROM capital_transactions "
-                                           "WHERE txn_type = 'TRADING_PNL' ORDER BY id")]
 
 
 async def until(condition, timeout_s: float = 3.0) -> None:

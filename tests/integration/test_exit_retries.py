@@ -14,8 +14,8 @@ import pytest
 
 from core.db_state_manager import DatabaseStateManager
 from core.intents import ExitPurpose
-from core.models import LedgerType
 from tests.integration.test_kite_broker import fake, gold_entry, positions_agree, start_trading
+from tests.support.paper_venue import pnl_rows, venue_trade
 from tests.support.trading import PORTFOLIO, Trading
 
 __all__ = ["fake"]
@@ -39,13 +39,6 @@ async def entered(trading: Trading, **fields) -> int:
     outcome = await trading.send("BASE_ENTRY", price="78500", **fields)
     assert outcome.outcome == "executed", outcome
     return outcome.result["lots"]
-
-
-def pnl_rows(postgresql) -> list[Decimal]:
-    """The TRADING_PNL ledger rows, oldest first."""
-    rows = postgresql.execute("SELECT amount FROM capital_transactions WHERE txn_type = %s"
-                              " ORDER BY id", (LedgerType.TRADING_PNL.value,)).fetchall()
-    return [row[0] for row in rows]
 
 
 async def test_exit_in_a_closed_session_is_retried_at_the_next_open(paper, postgresql):
@@ -178,12 +171,12 @@ async def test_an_exit_refused_by_the_venue_is_placed_again(db, dsn, fake, tmp_p
         await trading.close()
 
 
-async def test_a_retry_never_sells_what_the_broker_no_longer_holds(paper, dsn):
+async def test_a_retry_never_sells_what_the_broker_no_longer_holds(paper, postgresql):
     await entered(paper)
     paper.clock.now = FRIDAY_NIGHT
     await paper.send("EXIT", price="79000", at=paper.clock.now)
     [layer] = await paper.db.live_layers("GOLD_MINI")
-    await _venue_square_off(paper, layer.tradingsymbol, layer.quantity)
+    venue_trade(postgresql, layer.tradingsymbol, "SELL", layer.quantity, "78000")
     paper.clock.now = MONDAY_OPEN + timedelta(seconds=1)
     await paper.exits.attempt_due()
     assert await paper.broker.positions() == {}  # not short
@@ -202,24 +195,11 @@ class _AlwaysOpen:
 ALWAYS_OPEN = _AlwaysOpen()
 
 
-async def _venue_square_off(trading: Trading, symbol: str, quantity: int) -> None:
-    """The broker closes the position itself (its square-off): a trade with no tag of ours."""
-    async with trading.broker._pool.connection() as conn:  # type: ignore[union-attr]
-        await conn.execute(
-            "INSERT INTO paper_orders (order_id, tag, tradingsymbol, side, quantity, order_type,"
-            " price, status, filled_quantity, average_price) VALUES ('SQOFF1', 'BROKER', %s,"
-            " 'SELL', %s, 'MARKET', 78000, 'COMPLETE', %s, 78000)", (symbol, quantity, quantity))
-        await conn.execute(
-            "INSERT INTO paper_trades (trade_id, order_id, tradingsymbol, side, quantity, price,"
-            " traded_at) VALUES ('SQOFF1T1', 'SQOFF1', %s, 'SELL', %s, 78000, now())",
-            (symbol, quantity))
-
-
 
 async def test_an_exit_after_the_brokers_square_off_sells_nothing(paper, postgresql):
     await entered(paper)
     [layer] = await paper.db.live_layers("GOLD_MINI")
-    await _venue_square_off(paper, layer.tradingsymbol, layer.quantity)
+    venue_trade(postgresql, layer.tradingsymbol, "SELL", layer.quantity, "78000")
     # The EXIT comes before reconciliation has looked: selling now would open a short.
     outcome = await paper.send("EXIT", price="79000")
     assert outcome.outcome == "rejected" and "closed by the broker" in outcome.reason
