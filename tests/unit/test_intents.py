@@ -84,3 +84,73 @@ def test_quoted_entry_loads_quoted() -> None:
 def test_unknown_kind_raises(stored: dict[str, object]) -> None:
     with pytest.raises(ValueError, match="unknown intent purpose kind"):
         purpose_from_json(stored)
+
+
+# --- roll purposes and retries ----------------------------------------------------------------
+
+
+def test_roll_close_leg_round_trips_without_an_attempt() -> None:
+    from core.intents import RollPurpose
+
+    purpose = RollPurpose(roll_id=12, leg="close", position_ids=(3, 1))
+
+    stored = json.loads(json.dumps(purpose_to_json(purpose)))
+    loaded = purpose_from_json(stored)
+
+    assert stored == {"kind": "roll", "roll_id": 12, "leg": "close", "position_ids": [3, 1]}
+    assert loaded == purpose
+    assert isinstance(loaded, RollPurpose)
+    assert loaded.position_ids == (3, 1)
+
+
+def test_roll_open_leg_round_trips_with_its_attempt_and_retry_of() -> None:
+    from core.intents import RollPurpose
+
+    purpose = RollPurpose(roll_id=12, leg="open", position_ids=(3,), attempt=2, retry_of=41)
+
+    stored = json.loads(json.dumps(purpose_to_json(purpose)))
+
+    assert stored == {"kind": "roll", "roll_id": 12, "leg": "open", "position_ids": [3],
+                      "attempt": 2, "retry_of": 41}
+    assert purpose_from_json(stored) == purpose
+
+
+def test_roll_with_an_unknown_leg_raises() -> None:
+    stored = {"kind": "roll", "roll_id": 12, "leg": "sideways", "position_ids": [3]}
+
+    with pytest.raises(ValueError, match="unknown roll leg 'sideways'"):
+        purpose_from_json(stored)
+
+
+def test_exit_retried_counts_the_attempt_and_records_the_refused_intent() -> None:
+    purpose = ExitPurpose(reason="PM_STOP_HIT", position_ids=(3, 1, 2))
+
+    first = purpose.retried(55, (1, 2))
+    second = first.retried(58, (2,))
+
+    assert first == ExitPurpose(reason="PM_STOP_HIT", position_ids=(1, 2), attempt=1,
+                                retry_of=55)
+    assert second == ExitPurpose(reason="PM_STOP_HIT", position_ids=(2,), attempt=2,
+                                 retry_of=58)
+    assert purpose_from_json(purpose_to_json(second)) == second
+
+
+def test_roll_retried_keeps_the_roll_and_leg() -> None:
+    from core.intents import RollPurpose
+
+    purpose = RollPurpose(roll_id=12, leg="close", position_ids=(3, 1))
+
+    first = purpose.retried(70, (3, 1))
+    second = first.retried(74, (1,))
+
+    assert first == RollPurpose(roll_id=12, leg="close", position_ids=(3, 1), attempt=1,
+                                retry_of=70)
+    assert second == RollPurpose(roll_id=12, leg="close", position_ids=(1,), attempt=2,
+                                 retry_of=74)
+
+
+def test_first_exit_attempt_stores_no_attempt_key() -> None:
+    stored = purpose_to_json(ExitPurpose(reason="EXIT_ALL", position_ids=(1, 2)))
+
+    assert stored == {"kind": "exit", "reason": "EXIT_ALL", "position_ids": [1, 2]}
+    assert "attempt" not in stored and "retry_of" not in stored
