@@ -54,7 +54,8 @@ LAYER_MUTABLE = frozenset({
 ROLL_COLUMNS = columns(Roll)
 ROLL_MUTABLE = frozenset({
     "status", "closed_quantity", "close_notional", "opened_quantity", "open_notional",
-    "close_price", "open_price", "spread", "pnl", "exit_reason", "closed_at", "completed_at",
+    "close_price", "open_price", "spread", "pnl", "exit_reason", "exit_position_ids",
+    "closed_at", "completed_at",
 })
 INTENT_MUTABLE = frozenset({
     "status", "broker_order_id", "filled_quantity", "average_price", "reason",

@@ -50,6 +50,7 @@ class Roll:
     pnl: Decimal | None
     quoted_spread: Decimal
     exit_reason: str | None
+    exit_position_ids: list[int]
     started_at: datetime
     closed_at: datetime | None
     completed_at: datetime | None

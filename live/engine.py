@@ -191,23 +191,25 @@ class LiveTradingEngine:
             plan = decide_exit(signal, layers)
         else:
             plan = decide_market_data(signal, self._instruments[signal.instrument], layers)
+        after_roll = kind is SignalType.EXIT and await self._exit_after_roll(signal, layers)
         if isinstance(plan, Verdict):
-            if kind is SignalType.EXIT and plan.reason == "already closing":
-                deferred = await self._exit_after_roll(item)
-                if deferred is not None:
-                    return deferred
+            if after_roll:
+                plan = Verdict(Outcome.EXECUTED, "exit follows the roll under way")
             return await self._record(item, plan)
         return await self._exit(item, plan)
 
-    async def _exit_after_roll(self, item: InboxItem) -> SignalOutcome | None:
-        """An EXIT while the instrument's layers are being rolled: carried out in the new
-        contract as soon as the roll is done (an exit is never dropped)."""
-        roll = await self.rollover.live_roll(item.signal.instrument) if self.rollover else None
-        if roll is None or self.rollover is None:
-            return None
-        await self.rollover.request_exit(roll, item.signal.reason or "EXIT")
-        return await self._record(item, Verdict(Outcome.EXECUTED,
-                                                "exit follows the roll under way"))
+    async def _exit_after_roll(self, signal: Signal, layers: list[Layer]) -> bool:
+        """An EXIT of layers being rolled: carried out in the new contract as soon as the
+        roll is done (an exit is never dropped). Its other layers exit as usual."""
+        if self.rollover is None:
+            return False
+        roll = await self.rollover.live_roll(signal.instrument)
+        if roll is None:
+            return False
+        targets = [layer.id for layer in layers if layer.id in roll.position_ids
+                   and signal.position in ("ALL", layer.layer)]
+        return bool(targets) and await self.rollover.request_exit(
+            roll, signal.reason or "EXIT", targets)
 
     async def _resume(self, item: InboxItem) -> SignalOutcome | None:
         """Return the outcome of a signal already decided or in flight, else None."""

@@ -11,6 +11,8 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+import structlog
+
 from core.accounting import money_text
 from core.book_store import BookStore, BookTransaction
 from core.booking import (
@@ -35,10 +37,13 @@ from core.models import (
     PyramidingState,
     SignalOutcome,
 )
+from core.reconciliation import SQUARE_OFF_EVENT, SQUARE_OFF_REASON, SquareOff, layers_to_close
 from core.specs import InstrumentSpec
 from live import failpoints
 from live.brokers.base import BrokerOrder, OrderStatus
 from live.roll_booking import RollState, book_roll_leg, roll_layers
+
+log = structlog.get_logger(__name__)
 
 
 class FillBooking:
@@ -225,23 +230,59 @@ class FillBooking:
         return SignalOutcome(intent.signal_id or 0, Outcome.REJECTED, reason, result)
 
 
-    async def give_up_exit(self, intent: OrderIntent, reason: str) -> SignalOutcome:
-        """Close an exit that must not be placed: the broker closed the position itself.
-        Its layers open again, for reconciliation to book the broker's trades."""
-        assert isinstance(intent.purpose, ExitPurpose)
-        layers, _ = await self._exit_layers(intent.instrument, intent.purpose)
+    async def replan_exit(self, intent: OrderIntent, reason: str) -> SignalOutcome:
+        """Close an exit that was never placed and must not be as it stands (some of its
+        layers were closed meanwhile: by the broker's square-off, by an operator), and
+        commit the next attempt at those of its layers still open, if any."""
+        purpose = intent.purpose
+        assert isinstance(purpose, ExitPurpose)
+        live = {layer.id: layer for layer in await self._db.live_layers(intent.instrument)}
+        left = [live[i] for i in purpose.position_ids if i in live]
         decides, outcome = await self._decision(intent, filled_now=False)
-        reason = f"{reason}: closed by the broker, booked by reconciliation"
         async with self._db.transaction() as tx:
             await tx.update_intent_later(intent, status=IntentStatus.REJECTED, reason=reason)
-            await reopen(tx, layers)
+            for layer in left:
+                if layer.status is LayerStatus.OPEN:  # e.g. the unsold part of a split
+                    await tx.update_layer_later(layer, status=LayerStatus.CLOSING)
+            retry = await self._retry_exit(tx, intent, purpose, left)
+            if retry is not None:
+                reason = f"{reason}; exit pending for the rest, retried until flat"
             if decides and intent.signal_id is not None:
                 await tx.decide_signal(intent.signal_id, outcome, reason, self._processed_by,
                                        self._clock())
-            await tx.log_event("exit_given_up", signal_id=intent.signal_id,
+            await tx.log_event("exit_replanned", signal_id=intent.signal_id,
                                intent_id=intent.id, instrument=intent.instrument,
-                               tag=intent.tag, reason=reason, decided=decides)
-        return SignalOutcome(intent.signal_id or 0, Outcome.REJECTED, reason)
+                               tag=intent.tag, reason=reason, decided=decides,
+                               left=[layer.id for layer in left])
+        self._announce([retry] if retry is not None else [])
+        result = {"exit_pending": retry.tag} if retry is not None else {}
+        return SignalOutcome(intent.signal_id or 0, Outcome.REJECTED, reason, result)
+
+
+async def book_square_off(db: BookStore, instrument: str, spec: InstrumentSpec,
+                          square_off: SquareOff, at: datetime) -> bool:
+    """Book the layers the broker closed itself (its square-off, a sale in its app) at its
+    trades' price, reason BROKER_SQUARE_OFF; False if they are not whole lots of the book's
+    layers (the operator decides). Newest layers first, as `layers_to_close` says."""
+    layers = await db.live_layers(instrument)
+    symbol = square_off.tradingsymbol
+    closing = layers_to_close([x for x in layers if (x.tradingsymbol or x.instrument) == symbol],
+                              square_off.quantity)
+    booking = book_exit(closing, {x.id for x in layers}, square_off.quantity, square_off.price,
+                        spec)
+    if sum(close.quantity for close in booking.closes) != square_off.quantity:
+        return False
+    async with db.transaction() as tx:
+        closed = await write_exit(tx, instrument, booking, reason=SQUARE_OFF_REASON,
+                                  price=square_off.price, at=at)
+        await tx.log_event(SQUARE_OFF_EVENT, instrument=instrument, tradingsymbol=symbol,
+                           trade_ids=list(square_off.trade_ids), quantity=square_off.quantity,
+                           price=square_off.price, pnl=money_text(booking.total_pnl),
+                           positions_closed=closed)
+    log.warning(SQUARE_OFF_EVENT, instrument=instrument, tradingsymbol=symbol,
+                quantity=square_off.quantity, price=str(square_off.price),
+                positions_closed=closed, pnl=money_text(booking.total_pnl))
+    return True
 
 
 async def write_exit(tx: BookTransaction, instrument: str, booking: ExitBooking, *,

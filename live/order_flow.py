@@ -19,7 +19,7 @@ import structlog
 
 from core.book_store import BookStore, BookTransaction
 from core.errors import VersionConflict
-from core.intents import EntryPurpose, ExitPurpose, Purpose, purpose_to_json
+from core.intents import EntryPurpose, ExitPurpose, Purpose, RollPurpose, purpose_to_json
 from core.models import ContractRef, NewIntent, OrderIntent, Outcome, Side, SignalOutcome
 from core.reconciliation import Discrepancy, explained_square_off
 from core.specs import InstrumentSpec
@@ -32,7 +32,7 @@ from live.brokers.base import (
     OrderRejected,
     OrderRequest,
 )
-from live.fill_booking import FillBooking
+from live.fill_booking import FillBooking, book_square_off
 from live.metrics import Metrics
 
 T = TypeVar("T")
@@ -106,16 +106,10 @@ class OrderFlow:
         placed yet and the tag lookup is skipped. `deadline`: an entry not placed by then is
         given up (only once the broker proves it holds no order with the tag).
         """
-        if isinstance(intent.purpose, ExitPurpose):
-            try:
-                short = await self._broker_short(intent, fresh)
-            except BrokerAuthExpired:  # nothing can be placed; the exit is retried later
-                short = ("broker session expired", False)
-            if short is not None:
-                reason, squared_off = short
-                if squared_off:  # the broker closed it itself: reconciliation books that
-                    return await self.booking.give_up_exit(intent, reason)
-                return await self.booking.apply_rejection(intent, None, reason)
+        if _sells_held_layers(intent):
+            refused = await self._before_selling(intent, fresh)
+            if refused is not None:
+                return refused
         orders, refusal = await self._orders_for(intent, fresh, deadline)
         if orders and not all(o.is_final for o in orders):
             intent = await self.booking.record_placed(intent, _ids(orders))
@@ -172,29 +166,47 @@ class OrderFlow:
                 orders = await self._look_up(intent)
         return orders, None
 
-    async def _broker_short(self, intent: OrderIntent, fresh: bool) -> tuple[str, bool] | None:
-        """Before an exit sells anything under its tag: does the broker still hold what the
-        book holds in that contract? If not, the sale could open a short, so it is not
-        placed. Returns why, and whether the broker's own trades (its square-off, a trade
-        in Kite) explain the difference; None when the broker holds it all."""
-        if intent.tradingsymbol is None:
+    async def _before_selling(self, intent: OrderIntent, fresh: bool) -> SignalOutcome | None:
+        """Before an exit (or a roll's close leg) sells anything under its tag: are its
+        layers still open, and does the broker still hold what it would sell? If not, the
+        sale could open a short: it is not placed. A square-off the broker's own trades
+        explain is booked, and the exit carries on with what is left of its layers;
+        anything unexplained waits and is tried again. None: go ahead and place."""
+        purpose = intent.purpose
+        symbol = intent.tradingsymbol
+        if symbol is None:
             return None
         if not fresh:
-            placed = await self._reading(partial(self._broker.find_by_tag, intent.tag))
-            if placed:
-                return None  # placed already: resolved by its tag, as ever
-        symbol = intent.tradingsymbol
-        book = sum(layer.quantity for layer in await self._db.live_layers(intent.instrument)
-                   if layer.tradingsymbol == symbol)
-        held = await self._reading(partial(self._broker.position, symbol))
-        if held >= book:
-            return None
-        difference = Discrepancy(symbol, book, held)
-        explained = explained_square_off(difference, await self._reading(self._broker.trades),
-                                         await self._db.own_activity(symbol)) is not None
-        log.error("exit_not_placed_broker_short", intent_id=intent.id, tag=intent.tag,
-                  tradingsymbol=symbol, book=book, broker=held, squared_off=explained)
-        return f"broker holds {held} of the book's {book} in {symbol}", explained
+            if intent.broker_order_id:
+                return None  # placed already: resolved by its orders, as ever
+            if await self._retrying(partial(self._broker.find_by_tag, intent.tag)):
+                return None
+        layers = await self._db.live_layers(intent.instrument)
+        if isinstance(purpose, ExitPurpose) and not {*purpose.position_ids} <= {
+                layer.id for layer in layers}:
+            return await self.booking.replan_exit(intent, "some of its layers were closed "
+                                                          "meanwhile")
+        try:
+            held = await self._reading(partial(self._broker.position, symbol))
+            if held >= intent.quantity:
+                return None
+            book = sum(x.quantity for x in layers if x.tradingsymbol == symbol)
+            square_off = explained_square_off(
+                Discrepancy(symbol, book, held), await self._reading(self._broker.trades),
+                await self._db.own_activity(symbol))
+        except BrokerAuthExpired:  # nothing was placed; it is tried again with a session
+            return await self.booking.apply_rejection(intent, None, "broker session expired")
+        reason = f"broker holds {held} of the {intent.quantity} to sell in {symbol}"
+        log.error("sale_not_placed_broker_short", intent_id=intent.id, tag=intent.tag,
+                  tradingsymbol=symbol, book=book, broker=held,
+                  squared_off=square_off is not None)
+        if (square_off is None or not isinstance(purpose, ExitPurpose)
+                or not await book_square_off(self._db, intent.instrument,
+                                             self._instruments[intent.instrument],
+                                             square_off, self._clock())):
+            return await self.booking.apply_rejection(intent, None, reason)
+        return await self.booking.replan_exit(intent, f"{reason}: the broker's square-off "
+                                                      "is booked")
 
     async def _look_up(self, intent: OrderIntent) -> list[BrokerOrder]:
         await asyncio.sleep(self._settle_s)  # let the venue's order book catch up
@@ -256,6 +268,12 @@ class OrderFlow:
         # An intent of no signal (or one decided elsewhere): what its fill made of it.
         outcome = Outcome.EXECUTED if current.filled_quantity > 0 else Outcome.REJECTED
         return SignalOutcome(intent.signal_id or 0, outcome, current.reason)
+
+
+def _sells_held_layers(intent: OrderIntent) -> bool:
+    purpose = intent.purpose
+    return isinstance(purpose, ExitPurpose) or (isinstance(purpose, RollPurpose)
+                                                and purpose.leg == "close")
 
 
 def _ids(orders: list[BrokerOrder]) -> str | None:

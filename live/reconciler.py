@@ -23,26 +23,21 @@ from datetime import datetime
 
 import structlog
 
-from core.accounting import money_text
 from core.book_store import BookStore
-from core.booking import book_exit
 from core.calendar import TradingCalendar
 from core.db_pool import TRANSIENT_ERRORS
 from core.models import Layer, LayerStatus
 from core.reconciliation import (
     ACCEPTED_EVENT,
-    SQUARE_OFF_EVENT,
-    SQUARE_OFF_REASON,
     Discrepancy,
     accepted,
     book_positions,
     diff_positions,
     explained_square_off,
-    layers_to_close,
 )
 from core.specs import InstrumentSpec
 from live.brokers.base import Broker, BrokerError
-from live.fill_booking import write_exit
+from live.fill_booking import book_square_off
 from live.instrument_locks import InstrumentLocks
 from live.metrics import Metrics
 from live.readiness import MISMATCH, Readiness
@@ -186,29 +181,12 @@ class Reconciler:
         """Book the layers the broker closed itself, if its trades explain the difference."""
         if not 0 <= difference.broker < difference.book:
             return False
-        symbol = difference.tradingsymbol
         square_off = explained_square_off(difference, await self._broker.trades(),
-                                          await self._db.own_activity(symbol))
+                                          await self._db.own_activity(difference.tradingsymbol))
         if square_off is None:
             return False
-        layers = await self._db.live_layers(instrument)
-        closing = layers_to_close([x for x in layers if _symbol(x) == symbol],
-                                  square_off.quantity)
-        booking = book_exit(closing, {x.id for x in layers}, square_off.quantity,
-                            square_off.price, self._instruments[instrument])
-        if sum(close.quantity for close in booking.closes) != square_off.quantity:
-            return False  # not whole lots of its layers: the operator decides
-        async with self._db.transaction() as tx:
-            closed = await write_exit(tx, instrument, booking, reason=SQUARE_OFF_REASON,
-                                      price=square_off.price, at=self._clock())
-            await tx.log_event(SQUARE_OFF_EVENT, instrument=instrument, tradingsymbol=symbol,
-                               trade_ids=list(square_off.trade_ids),
-                               quantity=square_off.quantity, price=square_off.price,
-                               pnl=money_text(booking.total_pnl), positions_closed=closed)
-        log.warning(SQUARE_OFF_EVENT, instrument=instrument, tradingsymbol=symbol,
-                    quantity=square_off.quantity, price=str(square_off.price),
-                    positions_closed=closed, pnl=money_text(booking.total_pnl))
-        return True
+        return await book_square_off(self._db, instrument, self._instruments[instrument],
+                                     square_off, self._clock())
 
     def _show(self, instrument: str | None, differences: list[Discrepancy]) -> None:
         """Block entries for each difference (logged when new or changed); clear the rest."""

@@ -90,6 +90,9 @@ async def _close_done(tx: BookTransaction, intent: OrderIntent, state: RollState
             leg.layer, leg.layer.lots, leg.layer.quantity, exit_price=close_price,
             exit_timestamp=now, exit_reason=ROLL_EXIT_REASON, realized_pnl=leg.pnl)
         await tx.append_ledger(LedgerType.TRADING_PNL, leg.pnl, position_id=part, note=note)
+        # Booked: until the new leg fills, the layer stands at the price it was sold at, so
+        # its old-contract gain is not counted again as open P&L.
+        await tx.update_layer_later(leg.layer, entry_price=close_price)
     pnl = sum((leg.pnl for leg in legs), Decimal(0))
     await tx.update_roll(roll, status=OPENING, close_price=close_price, pnl=pnl, closed_at=now,
                          **counters)
@@ -116,8 +119,9 @@ async def _open_done(tx: BookTransaction, state: RollState, counters: dict[str, 
     spread = open_price - roll.close_price
     new = ContractRef(roll.new_tradingsymbol, roll.new_exchange, roll.new_expiry)
     # An exit asked for while the roll ran is carried out now, in the new contract.
-    status = LayerStatus.CLOSING if roll.exit_reason else LayerStatus.OPEN
+    exiting_ids = set(roll.exit_position_ids) if roll.exit_reason else set()
     for layer in state.layers:
+        status = LayerStatus.CLOSING if layer.id in exiting_ids else LayerStatus.OPEN
         await tx.update_layer_later(layer, status=status,
                                     **carried(layer, new, open_price, spread, spec))
     shifted = carried_pyramiding(state.pyramiding, spread)
@@ -131,12 +135,14 @@ async def _open_done(tx: BookTransaction, state: RollState, counters: dict[str, 
                        pnl=roll.pnl)
     result = {"roll_id": roll.id, "leg": "open", "open_price": str(open_price),
               "spread": str(spread)}
-    if not roll.exit_reason:
+    leaving = [layer for layer in state.layers if layer.id in exiting_ids]
+    if not leaving or not roll.exit_reason:
         return result, []
-    ids = tuple(roll.position_ids)
+    ids = tuple(layer.id for layer in leaving)
     exiting = await tx.insert_intent(NewIntent(
-        signal_id=None, instrument=roll.instrument, side=Side.SELL, lots=roll.lots,
-        quantity=sum(spec.broker_quantity(layer.lots) for layer in state.layers),
+        signal_id=None, instrument=roll.instrument, side=Side.SELL,
+        lots=sum(layer.lots for layer in leaving),
+        quantity=sum(spec.broker_quantity(layer.lots) for layer in leaving),
         order_type="MARKET", price=open_price, tradingsymbol=new.tradingsymbol,
         exchange=new.exchange, expiry=new.expiry, position_ids=ids,
         purpose=ExitPurpose(reason=roll.exit_reason, position_ids=ids)))

@@ -51,20 +51,21 @@ class Rollover:
         self._last_price = last_price
         self._interval_s = interval_s
         self._rolls: list[Roll] = []
-        self._stale = True
+        self._generation, self._loaded = 1, 0  # bookings move it on; loads catch up
         # Any booking of a roll leg may move a roll on: read them again before the next use.
         pending.flow.booking.retry_listeners.append(lambda _: self._mark_stale())
         pending.flow.fill_listeners.append(lambda _: self._mark_stale())
 
     def _mark_stale(self) -> None:
-        self._stale = True
+        self._generation += 1
 
     async def rolls(self) -> list[Roll]:
         """The rolls under way and those whose old contract has not expired yet."""
-        if self._stale:
-            self._stale = False
+        if self._loaded != self._generation:
+            generation = self._generation  # a booking during the read makes it stale again
             today = india_time(self._clock()).date()
             self._rolls = await self._db.load_rolls(since=today - timedelta(days=1))
+            self._loaded = generation
         return self._rolls
 
     async def live_roll(self, instrument: str) -> Roll | None:
@@ -174,14 +175,18 @@ class Rollover:
         self._pending.schedule(closing, "roll")
         return roll.id
 
-    async def request_exit(self, roll: Roll, reason: str) -> None:
-        """Note an exit asked for while `roll` runs: carried out as soon as it is done."""
+    async def request_exit(self, roll: Roll, reason: str, position_ids: list[int]) -> bool:
+        """Note an exit of some of `roll`'s layers asked for while it runs: carried out as
+        soon as it is done. False if the roll is done already (the layers are open)."""
         current = await self._db.roll(roll.id)
-        if current is None or not current.live or current.exit_reason:
-            return
+        if current is None or not current.live:
+            return False
+        ids = sorted({*current.exit_position_ids, *position_ids})
         async with self._db.transaction() as tx:
-            await tx.update_roll(current, exit_reason=reason)
+            await tx.update_roll(current, exit_reason=current.exit_reason or reason,
+                                 exit_position_ids=ids)
         self._mark_stale()
+        return True
 
     # -- what /status shows ---------------------------------------------------------------
     async def report(self) -> dict[str, Any]:

@@ -29,7 +29,9 @@ CREATE TABLE rolls (
     -- the venues' quoted difference new − old when the roll started: the open leg's
     -- reference price is the close leg's fill plus it
     quoted_spread     numeric(18, 4) NOT NULL DEFAULT 0,
-    exit_reason       text,  -- an exit asked for while the roll ran: carried out once it is done
+    -- an exit asked for while the roll ran, of these layers: carried out once it is done
+    exit_reason       text,
+    exit_position_ids bigint[] NOT NULL DEFAULT '{}',
     started_at        timestamptz NOT NULL,
     closed_at         timestamptz,
     completed_at      timestamptz,

@@ -180,9 +180,14 @@ async def test_a_retry_never_sells_what_the_broker_no_longer_holds(paper, postgr
     paper.clock.now = MONDAY_OPEN + timedelta(seconds=1)
     await paper.exits.attempt_due()
     assert await paper.broker.positions() == {}  # not short
-    [layer] = await paper.db.live_layers("GOLD_MINI")
-    assert layer.status == "open"  # left to reconciliation to book the broker's trade
+    assert await paper.db.live_layers("GOLD_MINI") == []  # booked at the broker's trade
+    assert closed_reasons(postgresql) == ["BROKER_SQUARE_OFF"]
     assert paper.exits.pending() == []
+
+
+def closed_reasons(postgresql) -> list[str]:
+    return [r for (r,) in postgresql.execute(
+        "SELECT exit_reason FROM portfolio_positions WHERE status = 'closed' ORDER BY id")]
 
 
 class _AlwaysOpen:
@@ -202,13 +207,48 @@ async def test_an_exit_after_the_brokers_square_off_sells_nothing(paper, postgre
     venue_trade(postgresql, layer.tradingsymbol, "SELL", layer.quantity, "78000")
     # The EXIT comes before reconciliation has looked: selling now would open a short.
     outcome = await paper.send("EXIT", price="79000")
-    assert outcome.outcome == "rejected" and "closed by the broker" in outcome.reason
+    assert outcome.outcome == "rejected" and "square-off is booked" in outcome.reason
     assert await paper.broker.positions() == {}
-    await paper.reconciler.check()
     assert await paper.db.live_layers("GOLD_MINI") == []
-    [(reason,)] = postgresql.execute(
-        "SELECT exit_reason FROM portfolio_positions WHERE status = 'closed'").fetchall()
-    assert reason == "BROKER_SQUARE_OFF"
+    assert closed_reasons(postgresql) == ["BROKER_SQUARE_OFF"]
+    assert pnl_rows(postgresql) == [(D("78000") - D("78500")) * layer.lots * 10]
+
+
+async def test_an_exit_all_after_a_partial_manual_sale_sells_the_rest(paper, postgresql):
+    lots = await entered(paper)
+    pyramid = await paper.send("PYRAMID", position="Long_2", price="80000", stop="79300")
+    assert pyramid.outcome == "executed", pyramid
+    base, top = await paper.db.live_layers("GOLD_MINI")
+    # The trader sold the pyramid's lots in Kite's app; then the EXIT ALL arrives.
+    venue_trade(postgresql, top.tradingsymbol, "SELL", top.quantity, "80100")
+    outcome = await paper.send("EXIT", position="ALL", price="80200")
+    assert outcome.result["exit_pending"], outcome
+    [pending] = paper.exits.pending()
+    assert (pending.intent.position_ids, pending.intent.quantity) == ([base.id], lots)
+    paper.clock.now = pending.due
+    await paper.exits.attempt_due()
+    assert await paper.db.live_layers("GOLD_MINI") == []
+    assert await paper.broker.positions() == {}  # flat, not short
+    assert sorted(closed_reasons(postgresql)) == ["BROKER_SQUARE_OFF", "trend reversal"]
+
+
+async def test_an_exit_of_layers_closed_meanwhile_is_not_sold(paper, postgresql):
+    await entered(paper)
+    paper.clock.now = FRIDAY_NIGHT
+    await paper.send("EXIT", price="79000", at=paper.clock.now)
+    [pending] = paper.exits.pending()
+    # An operator closed the layer by hand meanwhile (`reconcile --accept broker`).
+    postgresql.execute("UPDATE portfolio_positions SET status = 'closed', exit_price = 78000,"
+                       " exit_timestamp = now(), exit_reason = 'operator',"
+                       " realized_pnl = 0, version = version + 1")
+    await paper.db.load_cache()
+    paper.clock.now = MONDAY_OPEN + timedelta(seconds=1)
+    await paper.exits.attempt_due()
+    assert paper.exits.pending() == []
+    [(status,)] = postgresql.execute(
+        "SELECT status FROM order_intents WHERE tag = %s", (pending.intent.tag,)).fetchall()
+    assert status == "rejected"
+    assert [s for (s,) in postgresql.execute("SELECT side FROM paper_orders")] == ["BUY", "SELL"]
 
 
 async def test_an_exit_the_broker_cannot_explain_waits_rather_than_sells(paper):

@@ -15,6 +15,7 @@ import pytest
 from config.domain_files import DEFAULT_CONFIG_DIR, load_holidays
 from core.rollover import DONE
 from live.brokers.base import OrderRequest
+from tests.support.paper_venue import venue_trade
 from tests.support.trading import PORTFOLIO, Trading
 
 D = Decimal
@@ -201,3 +202,42 @@ async def test_alerts_that_quote_the_traded_contract_get_no_basis(db, dsn):
     finally:
         support.INSTRUMENTS["GOLD_MINI"] = spec
 
+
+
+async def test_an_exit_of_one_layer_during_the_roll_leaves_the_others_rolled(paper):
+    await held_in_december(paper)
+    pyramid = await paper.send("PYRAMID", position="Long_2", price="80000", stop="79300")
+    assert pyramid.outcome == "executed", pyramid
+    paper.clock.now = ROLL_TIME
+    await paper.rollover.check()
+    exited = await paper.send("EXIT", position="Long_2", price="80000")
+    assert exited.reason == "exit follows the roll under way"
+    await drive(paper)
+    [kept] = await paper.db.live_layers("GOLD_MINI")
+    assert (kept.layer, kept.tradingsymbol, kept.status) == ("Long_1", JAN, "open")
+    assert await paper.broker.positions() == {JAN: kept.quantity}
+
+
+async def test_an_exit_all_during_the_roll_also_sells_a_layer_already_in_the_new_month(paper):
+    await held_in_december(paper)
+    paper.clock.now = BEFORE_ROLL  # the roll day, before roll_at: a pyramid buys January
+    pyramid = await paper.send("PYRAMID", position="Long_2", price="80000", stop="79300")
+    assert pyramid.outcome == "executed", pyramid
+    paper.clock.now = ROLL_TIME
+    await paper.rollover.check()
+    exited = await paper.send("EXIT", position="ALL", price="80000")
+    assert exited.outcome == "executed", exited
+    await drive(paper)
+    assert await paper.db.live_layers("GOLD_MINI") == []
+    assert await paper.broker.positions() == {}
+
+
+async def test_a_roll_never_sells_what_the_broker_squared_off(paper, postgresql):
+    lots = await held_in_december(paper)
+    paper.clock.now = ROLL_TIME
+    await paper.rollover.check()
+    venue_trade(postgresql, DEC, "SELL", lots, "78900")  # the broker closed it meanwhile
+    await drive(paper, rounds=2)
+    assert await paper.broker.positions() == {}  # no short in December, nothing bought
+    assert "exit_pending:GOLD_MINI" in paper.readiness.reasons()  # shown, for an operator
+    assert (await paper.rollover.live_roll("GOLD_MINI")).status == "closing"
