@@ -60,7 +60,8 @@ def make_roll(**changes: object) -> Roll:
         "closed_quantity": 0, "close_notional": D(0), "opened_quantity": 0,
         "open_notional": D(0), "close_price": D("79250"), "open_price": D("79430"),
         "spread": D("180"), "pnl": D("16500.00"), "quoted_spread": D("175"),
-        "exit_reason": "ROLL", "exit_position_ids": [], "started_at": AT, "closed_at": AT, "completed_at": AT,
+        "exit_reason": "ROLL", "exit_position_ids": [], "started_at": AT, "closed_at": AT,
+        "completed_at": AT,
         "version": 3}
     return Roll(**{**fields, **changes})  # type: ignore[arg-type]
 
