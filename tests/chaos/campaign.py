@@ -122,6 +122,7 @@ class Campaign:
         self.phase_start, self.phase_began = self.schedule.before, time.monotonic()
         # Where in the stream the clock jumped to the roll day (the calm run jumps there too).
         self.roll_index = roll_index
+        self.decisions: list[tuple] = []
 
     def _clock_start(self) -> str:
         elapsed = timedelta(seconds=time.monotonic() - self.phase_began)
@@ -216,6 +217,7 @@ class Campaign:
             self._send_until_crash(final, None, stream[:end], index)
             self._check(final, None)
             book = final_book(final)
+            self.decisions = decisions(final)
             self.report.orders = len(self._venue(final)[1])
             final.stop()
             return book, end
@@ -339,6 +341,22 @@ def _rolled(daemon: TradingDaemon) -> bool:
     return False
 
 
+def decisions(daemon: TradingDaemon) -> list[tuple]:
+    """Every signal's outcome, in the stream's order: where two runs' books part, the first
+    decision that differs says why."""
+    with psycopg.connect(daemon.book_conninfo()) as conn:
+        return conn.execute(
+            """SELECT instrument, signal_type, position, signal_timestamp, outcome, reason
+               FROM signal_log ORDER BY signal_timestamp, instrument, signal_type, position""").fetchall()
+
+
+def first_difference(crashed: list[tuple], calm: list[tuple]) -> str:
+    for mine, theirs in zip(crashed, calm, strict=False):
+        if mine != theirs:
+            return f"first differing decision: crashed {mine} / calm {theirs}"
+    return f"decisions agree ({len(crashed)} / {len(calm)})"
+
+
 def final_book(daemon: TradingDaemon) -> tuple:
     positions = sorted((p["instrument"], p["layer"], p["status"], p["lots"], p["entry_price"],
                         p["exit_price"], p["realized_pnl"])
@@ -362,7 +380,8 @@ def campaign(broker: str, seed: int, crashes: int, log: Any = print) -> Report:
         if crashed_book != calm_book:
             report.violations.append(
                 f"VIOLATION broker={broker} seed={seed}: the book differs from a run "
-                f"without crashes:\n  crashed: {crashed_book}\n  calm:    {calm_book}")
+                f"without crashes; {first_difference(crashing.decisions, calm.decisions)}"
+                f"\n  crashed: {crashed_book}\n  calm:    {calm_book}")
             log(report.violations[-1])
         return report
     finally:
