@@ -347,7 +347,8 @@ def decisions(daemon: TradingDaemon) -> list[tuple]:
     with psycopg.connect(daemon.book_conninfo()) as conn:
         return conn.execute(
             """SELECT instrument, signal_type, position, signal_timestamp, outcome, reason
-               FROM signal_log ORDER BY signal_timestamp, instrument, signal_type, position""").fetchall()
+               FROM signal_log
+               ORDER BY signal_timestamp, instrument, signal_type, position""").fetchall()
 
 
 def first_difference(crashed: list[tuple], calm: list[tuple]) -> str:
