@@ -49,6 +49,10 @@ READY_TIMEOUT_S = 90
 TAIL = 30  # alerts traded after the last crash: the daemon keeps trading correctly
 
 
+class Diverged(AssertionError):
+    """The calm run parted from the crashed one before the end."""
+
+
 @dataclass(frozen=True)
 class Schedule:
     """The drill clock's two phases (before, and from, the roll) and the fake's listing day."""
@@ -210,6 +214,10 @@ class Campaign:
             end = min(len(stream), index + TAIL) if self.crashes else len(stream)
             if not self.crashes and self.roll_index is not None:  # the calm run's roll
                 index, _ = self._send_until_crash(final, None, stream[:self.roll_index], index)
+                if not _holds(final, "GOLD_MINI"):  # the crashed run held it here
+                    self.decisions = decisions(final)
+                    raise Diverged(f"no GOLD_MINI held at alert {index}, where the crashed "
+                                   "run rolled it")
                 final.stop()
                 self._roll(state_dir, None)
                 final = self._daemon(state_dir, None)
@@ -352,10 +360,12 @@ def decisions(daemon: TradingDaemon) -> list[tuple]:
 
 
 def first_difference(crashed: list[tuple], calm: list[tuple]) -> str:
-    for mine, theirs in zip(crashed, calm, strict=False):
-        if mine != theirs:
-            return f"first differing decision: crashed {mine} / calm {theirs}"
-    return f"decisions agree ({len(crashed)} / {len(calm)})"
+    """The earliest signal (by its timestamp) decided differently by the two runs."""
+    theirs = {row[:4]: row[4:] for row in calm}
+    for row in crashed:
+        if row[:4] in theirs and theirs[row[:4]] != row[4:]:
+            return f"first differing decision: {row[:4]} crashed {row[4:]} calm {theirs[row[:4]]}"
+    return f"decisions agree ({len(crashed)} / {len(calm)} signals)"
 
 
 def final_book(daemon: TradingDaemon) -> tuple:
@@ -375,8 +385,15 @@ def campaign(broker: str, seed: int, crashes: int, log: Any = print) -> Report:
         crashed_book, used = crashing.run(stream)
         calm = Campaign(broker, seed, 0, workdir / "calm", log,
                         roll_index=crashing.roll_index)
-        calm_book, _ = calm.run(stream[:used])
         report = crashing.report
+        try:
+            calm_book, _ = calm.run(stream[:used])
+        except Diverged as exc:
+            report.violations.append(
+                f"VIOLATION broker={broker} seed={seed}: {exc}; "
+                f"{first_difference(crashing.decisions, calm.decisions)}")
+            log(report.violations[-1])
+            return report
         report.rolled = crashing.roll_index is not None
         if crashed_book != calm_book:
             report.violations.append(
