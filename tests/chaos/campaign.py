@@ -379,6 +379,7 @@ def final_book(daemon: TradingDaemon) -> tuple:
 def campaign(broker: str, seed: int, crashes: int, log: Any = print) -> Report:
     """Run the crash campaign and the same stream without crashes; compare the books."""
     workdir = Path(tempfile.mkdtemp(prefix=f"pm-chaos-{broker}-"))
+    keep = False
     try:
         stream = alerts(seed, crashes * 50 + 200, SECRET, SCHEDULES[broker].before)
         crashing = Campaign(broker, seed, crashes, workdir / "crash", log)
@@ -393,6 +394,7 @@ def campaign(broker: str, seed: int, crashes: int, log: Any = print) -> Report:
                 f"VIOLATION broker={broker} seed={seed}: {exc}; "
                 f"{first_difference(crashing.decisions, calm.decisions)}")
             log(report.violations[-1])
+            keep = True
             return report
         report.rolled = crashing.roll_index is not None
         if crashed_book != calm_book:
@@ -401,9 +403,13 @@ def campaign(broker: str, seed: int, crashes: int, log: Any = print) -> Report:
                 f"without crashes; {first_difference(crashing.decisions, calm.decisions)}"
                 f"\n  crashed: {crashed_book}\n  calm:    {calm_book}")
             log(report.violations[-1])
+            keep = True
         return report
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        if keep:  # both runs' databases, for the post-mortem
+            log(f"kept {workdir} (crash/state/pg, calm/state/pg) for inspection")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 def table(reports: list[Report]) -> str:
