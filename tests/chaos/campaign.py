@@ -191,16 +191,26 @@ class Campaign:
                     self._crashed(crash)  # died during recovery: checked at the next start
                     continue
                 self._check(daemon, crash)
-                if (self.roll_index is None and n >= self.crashes // 3
-                        and _holds(daemon, "GOLD_MINI")):
-                    daemon.stop()
-                    self.roll_index = index
-                    self._roll(state_dir, ROLL_POINTS[self.seed % len(ROLL_POINTS)])
-                    daemon = self._daemon(state_dir,
-                                          crash.point and f"{crash.point}:{crash.nth}")
-                    if not self._ready(daemon):
-                        self._crashed(crash)
-                        continue
+                # The roll: only where no fail point is armed, after one more alert — the
+                # one the last crash left unanswered may already be in the book, and the
+                # calm run must roll with exactly the alerts before `roll_index` traded.
+                if self.roll_index is None and n >= self.crashes // 3:
+                    armed = crash.point and f"{crash.point}:{crash.nth}"
+                    if armed:
+                        daemon.stop()
+                        daemon = self._unarmed(state_dir)
+                    index = self._send_one(daemon, stream, index)
+                    if _holds(daemon, "GOLD_MINI"):
+                        daemon.stop()
+                        self.roll_index = index
+                        self._roll(state_dir, ROLL_POINTS[self.seed % len(ROLL_POINTS)])
+                        daemon = self._unarmed(state_dir)
+                    if armed:  # back to this round's fail point
+                        daemon.stop()
+                        daemon = self._daemon(state_dir, armed)
+                        if not self._ready(daemon):
+                            self._crashed(crash)
+                            continue
                     self._check(daemon, crash)
                 start = index
                 index, reached = self._send_until_crash(daemon, crash, stream, index)
@@ -231,6 +241,20 @@ class Campaign:
             return book, end
         finally:
             self._stop_all(state_dir)
+
+    def _unarmed(self, state_dir: Path) -> TradingDaemon:
+        daemon = self._daemon(state_dir, None)
+        assert self._ready(daemon), f"daemon did not come back:\n{daemon.output()}"
+        return daemon
+
+    def _send_one(self, daemon: TradingDaemon, stream: list[dict[str, Any]], index: int) -> int:
+        """Send one alert to a daemon armed with no fail point; return the next index."""
+        self._price(stream[index])
+        code, body = daemon.send(**stream[index])
+        assert code < 500, f"alert {index} answered {code}: {body}"
+        self.answered[index] = body
+        self.report.signals += 1
+        return index + 1
 
     def _roll(self, state_dir: Path, point: str | None) -> None:
         """Jump the clock to the roll day; restart until GOLD_MINI's roll is done (crashing
