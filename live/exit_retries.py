@@ -118,7 +118,7 @@ class ExitRetries:
 
     # -- carrying them out ----------------------------------------------------------------
     async def run(self) -> None:
-        """Attempt what is due, then sleep until the next is due (or a new one arrives)."""
+        """Attempt what is due, then wait a poll interval (less, when a new one arrives)."""
         while True:
             await self.attempt_due()
             self._wake.clear()
