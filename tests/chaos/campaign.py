@@ -226,6 +226,7 @@ class Campaign:
                 index, _ = self._send_until_crash(final, None, stream[:self.roll_index], index)
                 if not _holds(final, "GOLD_MINI"):  # the crashed run held it here
                     self.decisions = decisions(final)
+                    final.stop()
                     raise Diverged(f"no GOLD_MINI held at alert {index}, where the crashed "
                                    "run rolled it")
                 final.stop()
