@@ -24,7 +24,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 from random import Random
@@ -32,11 +32,18 @@ from typing import Any
 
 import psycopg
 
-from core.signals import INDIA
 from live.embedded_db import EmbeddedPostgres
 from live.failpoints import ROLL_POINTS, SIGNAL_POINTS
+from tests.chaos.roll_phase import (
+    SCHEDULES,
+    Diverged,
+    decisions,
+    first_difference,
+    holds,
+    month_order,
+    rolled,
+)
 from tests.chaos.stream import alerts, chaos_config
-from tests.fakes.kite.instruments import MONTHS
 from tests.fakes.kite_server import FakeKiteProcess
 from tests.support.daemon import TradingDaemon
 from tests.support.invariants import book_violations, kite_broker, paper_broker
@@ -47,29 +54,6 @@ KITE_ENV = {"PM_KITE_API_KEY": "fake_api_key", "PM_KITE_API_SECRET": "fake_api_s
 RANDOM = "random instant"
 READY_TIMEOUT_S = 90
 TAIL = 30  # alerts traded after the last crash: the daemon keeps trading correctly
-
-
-class Diverged(AssertionError):
-    """The calm run parted from the crashed one before the end."""
-
-
-@dataclass(frozen=True)
-class Schedule:
-    """The drill clock's two phases (before, and from, the roll) and the fake's listing day."""
-
-    before: datetime
-    roll_day: datetime
-    kite_today: date | None = None
-
-
-# Paper monthly futures: GOLD_MINI December expires Fri 4 Dec, rolls Fri 27 Nov at 10:00.
-# The fake Kite's GOLDM December expires Sat 5 Dec: cut-off Wed 2 Dec, roll day Mon 30 Nov.
-SCHEDULES = {"paper": Schedule(datetime(2026, 11, 26, 10, 0, tzinfo=INDIA),
-                               datetime(2026, 11, 27, 10, 0, 5, tzinfo=INDIA)),
-             "zerodha": Schedule(datetime(2026, 11, 27, 10, 0, tzinfo=INDIA),
-                                 datetime(2026, 11, 30, 10, 0, 5, tzinfo=INDIA),
-                                 date(2026, 11, 27))}
-ROLL_WAIT_S = 60
 
 
 @dataclass(frozen=True)
@@ -168,7 +152,7 @@ class Campaign:
                   "COPPER": "MCX:COPPER", "BANK_NIFTY": "NFO:BANKNIFTY"}[alert["instrument"]]
         tick = Decimal("0.05") if "." in alert["price"] else Decimal(1)
         listed = sorted((key for key in self.fake.state()["prices"] if key.startswith(series)),
-                        key=_month_order)
+                        key=month_order)
         for months, key in enumerate(listed):
             price = Decimal(alert["price"]) * (1 + Decimal("0.005") * months)
             self.fake.control("price", tradingsymbol=key.split(":")[1],
@@ -200,7 +184,7 @@ class Campaign:
                         daemon.stop()
                         daemon = self._unarmed(state_dir)
                     index = self._send_one(daemon, stream, index)
-                    if _holds(daemon, "GOLD_MINI"):
+                    if holds(daemon, "GOLD_MINI"):
                         daemon.stop()
                         self.roll_index = index
                         self._roll(state_dir, ROLL_POINTS[self.seed % len(ROLL_POINTS)])
@@ -224,7 +208,7 @@ class Campaign:
             end = min(len(stream), index + TAIL) if self.crashes else len(stream)
             if not self.crashes and self.roll_index is not None:  # the calm run's roll
                 index, _ = self._send_until_crash(final, None, stream[:self.roll_index], index)
-                if not _holds(final, "GOLD_MINI"):  # the crashed run held it here
+                if not holds(final, "GOLD_MINI"):  # the crashed run held it here
                     self.decisions = decisions(final)
                     final.stop()
                     raise Diverged(f"no GOLD_MINI held at alert {index}, where the crashed "
@@ -264,7 +248,7 @@ class Campaign:
         crashed: list[str] = []
         while True:
             daemon = self._daemon(state_dir, point)
-            done = self._ready(daemon) and _rolled(daemon)
+            done = self._ready(daemon) and rolled(daemon)
             if done:
                 time.sleep(0.5)  # the last fail point comes just after the last booking
             if daemon.process.poll() is not None:  # it died in the roll: restart
@@ -348,49 +332,6 @@ class Campaign:
         if self.fake is not None:
             self.fake.stop()
             self.fake = None
-
-
-def _month_order(key: str) -> tuple[int, int]:
-    """`MCX:GOLDM26DECFUT` → (26, 12): the listed futures of a series, nearest first."""
-    symbol = key.split(":")[1]
-    return int(symbol[-8:-6]), MONTHS.index(symbol[-6:-3]) + 1
-
-
-def _holds(daemon: TradingDaemon, instrument: str) -> bool:
-    positions = daemon.get("/positions")[1]["positions"]
-    return any(p["instrument"] == instrument for p in positions)
-
-
-def _rolled(daemon: TradingDaemon) -> bool:
-    """Whether GOLD_MINI's roll is done (waiting for it while the daemon lives)."""
-    deadline = time.monotonic() + ROLL_WAIT_S
-    while time.monotonic() < deadline and daemon.process.poll() is None:
-        with psycopg.connect(daemon.book_conninfo()) as conn:
-            statuses = [s for (s,) in conn.execute(
-                "SELECT status FROM rolls WHERE instrument = 'GOLD_MINI'").fetchall()]
-        if statuses and all(s == "done" for s in statuses):
-            return True
-        time.sleep(0.2)
-    return False
-
-
-def decisions(daemon: TradingDaemon) -> list[tuple]:
-    """Every signal's outcome, in the stream's order: where two runs' books part, the first
-    decision that differs says why."""
-    with psycopg.connect(daemon.book_conninfo()) as conn:
-        return conn.execute(
-            """SELECT instrument, signal_type, position, signal_timestamp, outcome, reason
-               FROM signal_log
-               ORDER BY signal_timestamp, instrument, signal_type, position""").fetchall()
-
-
-def first_difference(crashed: list[tuple], calm: list[tuple]) -> str:
-    """The earliest signal (by its timestamp) decided differently by the two runs."""
-    theirs = {row[:4]: row[4:] for row in calm}
-    for row in crashed:
-        if row[:4] in theirs and theirs[row[:4]] != row[4:]:
-            return f"first differing decision: {row[:4]} crashed {row[4:]} calm {theirs[row[:4]]}"
-    return f"decisions agree ({len(crashed)} / {len(calm)} signals)"
 
 
 def final_book(daemon: TradingDaemon) -> tuple:
