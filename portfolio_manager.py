@@ -15,6 +15,7 @@ from config.errors import ConfigError
 from config.settings import Settings, build_settings
 from live.daemon import AlreadyRunning, StartupStalled, run_live
 from live.logging_setup import configure_logging
+from live.operator_verbs import NOT_ASKED, VERBS, run_verb
 
 
 def _database_flags(parser: argparse.ArgumentParser) -> None:
@@ -51,7 +52,34 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     reconcile.add_argument("--kite-root", help="Kite Connect API root (default: Zerodha's)")
     reconcile.add_argument("--accept", choices=["book", "broker"],
                            help="resolve the differences by accepting one side")
+    _operator_verbs(commands)
     return parser.parse_args(argv)
+
+
+def _operator_verbs(commands: Any) -> None:
+    """The verbs that ask a running daemon over its admin API (DESIGN.md §9)."""
+
+    def verb(name: str, help_text: str) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = commands.add_parser(name, help=help_text)
+        parser.add_argument("--url",
+                            help="the daemon (default: http://127.0.0.1:8080, or PM_PORT's port)")
+        parser.add_argument("--state-dir", type=Path,
+                            help="state directory holding admin_token (default: ./state)")
+        return parser
+
+    verb("pause", "stop new entries (exits still run)").add_argument("--reason", required=True)
+    verb("resume", "trade again (also clears a daily-loss breach)").add_argument("--reason")
+    verb("halt", "stop entries and exits").add_argument("--reason", required=True)
+    verb("flatten", "close every layer now").add_argument("--reason")
+    exit_ = verb("exit", "exit one layer, or all of an instrument, now")
+    exit_.add_argument("instrument")
+    exit_.add_argument("position", nargs="?", default="ALL", help="e.g. Long_2 (default: ALL)")
+    exit_.add_argument("--reason")
+    capital = verb("capital", "deposit or withdraw capital")
+    capital.add_argument("kind", choices=["deposit", "withdraw"])
+    capital.add_argument("amount", metavar="AMOUNT", help="e.g. 100000.00")
+    capital.add_argument("--note")
+    verb("status", "one line: trading state, layers, equity, day P&L, readiness")
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -64,6 +92,10 @@ def settings_from(args: argparse.Namespace) -> Settings:
 def run_command(args: argparse.Namespace, settings: Settings) -> int:
     """Run a one-shot operator command; print its report."""
     code = 0
+    if args.command in VERBS:  # asked of a running daemon: no database, no domain files
+        reply = run_verb(args.command, vars(args), settings)
+        print(reply.line, file=sys.stderr if reply.code == NOT_ASKED else sys.stdout)
+        return reply.code
     if args.command == "migrate":
         from live.migrate_command import run_migrate
 

@@ -35,6 +35,17 @@ class Settings(BaseSettings):
     db_config: Path | None = None
     db_env: str = "local"
     webhook_secret: SecretStr | None = None
+    # Operator access (DESIGN.md §9): the admin token authorises every operator action, the
+    # view token (or the admin token) the read-only views. In paper mode without an admin
+    # token one is generated into the state dir. Views are open only on a loopback listener
+    # unless views_require_token says otherwise.
+    admin_token: SecretStr | None = None
+    view_token: SecretStr | None = None
+    views_require_token: bool | None = None
+    # Comma-separated addresses or networks allowed to call /webhook (empty: any), and the
+    # proxies whose X-Forwarded-For names the client.
+    webhook_allow_ips: str = ""
+    trusted_proxies: str = ""
     decision_wait_ms: int = Field(default=2000, ge=0)
     webhook_max_bytes: int = Field(default=16384, gt=0)
     rate_limit_per_min: int = Field(default=120, gt=0)

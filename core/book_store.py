@@ -28,6 +28,7 @@ from core.models import (
 )
 from core.reconciliation import OwnActivity
 from core.rollover import NewRoll, Roll
+from core.trading_state import StateChange, StateRecord
 
 
 class BookTransaction(Protocol):
@@ -69,6 +70,14 @@ class BookTransaction(Protocol):
     async def log_event(self, event: str, *, signal_id: int | None = None,
                         intent_id: int | None = None, position_id: int | None = None,
                         instrument: str | None = None, **details: Any) -> None: ...
+
+    async def trading_state(self, *, for_entry: bool = False) -> StateRecord: ...
+
+    async def count_entry(self, day: date) -> None: ...
+
+    async def change_trading_state(self, change: StateChange, at: datetime) -> StateRecord: ...
+
+    async def latch_breach(self, day: date, pnl: Decimal, at: datetime) -> StateRecord | None: ...
 
     async def insert_roll(self, new: NewRoll) -> Roll: ...
 

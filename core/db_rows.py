@@ -20,6 +20,7 @@ from core.models import (
     SignalRecord,
     SignalStatus,
 )
+from core.trading_state import Actor, StateRecord, TradingState
 
 
 def columns(model: type) -> sql.Composed:
@@ -42,8 +43,13 @@ def _signal(**row: Any) -> SignalRecord:
                            "outcome": None if outcome is None else Outcome(outcome)})
 
 
+def _trading_state(**row: Any) -> StateRecord:
+    return StateRecord(**{**row, "state": TradingState(row["state"]),
+                          "actor": Actor(row["actor"])})
+
+
 _CONVERTERS: dict[type, Callable[..., Any]] = {
-    Layer: _layer, OrderIntent: _intent, SignalRecord: _signal}
+    Layer: _layer, OrderIntent: _intent, SignalRecord: _signal, StateRecord: _trading_state}
 
 
 def row_factory(model: type) -> BaseRowFactory[Any]:

@@ -47,6 +47,7 @@ from core.models import (
 from core.reconciliation import SQUARE_OFF_EVENT, OwnActivity
 from core.rollover import Roll
 from core.state_cache import PORTFOLIO_KEY, Missing, StateCache, layers_key, pyramiding_key
+from core.trading_state import Flatten, StateRecord
 
 T = TypeVar("T")
 
@@ -277,6 +278,19 @@ class DatabaseStateManager:
         query = sql.SQL("SELECT {} FROM order_intents WHERE signal_id = %s ORDER BY id").format(
             INTENT_COLUMNS)
         return await self._fetch(OrderIntent, query, (signal_id,))
+
+    async def trading_state(self) -> StateRecord:
+        """The trading state as committed (for reports; decisions read it in their own
+        transaction)."""
+        rows = await self._fetch(StateRecord, sql.SQL(
+            "SELECT {} FROM trading_state WHERE id = 1").format(columns(StateRecord)))
+        return rows[0]
+
+    async def running_flatten(self) -> Flatten | None:
+        """The flatten under way, if any (a crash mid-flatten leaves it here to resume)."""
+        rows = await self._fetch(Flatten, sql.SQL(
+            "SELECT {} FROM flattens WHERE status = 'flattening'").format(columns(Flatten)))
+        return rows[0] if rows else None
 
     async def latest_event(self, event: str) -> dict[str, Any] | None:
         """Return the details of the newest audit event of this kind."""

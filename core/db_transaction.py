@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import fields
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from functools import partial
 from typing import Any, TypeVar
@@ -35,6 +35,7 @@ from core.models import (
 )
 from core.rollover import NewRoll, Roll
 from core.state_cache import StateCache
+from core.trading_state import Flatten, StateChange, StateRecord
 
 T = TypeVar("T")
 
@@ -51,6 +52,8 @@ LAYER_MUTABLE = frozenset({
     # a roll carries the layer into the next contract, its prices shifted by the spread
     "entry_price", "initial_stop", "exchange", "expiry",
 })
+STATE_COLUMNS = columns(StateRecord)
+FLATTEN_COLUMNS = columns(Flatten)
 ROLL_COLUMNS = columns(Roll)
 ROLL_MUTABLE = frozenset({
     "status", "closed_quantity", "close_notional", "opened_quantity", "open_notional",
@@ -415,16 +418,82 @@ class Transaction:
             (intent_id, broker_trade_id, quantity, price, filled_at),
         )
 
-    # -- instances ------------------------------------------------------------------------
-    async def register_instance(self, instance_id: str, hostname: str, port: int, role: str,
-                                version: str) -> None:
+    # -- trading state --------------------------------------------------------------------
+    async def trading_state(self, *, for_entry: bool = False) -> StateRecord:
+        """Read the trading state and hold it until commit: a change waits for this
+        transaction (and this one sees a change committed before it). An entry takes the
+        row exclusively, as it also counts against the day's entry cap."""
+        lock = sql.SQL("FOR UPDATE" if for_entry else "FOR SHARE")
+        row = await self._one(StateRecord, sql.SQL(
+            "SELECT {} FROM trading_state WHERE id = 1 {}").format(STATE_COLUMNS, lock), None)
+        assert row is not None  # the migration inserts the one row
+        return row
+
+    async def count_entry(self, day: date) -> None:
+        """Count an entry sent in trading day `day` (the count restarts each day)."""
         await self.conn.execute(
-            """INSERT INTO instance_metadata (instance_id, hostname, port, role, version)
-               VALUES (%s, %s, %s, %s, %s)
+            """UPDATE trading_state SET entries_count = CASE WHEN entries_day = %(d)s
+               THEN entries_count + 1 ELSE 1 END, entries_day = %(d)s WHERE id = 1""",
+            {"d": day})
+
+    async def change_trading_state(self, change: StateChange, at: datetime) -> StateRecord:
+        """Write a state change (a resume also clears a latched breach); return the row."""
+        row = await self._one(StateRecord, sql.SQL(
+            """UPDATE trading_state SET state = %(state)s, reason = %(reason)s,
+               actor = %(actor)s, since = %(at)s, version = version + 1,
+               breach_day = CASE WHEN %(clear)s THEN NULL ELSE breach_day END,
+               breach_pnl = CASE WHEN %(clear)s THEN NULL ELSE breach_pnl END,
+               breach_at = CASE WHEN %(clear)s THEN NULL ELSE breach_at END
+               WHERE id = 1 RETURNING {}""").format(STATE_COLUMNS),
+            {"state": change.state, "reason": change.reason, "actor": change.actor, "at": at,
+             "clear": change.clears_breach})
+        assert row is not None
+        return row
+
+    async def latch_breach(self, day: date, pnl: Decimal, at: datetime) -> StateRecord | None:
+        """Latch a daily-loss breach unless one is latched already; None if one was."""
+        return await self._one(StateRecord, sql.SQL(
+            """UPDATE trading_state SET breach_day = %s, breach_pnl = %s, breach_at = %s,
+               version = version + 1 WHERE id = 1 AND breach_day IS NULL
+               RETURNING {}""").format(STATE_COLUMNS), (day, pnl, at))
+
+    # -- flatten --------------------------------------------------------------------------
+    async def start_flatten(self, reason: str, actor: str, at: datetime) -> Flatten | None:
+        """Record a new flatten; None if one is under way (the caller joins it)."""
+        return await self._one(Flatten, sql.SQL(
+            """INSERT INTO flattens (reason, actor, requested_at) VALUES (%s, %s, %s)
+               ON CONFLICT DO NOTHING RETURNING {}""").format(FLATTEN_COLUMNS),
+            (reason, actor, at))
+
+    async def finish_flatten(self, flatten_id: int, layers_closed: int, orders_cancelled: int,
+                             at: datetime) -> Flatten | None:
+        return await self._one(Flatten, sql.SQL(
+            """UPDATE flattens SET status = 'flat', finished_at = %s, layers_closed = %s,
+               orders_cancelled = %s WHERE id = %s AND status = 'flattening'
+               RETURNING {}""").format(FLATTEN_COLUMNS),
+            (at, layers_closed, orders_cancelled, flatten_id))
+
+    # -- instances ------------------------------------------------------------------------
+    async def store_configuration(self, sha256: str, body: dict[str, Any]) -> bool:
+        """Store a configuration under its hash unless it is stored; return whether it was
+        new (the first start under it)."""
+        cursor = await self.conn.execute(
+            """INSERT INTO configurations (sha256, body) VALUES (%s, %s)
+               ON CONFLICT (sha256) DO NOTHING""", (sha256, jsonb(body)))
+        return cursor.rowcount == 1
+
+    async def register_instance(self, instance_id: str, hostname: str, port: int, role: str,
+                                version: str, config_sha256: str) -> None:
+        """Record this instance and the configuration it decides under (a stored one): every
+        signal it decides from now on is stamped with that hash."""
+        await self.conn.execute(
+            """INSERT INTO instance_metadata (instance_id, hostname, port, role, version,
+               config_sha256) VALUES (%s, %s, %s, %s, %s, %s)
                ON CONFLICT (instance_id) DO UPDATE SET hostname = EXCLUDED.hostname,
                port = EXCLUDED.port, role = EXCLUDED.role, version = EXCLUDED.version,
+               config_sha256 = EXCLUDED.config_sha256,
                started_at = now(), last_heartbeat = now()""",
-            (instance_id, hostname, port, role, version),
+            (instance_id, hostname, port, role, version, config_sha256),
         )
 
     # -- audit ----------------------------------------------------------------------------

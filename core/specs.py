@@ -44,13 +44,16 @@ class InstrumentSpec(BaseModel):
     roll_lead_trading_days: int = Field(default=2, ge=0, le=20)
     roll_at: time = time(10, 0)
     alerts_follow: Literal["continuous_front", "traded_contract"] = "continuous_front"
+    # Intraday users: at this IST time each trading day every open layer is exited
+    # (reason EOD_SQUARE_OFF, DOMAIN.md §10). None: never.
+    square_off_at: time | None = None
 
-    @field_validator("session_open", "session_close", "roll_at")
+    @field_validator("session_open", "session_close", "roll_at", "square_off_at")
     @classmethod
-    def _naive_ist(cls, value: time) -> time:
+    def _naive_ist(cls, value: time | None) -> time | None:
         # Sessions are IST wall-clock times; an offset would make them incomparable with
         # the naive times the rest of the table uses.
-        if value.tzinfo is not None:
+        if value is not None and value.tzinfo is not None:
             raise ValueError("give session times as IST wall-clock time without an offset")
         return value
 
@@ -60,6 +63,10 @@ class InstrumentSpec(BaseModel):
             raise ValueError("session_close must be after session_open")
         if not self.session_open <= self.roll_at < self.session_close:
             raise ValueError("roll_at must be within the session (session_open to session_close)")
+        if self.square_off_at is not None and not (
+                self.session_open <= self.square_off_at < self.session_close):
+            raise ValueError("square_off_at must be within the session "
+                             "(session_open to session_close)")
         return self
 
     def broker_quantity(self, lots: int) -> int:
@@ -109,3 +116,9 @@ class PortfolioConfig(BaseModel):
     # per month of distance (DOMAIN.md §9).
     paper_contracts: Literal["none", "monthly"] = "none"
     paper_monthly_basis_percent: Decimal = Field(default=Decimal("0.5"), ge=0, le=10)
+    # Risk limits beyond sizing (DOMAIN.md §10); None: off.
+    daily_loss_limit_percent: Percent | None = None
+    daily_loss_action: Literal["reduce", "flatten"] = "reduce"
+    max_entries_per_day: int | None = Field(default=None, gt=0)
+    # The portfolio_snapshots time series is taken this often (and at each day's start).
+    snapshot_interval_s: int = Field(default=60, gt=0)

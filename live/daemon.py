@@ -22,6 +22,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from config.config_hash import config_sha256, effective_config
 from config.domain_files import load_holidays
 from config.errors import ConfigError
 from config.kite import load_kite_config
@@ -31,12 +32,14 @@ from core.db_pool import TRANSIENT_ERRORS
 from core.db_state_manager import DatabaseStateManager
 from core.specs import InstrumentSpec, PortfolioConfig
 from live import failpoints
+from live.access import AccessPolicy, access_policy, admin_token
 from live.brokers.base import Broker
 from live.brokers.kite_session import KiteSession
 from live.brokers.paper import PaperBroker
 from live.database_server import DatabaseTarget, database_target
 from live.engine import LiveTradingEngine
 from live.exit_retries import ExitRetries
+from live.flatten import Flattener
 from live.inbox import Inbox, report_crash
 from live.metrics import Metrics
 from live.order_flow import OrderFlow
@@ -170,6 +173,8 @@ async def run_live(settings: Settings) -> None:
     """Run the daemon until asked to stop; every resource is released in reverse order."""
     instruments, portfolio = load_domain(settings)  # a bad config file stops startup here
     calendar = load_holidays(settings.config_dir / "holidays.json")
+    config_body = effective_config(instruments, portfolio, calendar)
+    config_hash = config_sha256(config_body)
     failpoints.arm(settings.failpoint)
     if settings.broker == "zerodha":
         load_kite_config(settings.config_dir / "kite.json")
@@ -177,13 +182,17 @@ async def run_live(settings: Settings) -> None:
     async with AsyncExitStack() as stack:
         stack.enter_context(state_dir_lock(settings.state_dir))
         secret, generated = webhook_secret(settings)
+        admin, admin_generated = admin_token(settings)
+        access = access_policy(settings, admin)  # a bad network list stops startup here
         target, db = await open_book(settings, stack)
         instance = instance_id(settings.state_dir)
         async with db.transaction() as tx:
             if await tx.seed_portfolio(portfolio.initial_capital):
                 log.info("ledger_seeded", capital=str(portfolio.initial_capital))
+            if await tx.store_configuration(config_hash, config_body):
+                log.info("configuration_stored", config_sha256=config_hash)
             await tx.register_instance(instance, socket.gethostname(), settings.port, "single",
-                                       VERSION)
+                                       VERSION, config_hash)
         metrics = Metrics()
         clock = daemon_clock(settings)
         venue = build_broker(settings, instruments, portfolio, target.conninfo, metrics,
@@ -194,8 +203,10 @@ async def run_live(settings: Settings) -> None:
                          metrics, clock)
         stack.push_async_callback(parts.reconciler.close)  # after the inbox has stopped
         stack.push_async_callback(parts.inbox.stop, settings.shutdown_timeout_s)
-        await serve(settings, stack, parts.context(settings, secret, instruments))
-        announce(f"http://{settings.host}:{settings.port}", secret if generated else None)
+        await serve(settings, stack, parts.context(settings, secret, instruments, access,
+                                                   config_hash))
+        announce(f"http://{settings.host}:{settings.port}", secret if generated else None,
+                 admin if admin_generated else None)
         watcher = asyncio.create_task(
             watch_database(db, parts.readiness, metrics, settings.db_watch_interval_s),
             name="database-watch")
@@ -204,6 +215,7 @@ async def run_live(settings: Settings) -> None:
 
 
         async def recover_then_work() -> None:
+            await parts.engine.control.load()
             await recover(db, venue.broker, parts.inbox, parts.flow, portfolio,
                           parts.readiness, settings.startup_stage_timeout_s,
                           reconciler=parts.reconciler)
@@ -211,6 +223,8 @@ async def run_live(settings: Settings) -> None:
                 task = asyncio.create_task(work, name=name)
                 task.add_done_callback(report_crash)
                 stack.push_async_callback(_cancel, task)
+            stack.push_async_callback(parts.flattener.close)
+            await parts.flattener.resume()  # a flatten a crash interrupted carries on
 
         await until_stopped(stop, recover_then_work(), parts.readiness, venue.broker)
         log.info("stopping")
@@ -249,6 +263,7 @@ class Parts:
     reconciler: Reconciler
     rollover: Rollover
     clock: Callable[[], datetime]
+    flattener: Flattener
 
     def workers(self) -> list[tuple[str, Coroutine[Any, Any, None]]]:
         """The loops that run beside the signal path once recovery is done."""
@@ -256,12 +271,14 @@ class Parts:
                 ("rollover", self.rollover.run())]
 
     def context(self, settings: Settings, secret: str,
-                instruments: dict[str, InstrumentSpec]) -> Context:
+                instruments: dict[str, InstrumentSpec], access: AccessPolicy,
+                config_sha256: str | None = None) -> Context:
         return Context(
+            access=access, config_sha256=config_sha256,
             db=self.db, inbox=self.inbox, engine=self.engine, instruments=instruments,
             metrics=self.metrics, readiness=self.readiness, broker=self.broker, clock=self.clock,
             limiter=RateLimiter(settings.rate_limit_per_min), exits=self.exits,
-            rollover=self.rollover,
+            rollover=self.rollover, control=self.engine.control, flattener=self.flattener,
             policy=WebhookPolicy(secret=secret, max_bytes=settings.webhook_max_bytes,
                                  decision_wait_ms=settings.decision_wait_ms,
                                  rate_limit_per_min=settings.rate_limit_per_min))
@@ -290,8 +307,9 @@ def assemble(settings: Settings, db: DatabaseStateManager, venue: Venue,
                         clock=clock, last_price=engine.last_alert_price,
                         interval_s=settings.roll_check_interval_s)
     engine.rollover = rollover
+    flattener = Flattener(db, venue.broker, engine, engine.control, clock=clock)
     return Parts(db, venue.broker, metrics, readiness, flow, engine, inbox, exits, reconciler,
-                 rollover, clock)
+                 rollover, clock, flattener)
 
 
 async def serve(settings: Settings, stack: AsyncExitStack, context: Context) -> None:
@@ -327,12 +345,16 @@ async def _cancel(task: asyncio.Task[Any]) -> None:
     await asyncio.gather(task, return_exceptions=True)
 
 
-def announce(url: str, generated_secret: str | None) -> None:
+def announce(url: str, generated_secret: str | None,
+             generated_admin_token: str | None = None) -> None:
     """Tell the operator where to point TradingView (stderr: kept out of the JSON log)."""
     print(f"Webhook URL: {url}/webhook", file=sys.stderr, flush=True)
     if generated_secret is not None:
         print(f"Paper-mode webhook secret (put it in the alert's JSON as \"secret\"): "
               f"{generated_secret}", file=sys.stderr, flush=True)
+    if generated_admin_token is not None:
+        print(f"Paper-mode admin token (send \"Authorization: Bearer <token>\"; kept in the "
+              f"state dir as admin_token): {generated_admin_token}", file=sys.stderr, flush=True)
 
 
 def instance_id(state_dir: Path) -> str:

@@ -18,6 +18,7 @@ import structlog
 
 from core.accounting import money_text, sizing_equity
 from core.book_store import BookStore
+from core.calendar import india_time
 from core.db_pool import TRANSIENT_ERRORS
 from core.decisions import (
     BookSnapshot,
@@ -51,6 +52,7 @@ from core.models import (
 from core.rollover import in_held_terms
 from core.signals import Signal, entry_deadline, entry_waited_too_long
 from core.specs import InstrumentSpec, PortfolioConfig
+from core.trading_state import entry_refusal, exit_refusal
 from live import failpoints
 from live.brokers.base import Broker, BrokerError
 from live.inbox import InboxItem
@@ -58,6 +60,7 @@ from live.instrument_locks import InstrumentLocks
 from live.metrics import Metrics
 from live.order_flow import OrderFlow
 from live.readiness import Readiness
+from live.trading_control import TradingControl
 
 if TYPE_CHECKING:
     from live.rollover import Rollover
@@ -72,7 +75,8 @@ class LiveTradingEngine:
                  flow: OrderFlow, *, processed_by: str, clock: Callable[[], datetime],
                  metrics: Metrics, readiness: Readiness,
                  price_limits_percent: tuple[Decimal, Decimal] | None = None,
-                 locks: InstrumentLocks | None = None):
+                 locks: InstrumentLocks | None = None,
+                 control: TradingControl | None = None):
         self._db = db
         # Shared with whatever else trades an instrument's layers (exit retries, rolls,
         # reconciliation), so that one signal at a time sees and moves them.
@@ -85,6 +89,9 @@ class LiveTradingEngine:
         self._clock = clock
         self._metrics = metrics
         self._readiness = readiness
+        # The trading state: its cached copy turns entries away early; the row itself is
+        # read again in the transaction of every intent it could refuse.
+        self.control = control or TradingControl(db, clock)
         # (base, pyramid) divergence limits of the quote check; None: no quote check.
         self._price_limits = price_limits_percent if broker.price_check else None
         self._last_price: dict[str, Decimal] = {}  # in the held contract's terms
@@ -179,6 +186,9 @@ class LiveTradingEngine:
             if entry_waited_too_long(item.received_at, self._clock(),
                                      self._config.max_entry_delay_s):
                 return await self._record(item, rejected("stale"))
+            paused = self.control.entry_block()
+            if paused is not None:
+                return await self._record(item, Verdict(Outcome.BLOCKED, paused))
             block = self._readiness.entry_block(signal.instrument)
             if block is not None:
                 return await self._record(item, rejected(f"entries blocked: {block}"))
@@ -196,7 +206,42 @@ class LiveTradingEngine:
             if after_roll:
                 plan = Verdict(Outcome.EXECUTED, "exit follows the roll under way")
             return await self._record(item, plan)
-        return await self._exit(item, plan)
+        return await self._exit(item.signal_id, signal, plan)
+
+    async def operator_exit(self, instrument: str, position: str, reason: str
+                            ) -> SignalOutcome | None:
+        """Exit an instrument's layer (or ALL) by the daemon's own decision — a manual exit,
+        a flatten, the day's square-off — as an EXIT alert would; None if no such layer
+        is live. The exit has no signal: its intents carry `reason`."""
+        async with self.locks(instrument):
+            layers = await self._db.live_layers(instrument)
+            targets = [x for x in layers if position in ("ALL", x.layer)]
+            if not targets:
+                return None
+            signal = Signal(SignalType.EXIT, instrument, position,
+                            await self._exit_price(instrument, targets), None, None, None,
+                            None, None, self._clock(), reason, None, None)
+            if await self._exit_after_roll(signal, layers):
+                return SignalOutcome(0, Outcome.EXECUTED, "exit follows the roll under way")
+            plan = decide_exit(signal, layers)
+            if isinstance(plan, Verdict):
+                return SignalOutcome(0, plan.outcome, plan.reason)
+            return await self._exit(None, signal, plan, operator=True)
+
+    async def _exit_price(self, instrument: str, layers: list[Layer]) -> Decimal:
+        """The reference price of an exit no alert priced: a live venue's quote, else the
+        last price seen (an alert's, or the venue's last trade), else the entry."""
+        symbol = layers[0].tradingsymbol or instrument
+        seen = self._last_price.get(instrument)
+        if seen is None or self._broker.price_check:
+            try:
+                quote = await self._broker.quote(symbol)
+            except BrokerError as exc:
+                log.warning("quote_unavailable", tradingsymbol=symbol, error=str(exc))
+                quote = None
+            if quote is not None:
+                return quote
+        return seen if seen is not None else layers[0].entry_price
 
     async def _exit_after_roll(self, signal: Signal, layers: list[Layer]) -> bool:
         """An EXIT of layers being rolled: carried out in the new contract as soon as the
@@ -261,6 +306,8 @@ class LiveTradingEngine:
             if isinstance(plan, Verdict):
                 return await self._record(item, plan)
             intent = await self._open_entry(item, plan, pyramiding, quote)
+            if isinstance(intent, SignalOutcome):
+                return intent
             failpoints.reached("after_intent_commit")
             return await self._flow.complete(intent, fresh=True,
                                              deadline=self._deadline(item, intent))
@@ -289,7 +336,9 @@ class LiveTradingEngine:
 
     async def _open_entry(self, item: InboxItem, plan: EntryPlan,
                           pyramiding: PyramidingState | None,
-                          quote: Decimal | None) -> OrderIntent:
+                          quote: Decimal | None) -> OrderIntent | SignalOutcome:
+        """Commit the entry's intent — or, if the trading state or the day's entry cap
+        refuses it in that same transaction, the signal's `blocked` decision."""
         signal = item.signal
         assert signal.atr is not None  # entries require it (DOMAIN.md §3)
         # A base entry's trade id is allocated when it fills; a pyramid joins its base's trade.
@@ -298,23 +347,40 @@ class LiveTradingEngine:
         purpose = EntryPurpose(layer=plan.layer, trade_id=trade_id,
                                initial_stop=plan.initial_stop, atr=signal.atr,
                                limiter=plan.limiter, quoted=quote is not None)
+        day = india_time(self._clock()).date()
         async with self._db.transaction() as tx:
+            refusal = entry_refusal(await tx.trading_state(for_entry=True), day,
+                                    self._config.max_entries_per_day)
+            if refusal is not None:
+                await tx.decide_signal(item.signal_id, Outcome.BLOCKED, refusal,
+                                       self._processed_by, self._clock())
+                return SignalOutcome(item.signal_id, Outcome.BLOCKED, refusal)
+            await tx.count_entry(day)
             return await self._flow.open_intent(
                 tx, item.signal_id, signal.instrument, Side.BUY, plan.lots,
                 quote if quote is not None else signal.price, purpose)
 
-    async def _exit(self, item: InboxItem, plan: ExitPlan | MarketDataPlan) -> SignalOutcome:
-        signal = item.signal
+    async def _exit(self, signal_id: int | None, signal: Signal,
+                    plan: ExitPlan | MarketDataPlan, operator: bool = False) -> SignalOutcome:
+        """Trail the stops and commit the exit's intents, one per contract, in one
+        transaction — unless the trading state refuses the exit there (the stops still
+        trail). `operator`: an exit the operator ordered (no signal; never refused)."""
         trails = plan.trails if isinstance(plan, MarketDataPlan) else ()
         exit_plan = plan.exit if isinstance(plan, MarketDataPlan) else plan
+        refusal: str | None = None
         async with self._db.transaction() as tx:
             for layer, trail in trails:
                 await tx.update_layer_later(layer, highest_close=trail.highest_close,
                                             current_stop=trail.current_stop)
             intents: list[OrderIntent] = []
-            if exit_plan is None:
-                await tx.decide_signal(item.signal_id, Outcome.EXECUTED, None,
-                                       self._processed_by, self._clock())
+            if exit_plan is not None:
+                refusal = exit_refusal(await tx.trading_state(),
+                                       exit_plan.reason if operator else None)
+            if exit_plan is None or refusal is not None:
+                if signal_id is not None:
+                    await tx.decide_signal(signal_id, Outcome.EXECUTED if refusal is None
+                                           else Outcome.BLOCKED, refusal,
+                                           self._processed_by, self._clock())
             else:
                 for layer in exit_plan.layers:
                     await tx.update_layer_later(layer, status=LayerStatus.CLOSING)
@@ -322,14 +388,16 @@ class LiveTradingEngine:
                 for n, part in enumerate(parts):
                     ids = tuple(layer.id for layer in part.layers)
                     intents.append(await self._flow.open_intent(
-                        tx, item.signal_id, signal.instrument, Side.SELL, part.lots,
+                        tx, signal_id, signal.instrument, Side.SELL, part.lots,
                         signal.price,
                         ExitPurpose(reason=part.reason, position_ids=ids, orders=len(parts)),
                         position_ids=ids, quantity=part.quantity,
                         contract=part.layers[0].contract, first=n == 0))
         stops = {str(layer.id): str(trail.current_stop) for layer, trail in trails}
+        if refusal is not None:
+            return SignalOutcome(signal_id or 0, Outcome.BLOCKED, refusal, {"stops": stops})
         if not intents:
-            return SignalOutcome(item.signal_id, Outcome.EXECUTED, None, {"stops": stops})
+            return SignalOutcome(signal_id or 0, Outcome.EXECUTED, None, {"stops": stops})
         failpoints.reached("after_intent_commit")
         outcome = await self._complete_all(intents, fresh=True)
         if stops:

@@ -19,6 +19,8 @@ point costs one comparison. The points, in the order a signal meets them:
                            open leg's intent committed (no point between them: they cannot
                            be separated); the open leg has not been placed
 - `after_roll_open_fill`   the open leg is booked: the layers are in the new contract
+- `after_flatten_halted`   a flatten is recorded and the state is HALTED; nothing cancelled
+- `after_flatten_exit`     one instrument's flatten exit is booked; others may be open still
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ SIGNAL_POINTS = frozenset({"after_signal_durable", "after_intent_commit",
 # Reached only where an exit is refused, or a roll runs.
 RETRY_POINTS = frozenset({"after_exit_refused", "before_exit_retry"})
 ROLL_POINTS = ("after_roll_close_intent", "after_roll_close_fill", "after_roll_open_fill")
-POINTS = SIGNAL_POINTS | RETRY_POINTS | frozenset(ROLL_POINTS)
+FLATTEN_POINTS = ("after_flatten_halted", "after_flatten_exit")
+POINTS = SIGNAL_POINTS | RETRY_POINTS | frozenset(ROLL_POINTS) | frozenset(FLATTEN_POINTS)
 
 _armed: str | None = None
 _at_hit = 1

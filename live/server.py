@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import secrets
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -11,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from aiohttp import web
@@ -22,6 +23,7 @@ from core.db_state_manager import DatabaseStateManager
 from core.models import Layer, OrderIntent, Outcome, SignalOutcome, SignalRecord
 from core.signals import InvalidSignal, parse_signal, storable_payload
 from core.specs import InstrumentSpec
+from live.access import AccessPolicy, access_control, client_address
 from live.brokers.base import Broker
 from live.engine import LiveTradingEngine
 from live.exit_retries import ExitRetries
@@ -31,6 +33,10 @@ from live.rate_limit import RateLimiter
 from live.readiness import MISMATCH, Readiness
 from live.rollover import Rollover
 from live.status import status_report
+from live.trading_control import TradingControl
+
+if TYPE_CHECKING:
+    from live.flatten import Flattener
 from live.webhook_body import BadBody, parse_body
 
 MAX_LIST_LIMIT = 1000
@@ -59,6 +65,13 @@ class Context:
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     exits: ExitRetries | None = None
     rollover: Rollover | None = None
+    control: TradingControl | None = None
+    flattener: Flattener | None = None
+    config_sha256: str | None = None  # the configuration this daemon decides under
+    # Without a policy (tests that build a Context by hand) views are open and the admin
+    # routes refuse everyone: the token is random and never shown. The daemon always sets it.
+    access: AccessPolicy = field(
+        default_factory=lambda: AccessPolicy(secrets.token_urlsafe(32), views_open=True))
 
 
 CTX = web.AppKey("ctx", Context)
@@ -89,7 +102,8 @@ def outcome_reply(outcome: SignalOutcome) -> web.Response:
         # it had sent is still resolved with the broker (see /ready and /signals/{id}).
         return reply({"status": "error", "error": "processing_error",
                       "detail": outcome.reason, "signal_id": outcome.signal_id}, 500)
-    return reply({"status": outcome.outcome, "signal_id": outcome.signal_id,
+    # Signal ids start at 1: 0 is an exit the daemon decided itself (manual, flatten).
+    return reply({"status": outcome.outcome, "signal_id": outcome.signal_id or None,
                   "reason": outcome.reason, "result": outcome.result})
 
 
@@ -116,7 +130,11 @@ async def webhook(request: web.Request) -> web.Response:
 
 async def _webhook(request: web.Request, ctx: Context) -> web.Response:
     received_at = ctx.clock()
-    if not ctx.limiter.allow(request.remote or "unknown", time.monotonic()):
+    # Behind a proxy every alert arrives from the proxy: the sender is the forwarded client.
+    client = client_address(request, ctx.access.trusted_proxies)
+    if not ctx.access.admits_webhook_from(client):
+        return error(403, "forbidden", "source address not allowed")
+    if not ctx.limiter.allow(client, time.monotonic()):
         return error(429, "rate_limited", "Too many requests")
     if (request.content_length or 0) > ctx.policy.max_bytes:
         return error(413, "payload_too_large", f"Payload exceeds {ctx.policy.max_bytes} bytes")
@@ -181,7 +199,10 @@ async def status(request: web.Request) -> web.Response:
                   "paused": not ctx.readiness.database_available,
                   "discrepancies": ctx.readiness.block_reasons(MISMATCH),
                   "exits_pending": ctx.exits.report() if ctx.exits else [],
-                  "rollover": await ctx.rollover.report() if ctx.rollover else {}, **report})
+                  "rollover": await ctx.rollover.report() if ctx.rollover else {},
+                  "trading_state": ctx.control.report() if ctx.control else None,
+                  "flatten": ctx.flattener.report() if ctx.flattener else None,
+                  "config_sha256": ctx.config_sha256, **report})
 
 
 async def kite_postback(request: web.Request) -> web.Response:
@@ -279,7 +300,7 @@ def order_view(intent: OrderIntent) -> dict[str, Any]:
 def build_app(ctx: Context) -> web.Application:
     """Return the daemon's HTTP application."""
     app = web.Application(client_max_size=ctx.policy.max_bytes,
-                          middlewares=[request_context])
+                          middlewares=[request_context, access_control(ctx.access)])
     app[CTX] = ctx
     app.router.add_post("/webhook", webhook)
     app.router.add_get("/health", health)
@@ -292,4 +313,7 @@ def build_app(ctx: Context) -> web.Application:
     app.router.add_get("/orders", orders)
     app.router.add_get("/metrics", make_aiohttp_handler(ctx.metrics.registry))
     app.router.add_post("/kite/postback", kite_postback)
+    from live.admin_api import add_admin_routes  # it builds on this module's replies
+
+    add_admin_routes(app)
     return app

@@ -145,6 +145,14 @@ class Broker(Protocol):
         """Sleep until the venue reports an order change, at most `timeout_s`."""
         ...
 
+    async def resting_orders(self) -> list[BrokerOrder]:
+        """Return the orders placed under the daemon's tags that are not final yet."""
+        ...
+
+    async def cancel(self, order: BrokerOrder) -> None:
+        """Ask the venue to cancel a resting order (its final state is read with `order`)."""
+        ...
+
     async def positions(self) -> dict[str, int]:
         """Return the net quantity per tradingsymbol, in the venue's units."""
         ...

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ from live.brokers.kite_session import KiteSession, next_expiry
 from live.metrics import Metrics
 
 SESSION_CHECK_S = 5.0
+OWN_TAG = re.compile(r"PM[0-9]+")  # the tags order intents give their orders
 log = structlog.get_logger(__name__)
 
 
@@ -251,6 +253,16 @@ class KiteBroker:
         book = await self._call("other", "orders")
         mine = [o for o in book if o.get("tag") == tag or tag in (o.get("tags") or [])]
         return [await self._with_trades(raw) for raw in mine]
+
+    async def resting_orders(self) -> list[BrokerOrder]:
+        book = await self._call("other", "orders")
+        mine = [o for o in book if OWN_TAG.fullmatch(str(o.get("tag") or ""))
+                and _status(str(o["status"])) is OrderStatus.OPEN]
+        return [await self._with_trades(raw) for raw in mine]
+
+    async def cancel(self, order: BrokerOrder) -> None:
+        await self._call("order", "cancel_order", variety=self._config.variety,
+                         order_id=order.order_id)
 
     async def order(self, order_id: str) -> BrokerOrder:
         history = await self._call("other", "order_history", order_id)

@@ -28,6 +28,7 @@ from live.brokers.base import (
     BrokerOrder,
     BrokerTrade,
     BrokerUnavailable,
+    OrderRejected,
     OrderRequest,
     OrderStatus,
     VenueTrade,
@@ -137,6 +138,12 @@ class PaperBroker:
 
     async def find_by_tag(self, tag: str) -> list[BrokerOrder]:
         return await self._orders("tag = %s", tag)
+
+    async def resting_orders(self) -> list[BrokerOrder]:
+        return []  # the paper venue fills or refuses every order as it is placed
+
+    async def cancel(self, order: BrokerOrder) -> None:
+        raise OrderRejected(f"paper order {order.order_id} is final: nothing to cancel")
 
     async def order(self, order_id: str) -> BrokerOrder:
         orders = await self._orders("order_id = %s", order_id)

@@ -50,7 +50,8 @@ from tests.support.invariants import book_violations, kite_broker, paper_broker
 
 SECRET = "chaos-secret"
 KITE_ENV = {"PM_KITE_API_KEY": "fake_api_key", "PM_KITE_API_SECRET": "fake_api_secret",
-            "PM_KITE_ACCESS_TOKEN": "fake_access_token"}
+            "PM_KITE_ACCESS_TOKEN": "fake_access_token",
+            "PM_ADMIN_TOKEN": "chaos-admin-token"}  # required with a live broker
 RANDOM = "random instant"
 READY_TIMEOUT_S = 90
 TAIL = 30  # alerts traded after the last crash: the daemon keeps trading correctly

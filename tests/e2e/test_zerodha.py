@@ -12,6 +12,7 @@ from tests.support.invariants import book_violations, kite_broker
 
 KITE_ENV = {"PM_KITE_API_KEY": "fake_api_key", "PM_KITE_API_SECRET": "fake_api_secret",
             "PM_KITE_ACCESS_TOKEN": "fake_access_token", "PM_WEBHOOK_SECRET": "tv-secret",
+            "PM_ADMIN_TOKEN": "zerodha-admin-token",  # required with a live broker
             # A real venue answers slower than paper; wait for the outcome rather than a 202.
             "PM_DECISION_WAIT_MS": "10000"}
 

@@ -16,7 +16,7 @@ import re
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, fields, replace
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
@@ -47,11 +47,13 @@ from core.models import (
     SignalStatus,
 )
 from core.reconciliation import SQUARE_OFF_EVENT, OwnActivity
+from core.trading_state import Actor, StateChange, StateRecord, TradingState
 
 S = TypeVar("S")
 T = TypeVar("T")
 P = ParamSpec("P")
-TABLES = ("layers", "intents", "signals", "pyramiding", "portfolio", "fills", "ledger", "events")
+TABLES = ("layers", "intents", "signals", "pyramiding", "portfolio", "fills", "ledger", "events",
+          "trading")
 
 
 class ConstraintViolation(Exception):
@@ -91,6 +93,8 @@ class Tables:
     fills: dict[str, tuple[int, int, Decimal, datetime]] = field(default_factory=dict)
     ledger: dict[int, LedgerEntry] = field(default_factory=dict)
     events: dict[int, dict[str, Any]] = field(default_factory=dict)
+    trading: dict[int, StateRecord] = field(default_factory=lambda: {1: StateRecord(
+        TradingState.ACTIVE, None, Actor.SYSTEM, datetime(2026, 1, 1, tzinfo=UTC))})
 
     def copy(self) -> Tables:
         return Tables(**{name: dict(getattr(self, name)) for name in TABLES})
@@ -267,6 +271,32 @@ class FakeTransaction:
     async def insert_fill(self, intent_id: int, broker_trade_id: str, quantity: int,
                           price: Decimal, filled_at: datetime) -> None:
         self.work.fills.setdefault(broker_trade_id, (intent_id, quantity, price, filled_at))
+
+    # -- trading state --------------------------------------------------------------------
+    async def trading_state(self, *, for_entry: bool = False) -> StateRecord:
+        return self.work.trading[1]
+
+    async def count_entry(self, day: date) -> None:
+        record = self.work.trading[1]
+        self.work.trading[1] = replace(record, entries_day=day,
+                                       entries_count=record.entries_on(day) + 1)
+
+    async def change_trading_state(self, change: StateChange, at: datetime) -> StateRecord:
+        record = self.work.trading[1]
+        breach = {"breach_day": None, "breach_pnl": None, "breach_at": None} if (
+            change.clears_breach) else {}
+        self.work.trading[1] = replace(record, state=change.state, reason=change.reason,
+                                       actor=change.actor, since=at,
+                                       version=record.version + 1, **breach)
+        return self.work.trading[1]
+
+    async def latch_breach(self, day: date, pnl: Decimal, at: datetime) -> StateRecord | None:
+        record = self.work.trading[1]
+        if record.breached:
+            return None
+        self.work.trading[1] = replace(record, breach_day=day, breach_pnl=pnl, breach_at=at,
+                                       version=record.version + 1)
+        return self.work.trading[1]
 
     # -- audit ----------------------------------------------------------------------------
     @injectable

@@ -104,6 +104,12 @@ class MemoryBroker:
     async def manage(self, order: BrokerOrder, request: OrderRequest) -> BrokerOrder:
         return await self.order(order.order_id)  # final when placed
 
+    async def resting_orders(self) -> list[BrokerOrder]:
+        return [o for o in self.orders.values() if not o.is_final]
+
+    async def cancel(self, order: BrokerOrder) -> None:
+        raise OrderRejected(f"memory order {order.order_id} is final")
+
     async def wait_for_update(self, timeout_s: float) -> None:
         await asyncio.sleep(timeout_s)
 

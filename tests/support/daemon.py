@@ -70,9 +70,12 @@ class Daemon:
             time.sleep(0.05)
         raise AssertionError(f"{path} did not answer 200 in {timeout_s}s:\n{self.output()}")
 
-    def get(self, path: str) -> tuple[int, Any]:
+    def get(self, path: str, token: str | None = None) -> tuple[int, Any]:
+        """GET `path`, with `Authorization: Bearer <token>` when a token is given."""
+        headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+        request = urllib.request.Request(self.url + path, headers=headers)
         try:
-            with urllib.request.urlopen(self.url + path, timeout=10) as response:
+            with urllib.request.urlopen(request, timeout=10) as response:
                 return response.status, json.loads(response.read())
         except urllib.error.HTTPError as error:
             return error.code, json.loads(error.read())

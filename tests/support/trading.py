@@ -17,6 +17,7 @@ from live.brokers.base import Broker
 from live.brokers.paper import PaperBroker
 from live.engine import LiveTradingEngine
 from live.exit_retries import ExitRetries
+from live.flatten import Flattener
 from live.inbox import Inbox
 from live.metrics import Metrics
 from live.order_flow import OrderFlow
@@ -98,6 +99,9 @@ class Trading:
                                  self.readiness, self.engine.locks, self.exits,
                                  clock=self.clock, last_price=self.engine.last_alert_price)
         self.engine.rollover = self.rollover
+        self.control = self.engine.control
+        self.flattener = Flattener(self.db, self.broker, self.engine, self.control,
+                                   clock=self.clock, poll_s=0.01)
         return self
 
     async def recover(self) -> list[str]:
@@ -108,6 +112,7 @@ class Trading:
         return self.readiness.reasons(self.broker.unavailable_reason)
 
     async def close(self) -> None:
+        await self.flattener.close()
         await self.inbox.stop(5)
         await self.reconciler.close()
         await self.broker.close()

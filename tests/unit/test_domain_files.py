@@ -93,6 +93,10 @@ DOMAIN_PORTFOLIO: dict[str, Any] = {
     "dedup_window_s": 60,
     "paper_contracts": "none",
     "paper_monthly_basis_percent": Decimal("0.5"),
+    "daily_loss_limit_percent": None,
+    "daily_loss_action": "reduce",
+    "max_entries_per_day": None,
+    "snapshot_interval_s": 60,
 }
 
 

@@ -1,0 +1,214 @@
+"""Who may call what (DESIGN.md §9): operator tokens, the read views, the webhook's senders."""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import os
+import secrets
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import structlog
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+
+from config.errors import ConfigError
+from config.settings import Settings
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+# Each of these authenticates its caller its own way (the alert's secret, Kite's checksum) or
+# says nothing worth hiding; a load balancer's probes must not need a token.
+OPEN_PATHS = frozenset({"/webhook", "/kite/postback", "/health", "/ready"})
+ADMIN_PREFIX = "/admin/"
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class AccessPolicy:
+    """The tokens and networks the HTTP layer checks; tokens are kept out of the repr."""
+
+    admin_token: str = field(repr=False)
+    view_token: str | None = field(default=None, repr=False)
+    views_open: bool = False  # to callers on this machine
+    # A proxy on this machine makes a loopback listener public: what comes through one is
+    # open only when views_require_token is explicitly false.
+    views_open_via_proxy: bool = False
+    webhook_allow: tuple[Network, ...] = ()
+    trusted_proxies: tuple[Network, ...] = ()
+
+    def admits_admin(self, presented: str | None) -> bool:
+        return _matches(presented, self.admin_token)
+
+    def admits_view(self, presented: str | None, via_proxy: bool = False) -> bool:
+        views_open = self.views_open_via_proxy if via_proxy else self.views_open
+        return views_open or self.admits_admin(presented) or (
+            self.view_token is not None and _matches(presented, self.view_token))
+
+    def admits_webhook_from(self, client: str) -> bool:
+        """Whether `client` may post alerts: anyone when the allow-list is empty."""
+        if not self.webhook_allow:
+            return True
+        address = _address(client)
+        return address is not None and _within(address, self.webhook_allow)
+
+
+def admin_token(settings: Settings) -> tuple[str, bool]:
+    """Return the admin token and whether it was generated (kept in the state dir) for paper."""
+    if settings.admin_token is not None:
+        configured = settings.admin_token.get_secret_value().strip()
+        if not configured:
+            raise ConfigError("PM_ADMIN_TOKEN is empty")
+        return configured, False
+    if settings.broker != "paper":
+        raise ConfigError("PM_ADMIN_TOKEN must be set to trade with a live broker")
+    path = settings.state_dir / "admin_token"
+    token = path.read_text().strip() if path.exists() else ""
+    if not token:  # also a file left empty by a crash between create and write
+        token = secrets.token_urlsafe(32)
+        _write_private(path, token)
+    path.chmod(0o600)
+    return token, True
+
+
+def _write_private(path: Path, text: str) -> None:
+    # Created 0600 from the start: no moment at which another user could read it.
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+
+
+def access_policy(settings: Settings, admin: str) -> AccessPolicy:
+    """Return the policy for these settings and admin token; ConfigError on a bad network."""
+    view = settings.view_token.get_secret_value().strip() if settings.view_token else ""
+    require = settings.views_require_token
+    return AccessPolicy(
+        admin_token=admin, view_token=view or None,
+        views_open=require is False or (require is None and is_loopback(settings.host)),
+        views_open_via_proxy=require is False,
+        webhook_allow=networks(settings.webhook_allow_ips, "PM_WEBHOOK_ALLOW_IPS"),
+        trusted_proxies=networks(settings.trusted_proxies, "PM_TRUSTED_PROXIES"))
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a listener on `host` is reachable from this machine only."""
+    if host.strip().lower() == "localhost":
+        return True
+    address = _address(host.strip().strip("[]"))
+    return address is not None and address.is_loopback
+
+
+def networks(text: str, source: str) -> tuple[Network, ...]:
+    """Parse comma-separated addresses and CIDR networks; ConfigError naming `source`."""
+    parsed = []
+    for entry in (part.strip() for part in text.split(",")):
+        if not entry:
+            continue
+        try:
+            parsed.append(ipaddress.ip_network(entry, strict=False))
+        except ValueError:
+            raise ConfigError(f"{source}: {entry!r} is not an address or network") from None
+    return tuple(parsed)
+
+
+def client_address(request: web.BaseRequest, trusted: tuple[Network, ...]) -> str:
+    """Return the caller's address: the peer, or behind trusted proxies the X-Forwarded-For hop."""
+    return forwarded_client(request.remote, request.headers.getall("X-Forwarded-For", ()),
+                            trusted)
+
+
+def forwarded_client(remote: str | None, forwarded_for: Sequence[str],
+                     trusted: tuple[Network, ...]) -> str:
+    """Return the client of a request from peer `remote` with these X-Forwarded-For headers.
+
+    The header is read right to left, skipping the trusted proxies' own entries: everything
+    left of the first untrusted hop was written by the client and proves nothing.
+    """
+    peer = remote or "unknown"
+    peer_address = _address(peer)
+    if peer_address is None or not _within(peer_address, trusted):
+        return peer
+    hops = [hop.strip() for value in forwarded_for for hop in value.split(",")]
+    for hop in reversed(hops):
+        address = _address(hop)
+        if address is None:
+            return peer  # a hop nobody can vouch for: attribute the request to the proxy
+        if not _within(address, trusted):
+            return str(address)
+    return peer
+
+
+def access_control(policy: AccessPolicy) -> Middleware:
+    """Return the middleware that refuses calls without the token their path needs."""
+
+    @web.middleware
+    async def check_access(request: web.Request, handler: Handler) -> web.StreamResponse:
+        route_path = _route_path(request)
+        if route_path in OPEN_PATHS:
+            return await handler(request)
+        presented = bearer_token(request)
+        if _is_admin(route_path) or _is_admin(request.path):
+            if not policy.admits_admin(presented):
+                return _refuse(request, "admin token required")
+        elif not policy.admits_view(presented, via_proxy(request, policy.trusted_proxies)):
+            return _refuse(request, "view token required")
+        return await handler(request)
+
+    return check_access
+
+
+def via_proxy(request: web.BaseRequest, trusted: tuple[Network, ...]) -> bool:
+    """Whether the request came through a proxy: from a trusted one, or forwarded at all."""
+    if "X-Forwarded-For" in request.headers or "Forwarded" in request.headers:
+        return True
+    peer = _address(request.remote or "")
+    return peer is not None and _within(peer, trusted)
+
+
+def bearer_token(request: web.BaseRequest) -> str | None:
+    """Return the token of an `Authorization: Bearer …` header, if there is one."""
+    scheme, _, token = request.headers.get("Authorization", "").strip().partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
+
+
+def _refuse(request: web.Request, detail: str) -> web.Response:
+    # Path and caller only: the presented token is never logged, right or wrong.
+    log.info("access_refused", path=request.path, client=request.remote, detail=detail)
+    return web.json_response({"status": "error", "error": "unauthorized", "detail": detail},
+                             status=401, headers={"WWW-Authenticate": "Bearer"})
+
+
+def _route_path(request: web.Request) -> str:
+    # The route the router chose, not the raw path: only a request that reaches an open
+    # handler is let through untokened.
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else request.path
+
+
+def _is_admin(path: str) -> bool:
+    return path == ADMIN_PREFIX.rstrip("/") or path.startswith(ADMIN_PREFIX)
+
+
+def _matches(presented: str | None, expected: str) -> bool:
+    return presented is not None and hmac.compare_digest(presented.encode(), expected.encode())
+
+
+def _address(text: str) -> Address | None:
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    # A dual-stack listener sees IPv4 peers as ::ffff:a.b.c.d; compare them as IPv4.
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def _within(address: Address, nets: tuple[Network, ...]) -> bool:
+    return any(address.version == net.version and address in net for net in nets)
