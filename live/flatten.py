@@ -54,27 +54,40 @@ class Flattener:
         self._clock = clock
         self._poll_s = poll_s
         self._task: asyncio.Task[FlattenReport] | None = None
+        self._starting = asyncio.Lock()
         self.current: Flatten | None = None
         self._progress: dict[str, Any] = {}
 
     async def request(self, reason: str, actor: Actor) -> asyncio.Task[FlattenReport]:
         """Start a flatten, or join the one under way; return its task."""
-        if self._task is not None and not self._task.done():
-            return self._task
-        async with self._db.transaction() as tx:
-            row = await tx.start_flatten(reason, actor, self._clock())
-            if row is None:
-                return await self.resume() or await self.request(reason, actor)
-            record, _ = await self._control.set_in(tx, TradingState.HALTED,
-                                                   f"flatten: {reason}", actor,
-                                                   flatten_id=row.id)
-        self._control.published(record)
-        log.warning("flatten_started", flatten_id=row.id, reason=reason, actor=actor)
-        failpoints.reached("after_flatten_halted")
-        return self._start(row)
+        async with self._starting:  # two requests at once: the second joins the first
+            while True:
+                if self._task is not None and not self._task.done():
+                    return self._task
+                async with self._db.transaction() as tx:
+                    row = await tx.start_flatten(reason, actor, self._clock())
+                    if row is not None:
+                        record, _ = await self._control.set_in(
+                            tx, TradingState.HALTED, f"flatten: {reason}", actor,
+                            flatten_id=row.id)
+                if row is not None:
+                    self._control.published(record)
+                    log.warning("flatten_started", flatten_id=row.id, reason=reason,
+                                actor=actor)
+                    failpoints.reached("after_flatten_halted")
+                    return self._start(row)
+                # One is recorded already (a crash left it): carry it on, unless it
+                # finished in between, in which case this request starts a new one.
+                resumed = await self._resume()
+                if resumed is not None:
+                    return resumed
 
     async def resume(self) -> asyncio.Task[FlattenReport] | None:
         """Carry on with a flatten a crash (or a stop) interrupted; None if there is none."""
+        async with self._starting:
+            return await self._resume()
+
+    async def _resume(self) -> asyncio.Task[FlattenReport] | None:
         if self._task is not None and not self._task.done():
             return self._task
         row = await self._db.running_flatten()

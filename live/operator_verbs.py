@@ -117,8 +117,9 @@ def status(client: OperatorClient) -> Reply:
     state = (body.get("trading_state") or {}).get("state") or "state unknown"
     daily = body.get("daily") or {}
     parts = [state, _count(body.get("open_positions"), "open layer"),
-             f"closed equity {(body.get('equity') or {}).get('closed')}",
-             f"day P&L {daily.get('pnl')}"]
+             f"closed equity {(body.get('equity') or {}).get('closed')}"]
+    if daily.get("pnl") is not None:  # a daemon without the daily limits has no day figure
+        parts.append(f"day P&L {daily['pnl']}")
     if daily.get("breached"):
         parts.append("daily loss limit breached")
     if body.get("exits_pending"):

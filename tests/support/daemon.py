@@ -99,9 +99,11 @@ class Daemon:
             self.process.wait(timeout=10)
 
 
-def post(url: str, body: bytes, timeout_s: float = 10) -> tuple[int, Any]:
+def post(url: str, body: bytes, timeout_s: float = 10,
+         headers: dict[str, str] | None = None) -> tuple[int, Any]:
     request = urllib.request.Request(url, data=body, method="POST",
-                                     headers={"Content-Type": "application/json"})
+                                     headers={"Content-Type": "application/json",
+                                              **(headers or {})})
     try:
         with urllib.request.urlopen(request, timeout=timeout_s) as response:
             return response.status, json.loads(response.read())
@@ -131,6 +133,16 @@ class TradingDaemon(Daemon):
             if detail["status"] == "processed":
                 answer = {**answer, "status": detail["outcome"], "reason": detail["reason"]}
         return answer
+
+    @property
+    def admin_token(self) -> str:
+        configured = self.env.get("PM_ADMIN_TOKEN")
+        return configured or (self.state_dir / "admin_token").read_text().strip()
+
+    def admin(self, path: str, timeout_s: float = 30, **body: Any) -> tuple[int, Any]:
+        """POST an operator action (`/admin/...`) with the admin token."""
+        return post(self.url + path, json.dumps(body).encode(), timeout_s,
+                    {"Authorization": f"Bearer {self.admin_token}"})
 
     def send_raw(self, body: bytes) -> tuple[int, Any]:
         return post(self.url + "/webhook", body)

@@ -1,0 +1,151 @@
+"""The book over time: a `portfolio_snapshots` row every `snapshot_interval_s`, and at the
+first snapshot of each trading day (IST) that day's `day_start` rows — the daily loss limit's
+baseline — and the previous day's `day_end` rows.
+
+Layers are marked at the last price the engine has seen. After a restart, until an alert
+prices an instrument again, a layer is marked at its newest snapshot's price rather than at
+its entry: marking it at entry would read as a day's loss (or gain) that never happened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import date, datetime
+from decimal import Decimal
+
+import structlog
+from psycopg import AsyncConnection
+
+from core.accounting import layer_pnl, percent, sizing_equity
+from core.daily_limits import trading_day
+from core.db_state_manager import DatabaseStateManager
+from core.exposure import exposure
+from core.models import Layer
+from core.specs import InstrumentSpec, PortfolioConfig
+from live.engine import LiveTradingEngine
+from live.snapshot_store import (
+    DAY_END,
+    DAY_START,
+    INTERVAL,
+    PortfolioSnapshot,
+    PositionSnapshot,
+    end_days_before,
+    insert_portfolio,
+    insert_positions,
+    snapshot_prices,
+)
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Book:
+    """The book at one moment, as its snapshot rows show it."""
+
+    portfolio: PortfolioSnapshot
+    positions: tuple[PositionSnapshot, ...]
+
+
+class Snapshots:
+    def __init__(self, db: DatabaseStateManager, engine: LiveTradingEngine,
+                 instruments: dict[str, InstrumentSpec], config: PortfolioConfig, *,
+                 clock: Callable[[], datetime]):
+        self._db = db
+        self._engine = engine
+        self._instruments = instruments
+        self._config = config
+        self._clock = clock
+        self._day: date | None = None  # the trading day whose start this run has written
+        self._last: Book | None = None  # the last snapshot this run took
+        self._remembered: dict[int, PositionSnapshot | None] = {}
+        self.listeners: list[Callable[[], None]] = []  # told after each snapshot
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.take()
+            except Exception:  # the loop outlives any one failure, loudly
+                log.exception("snapshot_failed")
+            await asyncio.sleep(self._config.snapshot_interval_s)
+
+    async def take(self, now: datetime | None = None) -> Book:
+        """Write an interval snapshot — and, at a trading day's first, the day's start and
+        the previous day's end. Return the book as written."""
+        now = now or self._clock()
+        day = trading_day(now)
+        book = await self.book(now)
+        async with self._db.transaction() as tx:
+            if day != self._day:
+                await self._start_day(tx.conn, book)
+            await insert_portfolio(tx.conn, book.portfolio)
+        self._day, self._last = day, book
+        for listener in self.listeners:
+            listener()
+        return book
+
+    async def _start_day(self, conn: AsyncConnection[object], book: Book) -> None:
+        day, now = book.portfolio.trading_day, book.portfolio.taken_at
+        ended = await end_days_before(conn, day)
+        for ended_day in ended:
+            last = self._last
+            if last is not None and last.portfolio.trading_day == ended_day:
+                await insert_positions(conn, ended_day, DAY_END, last.portfolio.taken_at,
+                                       last.positions)
+            elif ended_day == ended[-1]:
+                # Started since that day ended: nothing trades while the daemon is down,
+                # so the layers live now are the ones it ended with.
+                await insert_positions(conn, ended_day, DAY_END, now, book.positions)
+            log.info("trading_day_ended", day=ended_day.isoformat())
+        # A restart later in the day finds the day started: its first baseline stands.
+        if await insert_portfolio(conn, replace(book.portfolio, kind=DAY_START)):
+            await insert_positions(conn, day, DAY_START, now, book.positions)
+            log.info("trading_day_started", day=day.isoformat(),
+                     sizing_equity=str(book.portfolio.sizing_equity),
+                     unrealized=str(book.portfolio.unrealized))
+
+    async def book(self, now: datetime) -> Book:
+        """Return the book at `now`, marked at the last prices known."""
+        layers = await self._db.all_live_layers()
+        await self._remember([x.id for x in layers if not self._priced(x)])
+        book = exposure(await self._db.portfolio_state(), layers, self._instruments, self._mark)
+        eq = book.equity
+        portfolio = PortfolioSnapshot(
+            taken_at=now, trading_day=trading_day(now), kind=INTERVAL,
+            closed_equity=eq.closed, open_equity=eq.open, blended_equity=eq.blended,
+            unrealized=eq.unrealised,
+            sizing_equity=sizing_equity(self._config, eq.closed, eq.blended, eq.high),
+            risk_percent=percent(book.risk, eq.blended),
+            margin_percent=percent(book.margin_used, eq.blended), open_layers=book.layers)
+        return Book(portfolio, tuple(self._position(x) for x in layers))
+
+    def _priced(self, layer: Layer) -> bool:
+        return self._engine.last_alert_price(layer.instrument) is not None
+
+    def _mark(self, layer: Layer) -> Decimal:
+        if self._priced(layer):
+            return self._engine.last_price(layer)
+        old = self._remembered.get(layer.id)
+        # A roll since that snapshot moved the layer into another contract (its entry
+        # shifted by the spread): that snapshot's price is of the old one.
+        if old is not None and old.entry_price == layer.entry_price:
+            return old.last_price
+        return layer.entry_price
+
+    async def _remember(self, position_ids: list[int]) -> None:
+        wanted = [i for i in position_ids if i not in self._remembered]
+        if not wanted:
+            return
+        async with self._db.transaction() as tx:
+            found = await snapshot_prices(tx.conn, wanted)
+        self._remembered.update({i: found.get(i) for i in wanted})
+
+    def _position(self, layer: Layer) -> PositionSnapshot:
+        mark = self._mark(layer)
+        pv = self._instruments[layer.instrument].point_value
+        return PositionSnapshot(
+            position_id=layer.id, instrument=layer.instrument, layer=layer.layer,
+            tradingsymbol=layer.tradingsymbol, lots=layer.lots, quantity=layer.quantity,
+            entry_price=layer.entry_price, last_price=mark, current_stop=layer.current_stop,
+            unrealized=layer_pnl(layer.entry_price, mark, layer.lots, pv))

@@ -1,0 +1,88 @@
+"""The operator's verbs against the daemon as users run both: two processes, HTTP between."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import psycopg
+import pytest
+
+from config.config_hash import config_sha256, effective_config
+from config.domain_files import (
+    DEFAULT_CONFIG_DIR,
+    load_holidays,
+    load_instruments,
+    load_portfolio_config,
+)
+from tests.support.alerts import alert, ist
+from tests.support.daemon import REPO, TradingDaemon
+
+
+@pytest.fixture
+def daemon(state_dir):
+    running = TradingDaemon(state_dir).start()
+    running.wait_ready()
+    yield running
+    running.ensure_stopped()
+
+
+def pm(daemon: TradingDaemon, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run `portfolio_manager.py` as the operator does, with the paper daemon's own token."""
+    env = {name: value for name, value in os.environ.items() if not name.startswith("PM_")}
+    return subprocess.run(
+        [sys.executable, "portfolio_manager.py", *args, "--state-dir", str(daemon.state_dir),
+         "--url", daemon.url], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+
+
+def gold_entry(seconds_ago: float) -> dict:
+    return alert("BASE_ENTRY", "GOLD_MINI", "Long_1", 78500, ist(seconds_ago), stop=77800,
+                 atr=700)
+
+
+def bank_nifty_entry(seconds_ago: float) -> dict:
+    # Another instrument: the same entry again inside the dedup window would be a duplicate.
+    return alert("BASE_ENTRY", "BANK_NIFTY", "Long_1", 52000, ist(seconds_ago), stop=51650,
+                 atr=350)
+
+
+def test_pause_blocks_entries_until_resumed(daemon):
+    paused = pm(daemon, "pause", "--reason", "lunch")
+    assert (paused.returncode, paused.stdout) == (
+        0, 'trading state REDUCING (was ACTIVE): reason "lunch" by operator\n'), paused.stderr
+    blocked = daemon.send_settled(**gold_entry(240))
+    assert (blocked["status"], blocked["reason"]) == ("blocked", "trading paused")
+
+    resumed = pm(daemon, "resume", "--reason", "back")
+    assert (resumed.returncode, resumed.stdout) == (
+        0, 'trading state ACTIVE (was REDUCING): reason "back" by operator\n'), resumed.stderr
+    assert daemon.send_settled(**bank_nifty_entry(200))["status"] == "executed"
+
+    again = pm(daemon, "resume")
+    assert again.returncode == 0 and "(unchanged)" in again.stdout
+    token = (daemon.state_dir / "admin_token").read_text().strip()
+    assert all(token not in run.stdout + run.stderr for run in (paused, resumed, again))
+
+    status = pm(daemon, "status")
+    assert status.returncode == 0
+    assert status.stdout.startswith("status: ACTIVE, 1 open layer, closed equity 5000000.00")
+
+
+def test_every_decision_names_the_configuration_the_daemon_started_with(daemon):
+    shipped = effective_config(load_instruments(DEFAULT_CONFIG_DIR / "instruments.json"),
+                               load_portfolio_config(DEFAULT_CONFIG_DIR / "portfolio.json"),
+                               load_holidays(DEFAULT_CONFIG_DIR / "holidays.json"))
+    expected = config_sha256(shipped)
+    assert daemon.get("/status")[1]["config_sha256"] == expected
+    daemon.send_settled(**gold_entry(240))
+    daemon.send_settled(**bank_nifty_entry(230))
+    pm(daemon, "pause", "--reason", "lunch")
+    daemon.send_settled(**alert("PYRAMID", "GOLD_MINI", "Long_2", 80000, ist(170),
+                                stop=79500, atr=700))  # blocked: paused
+    with psycopg.connect(daemon.book_conninfo()) as conn:
+        stamped = conn.execute("SELECT outcome, config_sha256 FROM signal_log ORDER BY id")
+        assert stamped.fetchall() == [("executed", expected), ("executed", expected),
+                                      ("blocked", expected)]
+        [(body,)] = conn.execute("SELECT body FROM configurations").fetchall()
+    assert config_sha256(body) == expected
