@@ -36,6 +36,7 @@ from live.access import AccessPolicy, access_policy, admin_token
 from live.brokers.base import Broker
 from live.brokers.kite_session import KiteSession
 from live.brokers.paper import PaperBroker
+from live.daily_limits import DailyLimits
 from live.database_server import DatabaseTarget, database_target
 from live.engine import LiveTradingEngine
 from live.exit_retries import ExitRetries
@@ -50,6 +51,8 @@ from live.recovery import recover
 from live.rollover import Rollover
 from live.schema_migrations import apply_migrations
 from live.server import Context, WebhookPolicy, build_app
+from live.snapshots import Snapshots
+from live.square_off import SquareOff
 
 VERSION = "0.1.0"
 log = structlog.get_logger(__name__)
@@ -264,11 +267,15 @@ class Parts:
     rollover: Rollover
     clock: Callable[[], datetime]
     flattener: Flattener
+    snapshots: Snapshots
+    limits: DailyLimits
+    square_off: SquareOff
 
     def workers(self) -> list[tuple[str, Coroutine[Any, Any, None]]]:
         """The loops that run beside the signal path once recovery is done."""
         return [("exit-retries", self.exits.run()), ("reconciler", self.reconciler.run()),
-                ("rollover", self.rollover.run())]
+                ("rollover", self.rollover.run()), ("snapshots", self.snapshots.run()),
+                ("daily-limits", self.limits.run()), ("square-off", self.square_off.run())]
 
     def context(self, settings: Settings, secret: str,
                 instruments: dict[str, InstrumentSpec], access: AccessPolicy,
@@ -279,6 +286,7 @@ class Parts:
             metrics=self.metrics, readiness=self.readiness, broker=self.broker, clock=self.clock,
             limiter=RateLimiter(settings.rate_limit_per_min), exits=self.exits,
             rollover=self.rollover, control=self.engine.control, flattener=self.flattener,
+            limits=self.limits,
             policy=WebhookPolicy(secret=secret, max_bytes=settings.webhook_max_bytes,
                                  decision_wait_ms=settings.decision_wait_ms,
                                  rate_limit_per_min=settings.rate_limit_per_min))
@@ -308,8 +316,14 @@ def assemble(settings: Settings, db: DatabaseStateManager, venue: Venue,
                         interval_s=settings.roll_check_interval_s)
     engine.rollover = rollover
     flattener = Flattener(db, venue.broker, engine, engine.control, clock=clock)
+    snapshots = Snapshots(db, engine, instruments, portfolio, clock=clock)
+    limits = DailyLimits(db, snapshots, engine.control, portfolio, clock=clock,
+                         flattener=flattener)
+    snapshots.listeners.append(limits.wake)
+    engine.decision_listeners.append(limits.wake)
+    square_off = SquareOff(db, engine, instruments, calendar, clock=clock)
     return Parts(db, venue.broker, metrics, readiness, flow, engine, inbox, exits, reconciler,
-                 rollover, clock, flattener)
+                 rollover, clock, flattener, snapshots, limits, square_off)
 
 
 async def serve(settings: Settings, stack: AsyncExitStack, context: Context) -> None:

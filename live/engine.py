@@ -102,6 +102,9 @@ class LiveTradingEngine:
         self._entry_lock = asyncio.Lock()
         # Risk, volatility and margin of entries decided but not yet filled, by reservation.
         self._inflight: dict[int, tuple[Decimal, Decimal, Decimal]] = {}
+        # Told the instrument of each signal decided (the daily loss limit wakes on it);
+        # each must return at once and never raise into the signal path.
+        self.decision_listeners: list[Callable[[str], None]] = []
 
     # -- the inbox's handler --------------------------------------------------------------
     async def process(self, item: InboxItem) -> SignalOutcome:
@@ -125,7 +128,15 @@ class LiveTradingEngine:
                 delay = min(delay * 2, 2.0)
             attempt += 1
         self._database_available(True)
+        self._tell_listeners(item.signal.instrument)
         return outcome
+
+    def _tell_listeners(self, instrument: str) -> None:
+        for listener in self.decision_listeners:
+            try:
+                listener(instrument)
+            except Exception:  # a listener's fault is its own: the signal is decided
+                log.exception("decision_listener_failed", instrument=instrument)
 
     async def fail(self, item: InboxItem, error: Exception) -> SignalOutcome:
         """Decide the signal `error` (once: it is not retried at a restart) and block the
@@ -229,19 +240,19 @@ class LiveTradingEngine:
             return await self._exit(None, signal, plan, operator=True)
 
     async def _exit_price(self, instrument: str, layers: list[Layer]) -> Decimal:
-        """The reference price of an exit no alert priced: a live venue's quote, else the
-        last price seen (an alert's, or the venue's last trade), else the entry."""
-        symbol = layers[0].tradingsymbol or instrument
+        """The reference price of an exit no alert priced: the last price seen, else the
+        venue's last trade, else the entry. (A live venue prices its order from a fresh
+        quote of its own; only the paper venue fills at this price.)"""
         seen = self._last_price.get(instrument)
-        if seen is None or self._broker.price_check:
-            try:
-                quote = await self._broker.quote(symbol)
-            except BrokerError as exc:
-                log.warning("quote_unavailable", tradingsymbol=symbol, error=str(exc))
-                quote = None
-            if quote is not None:
-                return quote
-        return seen if seen is not None else layers[0].entry_price
+        if seen is not None:
+            return seen
+        symbol = layers[0].tradingsymbol or instrument
+        try:
+            quote = await self._broker.quote(symbol)
+        except BrokerError as exc:
+            log.warning("quote_unavailable", tradingsymbol=symbol, error=str(exc))
+            quote = None
+        return quote if quote is not None else layers[0].entry_price
 
     async def _exit_after_roll(self, signal: Signal, layers: list[Layer]) -> bool:
         """An EXIT of layers being rolled: carried out in the new contract as soon as the

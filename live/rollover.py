@@ -25,6 +25,7 @@ from core.models import ContractRef, Layer, LayerStatus, NewIntent, Side
 from core.roll_schedule import cutoff_date, next_contract, roll_day, roll_due
 from core.rollover import Roll, alert_basis, new_roll
 from core.specs import InstrumentSpec
+from core.trading_state import TradingState
 from live import failpoints
 from live.brokers.base import Broker, BrokerError
 from live.exit_retries import ExitRetries
@@ -154,6 +155,12 @@ class Rollover:
                 return None
             ids = tuple(layer.id for layer in layers)
             async with self._db.transaction() as tx:
+                # A roll sells and buys: HALTED stops it from starting (one under way
+                # finishes — its layers are half sold). Read with the roll's own writes.
+                if (await tx.trading_state()).state is TradingState.HALTED:
+                    log.warning("roll_waits_trading_halted", instrument=instrument,
+                                tradingsymbol=old.tradingsymbol)
+                    return None
                 roll = await tx.insert_roll(new_roll(instrument, old, new, layers, spec,
                                                      new_quote - old_quote, now))
                 for layer in layers:

@@ -36,6 +36,7 @@ from live.status import status_report
 from live.trading_control import TradingControl
 
 if TYPE_CHECKING:
+    from live.daily_limits import DailyLimits
     from live.flatten import Flattener
 from live.webhook_body import BadBody, parse_body
 
@@ -67,6 +68,7 @@ class Context:
     rollover: Rollover | None = None
     control: TradingControl | None = None
     flattener: Flattener | None = None
+    limits: DailyLimits | None = None  # the daily loss limit and entry count
     config_sha256: str | None = None  # the configuration this daemon decides under
     # Without a policy (tests that build a Context by hand) views are open and the admin
     # routes refuse everyone: the token is random and never shown. The daemon always sets it.
@@ -202,6 +204,7 @@ async def status(request: web.Request) -> web.Response:
                   "rollover": await ctx.rollover.report() if ctx.rollover else {},
                   "trading_state": ctx.control.report() if ctx.control else None,
                   "flatten": ctx.flattener.report() if ctx.flattener else None,
+                  "daily": await ctx.limits.report() if ctx.limits else None,
                   "config_sha256": ctx.config_sha256, **report})
 
 

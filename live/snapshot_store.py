@@ -15,8 +15,8 @@ from typing import Any
 
 from psycopg import AsyncConnection, sql
 
-from core.db_rows import columns, row_factory
 from core.daily_limits import DayStart
+from core.db_rows import columns, row_factory
 
 INTERVAL, DAY_START, DAY_END = "interval", "day_start", "day_end"
 

@@ -116,7 +116,9 @@ async def test_open_routes_answer_without_a_token(serve):
 
 async def test_every_admin_route_needs_the_admin_token(serve):
     client = await serve(CLOSED)
-    for method, path in [r for r in routes(client) if is_admin(r[1])]:
+    admin = [r for r in routes(client) if is_admin(r[1])]
+    assert {("POST", f"/admin/{action}") for action in ADMIN_ACTIONS} <= set(admin)
+    for method, path in admin:
         for token in (None, "wrong", VIEW, ADMIN + "x"):
             response = await call(client, method, path, token)
             assert await refused(response, "admin token required"), (method, path, token)

@@ -14,6 +14,7 @@ import pytest
 
 from config.domain_files import DEFAULT_CONFIG_DIR, load_holidays
 from core.rollover import DONE
+from core.trading_state import Actor, TradingState
 from live.brokers.base import OrderRequest
 from tests.support.paper_venue import venue_trade
 from tests.support.trading import PORTFOLIO, Trading
@@ -241,3 +242,15 @@ async def test_a_roll_never_sells_what_the_broker_squared_off(paper, postgresql)
     assert await paper.broker.positions() == {}  # no short in December, nothing bought
     assert "exit_pending:GOLD_MINI" in paper.readiness.reasons()  # shown, for an operator
     assert (await paper.rollover.live_roll("GOLD_MINI")).status == "closing"
+
+
+async def test_no_roll_starts_while_trading_is_halted(paper):
+    await held_in_december(paper)
+    paper.clock.now = ROLL_TIME
+    await paper.control.set(TradingState.HALTED, "investigating", Actor.OPERATOR)
+    assert await paper.rollover.check() == []
+    [layer] = await paper.db.live_layers("GOLD_MINI")
+    assert layer.status == "open" and layer.tradingsymbol == "GOLD_MINI26DECFUT"
+
+    await paper.control.set(TradingState.REDUCING, "paused only", Actor.OPERATOR)
+    assert len(await paper.rollover.check()) == 1  # a pause keeps positions: they roll

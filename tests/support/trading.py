@@ -15,6 +15,7 @@ from core.signals import parse_signal, storable_payload
 from core.specs import PortfolioConfig
 from live.brokers.base import Broker
 from live.brokers.paper import PaperBroker
+from live.daily_limits import DailyLimits
 from live.engine import LiveTradingEngine
 from live.exit_retries import ExitRetries
 from live.flatten import Flattener
@@ -25,6 +26,8 @@ from live.readiness import Readiness
 from live.reconciler import Reconciler
 from live.recovery import recover
 from live.rollover import Rollover
+from live.snapshots import Snapshots
+from live.square_off import SquareOff
 
 INSTRUMENTS = load_instruments(DEFAULT_CONFIG_DIR / "instruments.json")
 PORTFOLIO = load_portfolio_config(DEFAULT_CONFIG_DIR / "portfolio.json")
@@ -102,6 +105,13 @@ class Trading:
         self.control = self.engine.control
         self.flattener = Flattener(self.db, self.broker, self.engine, self.control,
                                    clock=self.clock, poll_s=0.01)
+        # Snapshots and limit checks when a test calls `take()` / `check()`.
+        self.snapshots = Snapshots(self.db, self.engine, INSTRUMENTS, self.config,
+                                   clock=self.clock)
+        self.limits = DailyLimits(self.db, self.snapshots, self.control, self.config,
+                                  clock=self.clock, flattener=self.flattener)
+        self.square_off = SquareOff(self.db, self.engine, INSTRUMENTS, self.calendar,
+                                    clock=self.clock)
         return self
 
     async def recover(self) -> list[str]:

@@ -30,7 +30,7 @@ def test_the_trading_day_is_the_ist_date() -> None:
 
 def test_a_naive_moment_has_no_trading_day() -> None:
     with pytest.raises(ValueError):
-        trading_day(datetime(2026, 11, 20, 10, 0))
+        trading_day(datetime(2026, 11, 20, 10, 0))  # noqa: DTZ001 - naive on purpose
 
 
 def test_day_pnl_is_realised_today_plus_the_change_in_unrealised() -> None:
