@@ -66,13 +66,27 @@ def admin_token(settings: Settings) -> tuple[str, bool]:
         return configured, False
     if settings.broker != "paper":
         raise ConfigError("PM_ADMIN_TOKEN must be set to trade with a live broker")
-    path = settings.state_dir / "admin_token"
-    token = path.read_text().strip() if path.exists() else ""
-    if not token:  # also a file left empty by a crash between create and write
-        token = secrets.token_urlsafe(32)
-        _write_private(path, token)
+    return paper_secret(settings.state_dir / "admin_token", 32), True
+
+
+def webhook_secret(settings: Settings) -> tuple[str, bool]:
+    """Return the webhook secret and whether it was generated (kept in the state dir) for
+    paper."""
+    if settings.webhook_secret is not None:
+        return settings.webhook_secret.get_secret_value(), False
+    if settings.broker != "paper":
+        raise ConfigError("PM_WEBHOOK_SECRET must be set to trade with a live broker")
+    return paper_secret(settings.state_dir / "webhook_secret", 24), True
+
+
+def paper_secret(path: Path, nbytes: int) -> str:
+    """The secret kept in `path`, generated on first use (paper mode only)."""
+    secret = path.read_text().strip() if path.exists() else ""
+    if not secret:  # also a file left empty by a crash between create and write
+        secret = secrets.token_urlsafe(nbytes)
+        _write_private(path, secret)
     path.chmod(0o600)
-    return token, True
+    return secret
 
 
 def _write_private(path: Path, text: str) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import os
-import secrets
 import signal
 import socket
 import sys
@@ -32,7 +31,7 @@ from core.db_pool import TRANSIENT_ERRORS
 from core.db_state_manager import DatabaseStateManager
 from core.specs import InstrumentSpec, PortfolioConfig
 from live import failpoints
-from live.access import AccessPolicy, access_policy, admin_token
+from live.access import AccessPolicy, access_policy, admin_token, webhook_secret
 from live.brokers.base import Broker
 from live.brokers.kite_session import KiteSession
 from live.brokers.paper import PaperBroker
@@ -97,19 +96,6 @@ def daemon_clock(settings: Settings) -> Callable[[], datetime]:
         return now_utc
     origin = time.monotonic()
     return lambda: start + timedelta(seconds=time.monotonic() - origin)
-
-
-def webhook_secret(settings: Settings) -> tuple[str, bool]:
-    """Return the webhook secret and whether it was generated for paper mode."""
-    if settings.webhook_secret is not None:
-        return settings.webhook_secret.get_secret_value(), False
-    if settings.broker != "paper":
-        raise ConfigError("PM_WEBHOOK_SECRET must be set to trade with a live broker")
-    path = settings.state_dir / "webhook_secret"
-    if not path.exists():
-        path.write_text(secrets.token_urlsafe(24))
-        path.chmod(0o600)
-    return path.read_text().strip(), True
 
 
 @dataclass(frozen=True)

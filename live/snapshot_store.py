@@ -62,10 +62,11 @@ _POSITION_VALUES = sql.SQL(", ").join(sql.Placeholder() * (len(fields(PositionSn
 
 async def insert_portfolio(conn: AsyncConnection[Any], row: PortfolioSnapshot) -> bool:
     """Write a portfolio snapshot; False if the day already has its row of this kind."""
+    # RETURNING, not rowcount: in pipeline mode the count is only known once read.
     cursor = await conn.execute(sql.SQL(
-        "INSERT INTO portfolio_snapshots ({}) VALUES ({}) ON CONFLICT DO NOTHING").format(
-            _PORTFOLIO, _PORTFOLIO_VALUES), astuple(row))
-    return cursor.rowcount == 1
+        """INSERT INTO portfolio_snapshots ({}) VALUES ({}) ON CONFLICT DO NOTHING
+           RETURNING id""").format(_PORTFOLIO, _PORTFOLIO_VALUES), astuple(row))
+    return await cursor.fetchone() is not None
 
 
 async def insert_positions(conn: AsyncConnection[Any], day: date, kind: str,
