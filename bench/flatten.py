@@ -188,7 +188,7 @@ def through_kite(work: Path, config_dir: Path, runs: int,
             daemon.start(CAPITAL)
             drill = Drill(daemon.url, lambda: KITE_CLOCK_START + timedelta(
                 seconds=time.monotonic() - origin), kite_quote(fake))
-            return repeat(drill, runs, "fake kite (--broker zerodha)")
+            return repeat(drill, runs, "fake Kite")
         finally:
             daemon.stop()
 

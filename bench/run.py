@@ -323,12 +323,12 @@ def table(report: dict[str, Any]) -> str:
                      "signals", f"{item['process_start_to_ready_s']:.2f} s to ready "
                      f"(+ server start {item['embedded_server_start_s']:.2f} s)",
                      "≤ 1 s at 10k/100k" if item["open_layers"] == 10_000 else ""))
-    for venue, item in report["flatten"].items():
+    for item in report["flatten"].values():
         client, daemon = item["request_to_flat_ms"], item["daemon_elapsed_ms"]
-        rows.append((f"flatten {item['open_layers']} layers / {item['instruments']} instr., "
-                     f"{venue} p50 / p99 / max", f"{client['p50']:.0f} / {client['p99']:.0f} / "
-                     f"{client['max']:.0f} ms request to flat (daemon {daemon['p50']:.0f} / "
-                     f"{daemon['p99']:.0f} / {daemon['max']:.0f} ms, n={item['runs']})",
+        rows.append((f"flatten {item['open_layers']}×{item['instruments']}, {item['venue']} "
+                     "p50 / p99 / max", f"{client['p50']:.0f} / {client['p99']:.0f} / "
+                     f"{client['max']:.0f} ms to flat (daemon's own {daemon['p50']:.0f} / "
+                     f"{daemon['p99']:.0f} / {daemon['max']:.0f} ms, {item['runs']} runs)",
                      f"p99 ≤ {TARGETS['flatten_p99_ms']:.0f} ms"))
     width = max(len(r[0]) for r in rows)
     lines = [f"{'metric'.ljust(width)}  value  [target]"]
