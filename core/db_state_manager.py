@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import date, datetime
+from decimal import Decimal
 from typing import Any, TypeVar
 
 import psycopg
@@ -278,6 +279,27 @@ class DatabaseStateManager:
         query = sql.SQL("SELECT {} FROM order_intents WHERE signal_id = %s ORDER BY id").format(
             INTENT_COLUMNS)
         return await self._fetch(OrderIntent, query, (signal_id,))
+
+    async def last_alert_prices(self, instruments: list[str]) -> dict[str, Decimal]:
+        """The price of each instrument's newest alert (what a restart has forgotten)."""
+        async def run() -> list[tuple[str, Any]]:
+            async with self._pool.connection() as conn:
+                cur = await conn.execute(
+                    """SELECT i, (SELECT payload->>'price' FROM signal_log
+                                  WHERE instrument = i ORDER BY id DESC LIMIT 1)
+                       FROM unnest(%s::text[]) AS i""", (instruments,))
+                rows: list[tuple[str, Any]] = await cur.fetchall()
+                return rows
+
+        prices = {}
+        for instrument, text in await self._idempotent(run):
+            try:
+                price = Decimal(text) if text is not None else None
+            except ArithmeticError:  # stored from an alert that was refused as invalid
+                continue
+            if price is not None and price.is_finite() and price > 0:
+                prices[instrument] = price
+        return prices
 
     async def trading_state(self) -> StateRecord:
         """The trading state as committed (for reports; decisions read it in their own

@@ -441,6 +441,8 @@ class Transaction:
         row = await self._one(StateRecord, sql.SQL(
             """UPDATE trading_state SET state = %(state)s, reason = %(reason)s,
                actor = %(actor)s, since = %(at)s, version = version + 1,
+               resumed_breach_day = CASE WHEN %(clear)s THEN breach_day
+                                         ELSE resumed_breach_day END,
                breach_day = CASE WHEN %(clear)s THEN NULL ELSE breach_day END,
                breach_pnl = CASE WHEN %(clear)s THEN NULL ELSE breach_pnl END,
                breach_at = CASE WHEN %(clear)s THEN NULL ELSE breach_at END
@@ -451,11 +453,14 @@ class Transaction:
         return row
 
     async def latch_breach(self, day: date, pnl: Decimal, at: datetime) -> StateRecord | None:
-        """Latch a daily-loss breach unless one is latched already; None if one was."""
+        """Latch a daily-loss breach unless one is latched already, or an operator resumed
+        from one this day; None if so."""
         return await self._one(StateRecord, sql.SQL(
-            """UPDATE trading_state SET breach_day = %s, breach_pnl = %s, breach_at = %s,
-               version = version + 1 WHERE id = 1 AND breach_day IS NULL
-               RETURNING {}""").format(STATE_COLUMNS), (day, pnl, at))
+            """UPDATE trading_state SET breach_day = %(d)s, breach_pnl = %(p)s,
+               breach_at = %(at)s, version = version + 1
+               WHERE id = 1 AND breach_day IS NULL
+                 AND resumed_breach_day IS DISTINCT FROM %(d)s
+               RETURNING {}""").format(STATE_COLUMNS), {"d": day, "p": pnl, "at": at})
 
     # -- flatten --------------------------------------------------------------------------
     async def start_flatten(self, reason: str, actor: str, at: datetime) -> Flatten | None:

@@ -44,6 +44,7 @@ class StateRecord:
     breach_day: date | None = None  # a latched daily-loss breach, until an operator resumes
     breach_pnl: Decimal | None = None
     breach_at: datetime | None = None
+    resumed_breach_day: date | None = None  # the day's loss an operator accepted by resuming
     entries_day: date | None = None
     entries_count: int = 0
     version: int = 1

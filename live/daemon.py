@@ -205,6 +205,7 @@ async def run_live(settings: Settings) -> None:
 
         async def recover_then_work() -> None:
             await parts.engine.control.load()
+            await parts.engine.restore_prices(await db.last_alert_prices(list(instruments)))
             await recover(db, venue.broker, parts.inbox, parts.flow, portfolio,
                           parts.readiness, settings.startup_stage_timeout_s,
                           reconciler=parts.reconciler)

@@ -71,15 +71,23 @@ class DailyLimits:
             await self._snapshots.take(now)
             loss = await self.measure(now)
         record = self._control.record
-        if loss is None or not loss.breached or (record is not None and record.breached):
-            return loss
+        if loss is None or not loss.breached or (record is not None and (
+                record.breached or record.resumed_breach_day == loss.day)):
+            return loss  # latched already, or an operator resumed past this day's loss
         assert loss.limit is not None
-        flatten = self._config.daily_loss_action == "flatten"
-        latched = await self._control.breach(
-            loss.day, loss.pnl.quantize(CENT), loss.limit.quantize(CENT),
-            TradingState.HALTED if flatten else TradingState.REDUCING)
+        flatten = self._config.daily_loss_action == "flatten" and self._flattener is not None
+        # The latch, the state and (for the flatten action) the flatten's own row commit
+        # together: a crash after it leaves a flatten that the next start resumes.
+        async with self._db.transaction() as tx:
+            latched = await self._control.breach_in(
+                tx, loss.day, loss.pnl.quantize(CENT), loss.limit.quantize(CENT),
+                TradingState.HALTED if flatten else TradingState.REDUCING)
+            if latched is not None and flatten:
+                await tx.start_flatten(FLATTEN_REASON, Actor.LIMIT, now)
+        if latched is not None:
+            self._control.published(latched)
         if latched is not None and flatten and self._flattener is not None:
-            await self._flattener.request(FLATTEN_REASON, Actor.LIMIT)
+            await self._flattener.resume()
         return loss
 
     async def measure(self, now: datetime) -> DayLoss | None:

@@ -429,6 +429,15 @@ class LiveTradingEngine:
         return entry_deadline(item.received_at, self._config.max_entry_delay_s)
 
     # -- the book -------------------------------------------------------------------------
+    async def restore_prices(self, prices: dict[str, Decimal]) -> None:
+        """Take up the last alert prices from before a restart, so that the book is not
+        marked at its entries (which would read as a day's loss or gain that never was)."""
+        now = self._clock()
+        for instrument, price in prices.items():
+            self._last_alert.setdefault(instrument, price)
+            basis = await self.rollover.basis(instrument, now) if self.rollover else 0
+            self._last_price.setdefault(instrument, price + basis)
+
     def last_alert_price(self, instrument: str) -> Decimal | None:
         """The price the last alert quoted (a continuous chart's, before any basis)."""
         return self._last_alert.get(instrument)

@@ -16,7 +16,7 @@ from typing import Any
 from psycopg import AsyncConnection, sql
 
 from core.daily_limits import DayStart
-from core.db_rows import columns, row_factory
+from core.db_rows import columns
 
 INTERVAL, DAY_START, DAY_END = "interval", "day_start", "day_end"
 
@@ -119,16 +119,3 @@ async def realised_since(conn: AsyncConnection[Any], moment: datetime) -> Decima
     row = await cursor.fetchone()
     assert row is not None
     return Decimal(row[0])
-
-
-async def snapshot_prices(conn: AsyncConnection[Any], position_ids: list[int]
-                          ) -> dict[int, PositionSnapshot]:
-    """The newest snapshot of each of these layers (the prices a restart forgot)."""
-    if not position_ids:
-        return {}
-    async with conn.cursor(row_factory=row_factory(PositionSnapshot)) as cursor:
-        await cursor.execute(sql.SQL(
-            """SELECT DISTINCT ON (position_id) {} FROM position_snapshots
-               WHERE position_id = ANY(%s) ORDER BY position_id, taken_at DESC, id DESC"""
-        ).format(_POSITION), (position_ids,))
-        return {row.position_id: row for row in await cursor.fetchall()}

@@ -2,9 +2,8 @@
 first snapshot of each trading day (IST) that day's `day_start` rows — the daily loss limit's
 baseline — and the previous day's `day_end` rows.
 
-Layers are marked at the last price the engine has seen. After a restart, until an alert
-prices an instrument again, a layer is marked at its newest snapshot's price rather than at
-its entry: marking it at entry would read as a day's loss (or gain) that never happened.
+Layers are marked at the last price the engine has seen (after a restart, the last alert's:
+`LiveTradingEngine.restore_prices`).
 """
 
 from __future__ import annotations
@@ -13,7 +12,6 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import date, datetime
-from decimal import Decimal
 
 import structlog
 from psycopg import AsyncConnection
@@ -34,7 +32,6 @@ from live.snapshot_store import (
     end_days_before,
     insert_portfolio,
     insert_positions,
-    snapshot_prices,
 )
 
 log = structlog.get_logger(__name__)
@@ -59,7 +56,6 @@ class Snapshots:
         self._clock = clock
         self._day: date | None = None  # the trading day whose start this run has written
         self._last: Book | None = None  # the last snapshot this run took
-        self._remembered: dict[int, PositionSnapshot | None] = {}
         self.listeners: list[Callable[[], None]] = []  # told after each snapshot
 
     async def run(self) -> None:
@@ -108,8 +104,8 @@ class Snapshots:
     async def book(self, now: datetime) -> Book:
         """Return the book at `now`, marked at the last prices known."""
         layers = await self._db.all_live_layers()
-        await self._remember([x.id for x in layers if not self._priced(x)])
-        book = exposure(await self._db.portfolio_state(), layers, self._instruments, self._mark)
+        book = exposure(await self._db.portfolio_state(), layers, self._instruments,
+                        self._engine.last_price)
         eq = book.equity
         portfolio = PortfolioSnapshot(
             taken_at=now, trading_day=trading_day(now), kind=INTERVAL,
@@ -120,29 +116,8 @@ class Snapshots:
             margin_percent=percent(book.margin_used, eq.blended), open_layers=book.layers)
         return Book(portfolio, tuple(self._position(x) for x in layers))
 
-    def _priced(self, layer: Layer) -> bool:
-        return self._engine.last_alert_price(layer.instrument) is not None
-
-    def _mark(self, layer: Layer) -> Decimal:
-        if self._priced(layer):
-            return self._engine.last_price(layer)
-        old = self._remembered.get(layer.id)
-        # A roll since that snapshot moved the layer into another contract (its entry
-        # shifted by the spread): that snapshot's price is of the old one.
-        if old is not None and old.entry_price == layer.entry_price:
-            return old.last_price
-        return layer.entry_price
-
-    async def _remember(self, position_ids: list[int]) -> None:
-        wanted = [i for i in position_ids if i not in self._remembered]
-        if not wanted:
-            return
-        async with self._db.transaction() as tx:
-            found = await snapshot_prices(tx.conn, wanted)
-        self._remembered.update({i: found.get(i) for i in wanted})
-
     def _position(self, layer: Layer) -> PositionSnapshot:
-        mark = self._mark(layer)
+        mark = self._engine.last_price(layer)
         pv = self._instruments[layer.instrument].point_value
         return PositionSnapshot(
             position_id=layer.id, instrument=layer.instrument, layer=layer.layer,

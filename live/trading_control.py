@@ -70,18 +70,25 @@ class TradingControl:
 
     async def breach(self, day: date, pnl: Decimal, limit: Decimal, wanted: TradingState
                      ) -> StateRecord | None:
-        """Latch a daily-loss breach and move to `wanted` (REDUCING, or HALTED ahead of a
-        flatten) in one transaction; None if a breach is latched already."""
-        reason = f"daily loss {pnl} beyond the limit of {limit}"
+        """Latch a daily-loss breach and move to `wanted` in one transaction; None if a
+        breach is latched already (or the operator resumed past this day's)."""
         async with self._db.transaction() as tx:
-            latched = await tx.latch_breach(day, pnl, self._clock())
-            if latched is None:
-                return None
-            await tx.log_event(BREACHED, day=day, pnl=pnl, limit=limit)
-            record, _ = await self.set_in(tx, wanted, reason, Actor.LIMIT)
+            record = await self.breach_in(tx, day, pnl, limit, wanted)
+        if record is not None:
+            self.record = record
+        return record
+
+    async def breach_in(self, tx: BookTransaction, day: date, pnl: Decimal, limit: Decimal,
+                        wanted: TradingState) -> StateRecord | None:
+        """`breach` inside the caller's transaction (publish with `published`)."""
+        latched = await tx.latch_breach(day, pnl, self._clock())
+        if latched is None:
+            return None
+        await tx.log_event(BREACHED, day=day, pnl=pnl, limit=limit)
+        record, _ = await self.set_in(tx, wanted, f"daily loss {pnl} beyond the limit of "
+                                                  f"{limit}", Actor.LIMIT)
         log.warning(BREACHED, day=day.isoformat(), pnl=str(pnl), limit=str(limit),
                     state=record.state)
-        self.record = record
         return record
 
     def report(self) -> dict[str, Any]:

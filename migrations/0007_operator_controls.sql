@@ -15,6 +15,9 @@ CREATE TABLE trading_state (
     breach_day     date,
     breach_pnl     numeric(20, 2),
     breach_at      timestamptz,
+    -- The day of the breach an operator last resumed from: that day's loss is accepted, the
+    -- limit is not latched again until the next trading day.
+    resumed_breach_day date,
     -- Entries sent in the trading day `entries_day` (DOMAIN.md §10, max_entries_per_day).
     entries_day    date,
     entries_count  integer NOT NULL DEFAULT 0 CHECK (entries_count >= 0),

@@ -283,8 +283,8 @@ class FakeTransaction:
 
     async def change_trading_state(self, change: StateChange, at: datetime) -> StateRecord:
         record = self.work.trading[1]
-        breach = {"breach_day": None, "breach_pnl": None, "breach_at": None} if (
-            change.clears_breach) else {}
+        breach = {"breach_day": None, "breach_pnl": None, "breach_at": None,
+                  "resumed_breach_day": record.breach_day} if change.clears_breach else {}
         self.work.trading[1] = replace(record, state=change.state, reason=change.reason,
                                        actor=change.actor, since=at,
                                        version=record.version + 1, **breach)
@@ -292,7 +292,7 @@ class FakeTransaction:
 
     async def latch_breach(self, day: date, pnl: Decimal, at: datetime) -> StateRecord | None:
         record = self.work.trading[1]
-        if record.breached:
+        if record.breached or record.resumed_breach_day == day:
             return None
         self.work.trading[1] = replace(record, breach_day=day, breach_pnl=pnl, breach_at=at,
                                        version=record.version + 1)

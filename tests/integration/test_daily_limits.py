@@ -171,3 +171,31 @@ async def test_the_entry_cap_counts_entries_per_ist_day(db, dsn):
         assert (daily["entries"], daily["entries_limit"]) == (1, 2)
     finally:
         await trading.close()
+
+
+async def test_a_resume_accepts_the_days_loss_and_the_limit_rearms_the_next_day(db, dsn):
+    config = LIMITED.model_copy(update={"daily_loss_limit_percent": D("0.5")})  # 25,000
+    trading = await Trading(db, dsn, config=config).start()
+    try:
+        trading.clock.now = ist(23, 10, 30)
+        await trading.snapshots.take()
+        await trading.send("BASE_ENTRY", price="78500", stop=D(76000))  # 2 lots, 20 a point
+        await market(trading, "77200")  # −26,000: past the limit
+        assert (await trading.limits.check()).breached
+        await trading.control.set(TradingState.ACTIVE, "seen it", Actor.OPERATOR)
+
+        await market(trading, "77100")  # deeper the same day: the operator has accepted it
+        assert (await trading.limits.check()).breached
+        state = await trading.db.trading_state()
+        assert (state.state, state.breached) == (TradingState.ACTIVE, False)
+        assert (await trading.send("BASE_ENTRY", instrument="COPPER", price="900",
+                                   stop=D(890), atr=D(9), supertrend=D(890))
+                ).outcome == "executed"
+
+        # The next day's loss is a new breach: the latch takes it.
+        async with trading.db.transaction() as tx:
+            assert await tx.latch_breach(ist(23, 0).date(), D(-1), trading.clock()) is None
+            latched = await tx.latch_breach(ist(24, 0).date(), D(-30000), trading.clock())
+        assert latched is not None and latched.breach_day == ist(24, 0).date()
+    finally:
+        await trading.close()

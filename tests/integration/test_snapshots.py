@@ -55,7 +55,7 @@ async def test_interval_rows_a_day_start_once_and_the_previous_days_end(runs, po
         ("2026-11-21", "day_start", "Long_1", 7, D("78300.0000"), D("-14000.00"))]
 
 
-async def test_a_restart_writes_no_second_start_and_marks_at_the_last_snapshot(
+async def test_a_restart_writes_no_second_start_and_marks_at_the_last_alert(
         runs, postgresql):
     first = await runs()
     first.clock.now = ist(20, 10, 30)
@@ -65,8 +65,9 @@ async def test_a_restart_writes_no_second_start_and_marks_at_the_last_snapshot(
     await first.close()
 
     second = await runs()  # a new manager and engine: no price seen yet
+    await second.recover()
     book = await second.snapshots.take()
-    # Marked at its day-start price, not at entry: a restart moves no P&L.
+    # Marked at the last alert's price, not at entry: a restart moves no P&L.
     assert book.portfolio.unrealized == D("-14000.00")
     await second.send("MARKET_DATA", position=None, price="78600")
     assert (await second.snapshots.take()).portfolio.unrealized == D("7000.00")

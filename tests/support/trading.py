@@ -117,6 +117,7 @@ class Trading:
     async def recover(self) -> list[str]:
         """Run startup recovery; return the reasons it leaves for not trading."""
         assert self.broker is not None
+        await self.engine.restore_prices(await self.db.last_alert_prices(list(INSTRUMENTS)))
         await recover(self.db, self.broker, self.inbox, self.flow, self.config,
                       self.readiness, stage_timeout_s=60, reconciler=self.reconciler)
         return self.readiness.reasons(self.broker.unavailable_reason)
