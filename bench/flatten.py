@@ -4,8 +4,9 @@
 On paper, and with `--broker zerodha` against the fake Kite server as its own process (the real
 kiteconnect client in between). One run: resume, enter five layers of each instrument (a base
 entry, then pyramids 2.5 ATR apart, each answered `executed`), flatten, check that 20 layers
-closed and `/positions` is empty. Timed on the client (request to answer) and as the daemon
-reports it (`elapsed_ms`: its flatten task, from the first cancel to the broker's confirmation).
+closed and `/positions` is empty, withdraw the profit (so that the next run sizes the same
+book). Timed on the client (request to answer) and as the daemon reports it (`elapsed_ms`: its
+flatten task, from the first cancel to the broker's confirmation).
 """
 
 from __future__ import annotations
@@ -144,7 +145,21 @@ class Drill:
         _, left = call(f"{self.url}/positions")
         if left["positions"]:
             raise FlattenFailed(f"open after the flatten: {left['positions']}")
+        self.withdraw_profit()
         return {"request_to_flat_ms": request_ms, "daemon_elapsed_ms": answer["elapsed_ms"]}
+
+    def withdraw_profit(self) -> None:
+        """Take the run's profit out, so that every run sizes the same book: a growing
+        equity sizes ever larger orders (and Kite slices them at the freeze quantity)."""
+        _, status = call(f"{self.url}/status")
+        profit = Decimal(status["equity"]["closed"]) - Decimal(CAPITAL)
+        if profit <= 0:
+            return
+        code, answer = call(f"{self.url}/admin/capital", {
+            "type": "WITHDRAW", "amount": str(profit), "note": "bench: the run's profit"},
+            ADMIN_TOKEN)
+        if code != 200:
+            raise FlattenFailed(f"withdrawal answered {code} {answer}")
 
 
 def repeat(drill: Drill, runs: int, venue: str) -> dict[str, Any]:

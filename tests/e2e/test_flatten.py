@@ -4,7 +4,6 @@ exit orders, a flat broker, the book HALTED."""
 
 from __future__ import annotations
 
-import json
 import time
 from decimal import Decimal
 from pathlib import Path
@@ -13,7 +12,7 @@ import psycopg
 import pytest
 
 from tests.support.alerts import alert, ist
-from tests.support.daemon import TradingDaemon
+from tests.support.daemon import TradingDaemon, write_config
 from tests.support.invariants import book_violations, paper_broker
 
 REPO = Path(__file__).resolve().parents[2]
@@ -29,13 +28,7 @@ ROOMY = {"max_margin_utilization_percent": "100", "paper_margin_fraction": "1",
 
 @pytest.fixture
 def roomy_config(tmp_path) -> Path:
-    config = tmp_path / "config"
-    config.mkdir()
-    for name in ("instruments.json", "kite.json", "holidays.json"):
-        (config / name).write_text((REPO / "config" / name).read_text())
-    portfolio = json.loads((REPO / "config" / "portfolio.json").read_text())
-    (config / "portfolio.json").write_text(json.dumps({**portfolio, **ROOMY}))
-    return config
+    return write_config(tmp_path / "config", **ROOMY)
 
 
 def fill_book(daemon: TradingDaemon) -> None:

@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import psycopg
-import pytest
 
 from config.config_hash import config_sha256, effective_config
 from config.domain_files import (
@@ -18,14 +17,6 @@ from config.domain_files import (
 )
 from tests.support.alerts import alert, ist
 from tests.support.daemon import REPO, TradingDaemon
-
-
-@pytest.fixture
-def daemon(state_dir):
-    running = TradingDaemon(state_dir).start()
-    running.wait_ready()
-    yield running
-    running.ensure_stopped()
 
 
 def pm(daemon: TradingDaemon, *args: str) -> subprocess.CompletedProcess[str]:

@@ -8,7 +8,6 @@ GOLD_MINI's December 2026 paper future rolls on Fri 27 Nov 2026 at 10:00 IST.
 
 from __future__ import annotations
 
-import json
 import signal as signals
 import time
 from datetime import datetime, timedelta
@@ -17,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.alerts import INDIA, alert
-from tests.support.daemon import TradingDaemon
+from tests.support.daemon import TradingDaemon, write_config
 from tests.support.invariants import book_violations, paper_broker
 
 REPO = Path(__file__).resolve().parents[2]
@@ -28,15 +27,8 @@ ROLL_DAY = datetime(2026, 11, 27, 10, 0, 5, tzinfo=INDIA)
 
 @pytest.fixture
 def drill_config(tmp_path) -> Path:
-    config = tmp_path / "config"
-    config.mkdir()
-    for name in ("instruments.json", "kite.json", "holidays.json"):
-        (config / name).write_text((REPO / "config" / name).read_text())
-    portfolio = json.loads((REPO / "config" / "portfolio.json").read_text())
-    portfolio.update(paper_enforce_sessions=True, paper_contracts="monthly",
-                     max_signal_age_s=600_000)
-    (config / "portfolio.json").write_text(json.dumps(portfolio))
-    return config
+    return write_config(tmp_path / "config", paper_enforce_sessions=True,
+                        paper_contracts="monthly", max_signal_age_s=600_000)
 
 
 def daemon(state_dir, config: Path, clock: datetime, failpoint: str | None = None,

@@ -14,14 +14,6 @@ from tests.support.alerts import alert, ist
 from tests.support.daemon import TradingDaemon
 
 
-@pytest.fixture
-def daemon(state_dir):
-    running = TradingDaemon(state_dir).start()
-    running.wait_ready()
-    yield running
-    running.ensure_stopped()
-
-
 def test_a_full_gold_mini_trade(daemon):
     gold = "GOLD_MINI"
     code, base = daemon.send(**alert("BASE_ENTRY", gold, "Long_1", 78500, ist(240),

@@ -15,6 +15,16 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+def write_config(directory: Path, **portfolio: Any) -> Path:
+    """Write the shipped configuration into `directory`, with portfolio fields overridden."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for name in ("instruments.json", "kite.json", "holidays.json"):
+        (directory / name).write_text((REPO / "config" / name).read_text())
+    shipped = json.loads((REPO / "config" / "portfolio.json").read_text())
+    (directory / "portfolio.json").write_text(json.dumps({**shipped, **portfolio}))
+    return directory
 START_TIMEOUT_S = 60
 
 
