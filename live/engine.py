@@ -18,7 +18,7 @@ import structlog
 
 from core.accounting import money_text, sizing_equity
 from core.book_store import BookStore
-from core.calendar import india_time
+from core.daily_limits import trading_day
 from core.db_pool import TRANSIENT_ERRORS
 from core.decisions import (
     BookSnapshot,
@@ -358,7 +358,7 @@ class LiveTradingEngine:
         purpose = EntryPurpose(layer=plan.layer, trade_id=trade_id,
                                initial_stop=plan.initial_stop, atr=signal.atr,
                                limiter=plan.limiter, quoted=quote is not None)
-        day = india_time(self._clock()).date()
+        day = trading_day(self._clock())
         async with self._db.transaction() as tx:
             refusal = entry_refusal(await tx.trading_state(for_entry=True), day,
                                     self._config.max_entries_per_day)
