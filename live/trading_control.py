@@ -85,7 +85,7 @@ class TradingControl:
         if latched is None:
             return None
         await tx.log_event(BREACHED, day=day, pnl=pnl, limit=limit)
-        record, _ = await self.set_in(tx, wanted, f"daily loss {pnl} beyond the limit of "
+        record, _ = await self.set_in(tx, wanted, f"daily loss {pnl} reached the limit of "
                                                   f"{limit}", Actor.LIMIT)
         log.warning(BREACHED, day=day.isoformat(), pnl=str(pnl), limit=str(limit),
                     state=record.state)

@@ -64,7 +64,7 @@ async def test_day_pnl_counts_todays_exits_and_moves_and_a_breach_is_latched(
     assert (loss.pnl, loss.breached) == (D("-56000.00"), True)
     state = await first.db.trading_state()
     assert (state.state, state.actor, state.reason) == (
-        TradingState.REDUCING, Actor.LIMIT, "daily loss -56000.00 beyond the limit of 50000.00")
+        TradingState.REDUCING, Actor.LIMIT, "daily loss -56000.00 reached the limit of 50000.00")
     assert (state.breach_day, state.breach_pnl) == (ist(23, 0).date(), D("-56000.00"))
     blocked = await first.send("BASE_ENTRY", instrument="COPPER", price="900", stop=D(890),
                                atr=D(9), supertrend=D(890))
@@ -140,7 +140,7 @@ async def test_the_flatten_action_halts_and_flattens(db, dsn, postgresql):
         await until(flat)
         state = await trading.db.trading_state()
         assert (state.state, state.actor, state.reason) == (
-            TradingState.HALTED, Actor.LIMIT, "daily loss -42000.00 beyond the limit of 25000.00")
+            TradingState.HALTED, Actor.LIMIT, "daily loss -42000.00 reached the limit of 25000.00")
         assert state.breached
         flattens = postgresql.execute("SELECT status, reason, actor FROM flattens").fetchall()
         assert flattens == [("flat", "daily loss limit", "limit")]
