@@ -23,6 +23,7 @@ from core.intents import EntryPurpose, ExitPurpose, Purpose, RollPurpose, purpos
 from core.models import ContractRef, NewIntent, OrderIntent, Outcome, Side, SignalOutcome
 from core.reconciliation import Discrepancy, explained_square_off
 from core.specs import InstrumentSpec
+from core.trading_state import FLATTEN
 from live import failpoints
 from live.brokers.base import (
     Broker,
@@ -254,7 +255,9 @@ class OrderFlow:
                             side=intent.side, quantity=quantity,
                             order_type=intent.order_type, price=intent.price,
                             quoted=isinstance(intent.purpose, EntryPurpose)
-                            and intent.purpose.quoted)
+                            and intent.purpose.quoted,
+                            urgent=isinstance(intent.purpose, ExitPurpose)
+                            and intent.purpose.reason == FLATTEN)
 
     async def _recorded_outcome(self, intent: OrderIntent) -> SignalOutcome | None:
         """Return the outcome another process already recorded for this intent, if any."""

@@ -47,6 +47,9 @@ class OrderRequest:
     order_type: str
     price: Decimal | None  # reference price: the limit, or the price a paper fill takes
     quoted: bool = False  # `price` is the venue's quote, fetched when the entry was checked
+    # Out now, at the market (a flatten): a live venue sends a protected MARKET order rather
+    # than a LIMIT it prices from a quote and chases.
+    urgent: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -230,7 +230,7 @@ class KiteBroker:
             "variety": self._config.variety, "exchange": contract.exchange,
             "tradingsymbol": contract.tradingsymbol, "transaction_type": request.side,
             "quantity": quantity, "product": self._config.product, "tag": request.tag}
-        if policy.order_type == "MARKET":
+        if policy.order_type == "MARKET" or request.urgent:
             return {**params, "order_type": "MARKET",
                     "market_protection": str(policy.market_protection)}
         # An entry checked against the quote a moment ago carries it (Zerodha allows one

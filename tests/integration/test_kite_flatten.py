@@ -36,6 +36,8 @@ async def test_flatten_cancels_a_resting_entry_then_sells_everything(kite, fake)
         await kite.flattener.request("drill", Actor.OPERATOR), 30)
 
     assert (report.status, report.layers_closed, report.orders_cancelled) == ("flat", 1, 1)
+    [sale] = [o for o in fake_orders(fake) if o["transaction_type"] == "SELL"]
+    assert (sale["order_type"], str(sale["market_protection"])) == ("MARKET", "2")  # out now
     [resting] = [o for o in fake_orders(fake) if o["order_id"] == resting["order_id"]]
     assert resting["status"] == "CANCELLED" and resting["filled_quantity"] == 0
     refused = await pending
