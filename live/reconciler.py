@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import datetime
 
 import structlog
@@ -115,28 +116,49 @@ class Reconciler:
         no instrument holds; return the differences found (none for a skipped instrument,
         whose blocks stay as they were).
 
+        The venue is read once for the whole check, and again only when an instrument's
+        layers turn out to have moved since (a fill booked while the check waited for its
+        lock): under the lock nothing of that instrument is in flight, so an unchanged book
+        means the read still holds for it.
+
         `compare_in_flight`: compare an instrument with an unresolved intent or a closing
         layer too, reporting its differences without booking any (startup: after intents
         were resolved, what is left unresolved is stuck, not in flight).
         """
         selected = sorted(self._instruments if instruments is None else set(instruments))
         waived = accepted(await self._db.latest_event(ACCEPTED_EVENT))
+        view = await self._view()
         found: list[Discrepancy] = []
         for instrument in selected:
             async with self._locks(instrument):
-                found += await self._check_instrument(instrument, waived, compare_in_flight)
-        return found + await self._check_unassigned(waived)
+                layers = await self._db.live_layers(instrument)
+                if _signature(layers) != view.layers.get(instrument, ()):
+                    view = await self._view()
+                found += await self._check_instrument(instrument, layers, view, waived,
+                                                      compare_in_flight)
+        return found + self._check_unassigned(view, waived)
 
-    async def _check_instrument(self, instrument: str, waived: Waived,
-                                compare_in_flight: bool) -> list[Discrepancy]:
-        layers = await self._db.live_layers(instrument)
-        in_flight = await self._in_flight(instrument, layers)
+    async def _view(self) -> _View:
+        """The book's layers and unresolved intents, then the venue's positions."""
+        layers = await self._db.all_live_layers()
+        unresolved = {i.instrument for i in await self._db.load_unresolved_intents()}
+        positions = await self._broker.positions()
+        by_instrument: dict[str, list[Layer]] = {}
+        for layer in layers:
+            by_instrument.setdefault(layer.instrument, []).append(layer)
+        return _View({name: _signature(held) for name, held in by_instrument.items()},
+                     positions, self._holders(layers), unresolved)
+
+    async def _check_instrument(self, instrument: str, layers: list[Layer], view: _View,
+                                waived: Waived, compare_in_flight: bool) -> list[Discrepancy]:
+        in_flight = (any(x.status is LayerStatus.CLOSING for x in layers)
+                     or instrument in view.unresolved)
         if in_flight and not compare_in_flight:
             log.info("reconciliation_skipped_in_flight", instrument=instrument)
             return []
-        positions = await self._broker.positions()  # under the lock: no fill can land between
+        positions = view.positions
         symbols = {_symbol(x) for x in layers} | {
-            s for s in positions if await self._holder(s) == instrument}
+            s for s in positions if view.holders.get(s) == instrument}
         book = book_positions(layers)
         left = []
         for difference in diff_positions({s: book.get(s, 0) for s in symbols},
@@ -148,33 +170,27 @@ class Reconciler:
         self._show(instrument, left)
         return left
 
-    async def _in_flight(self, instrument: str, layers: list[Layer]) -> bool:
-        if any(x.status is LayerStatus.CLOSING for x in layers):
-            return True
-        return any(i.instrument == instrument for i in await self._db.load_unresolved_intents())
-
-    async def _check_unassigned(self, waived: Waived) -> list[Discrepancy]:
+    def _check_unassigned(self, view: _View, waived: Waived) -> list[Discrepancy]:
         """Broker positions in contracts no instrument holds or trades today block every
         entry: which instrument's risk they carry is unknown."""
         left = [Discrepancy(symbol, 0, quantity)
-                for symbol, quantity in sorted((await self._broker.positions()).items())
-                if await self._holder(symbol) is None and (symbol, 0, quantity) not in waived]
+                for symbol, quantity in sorted(view.positions.items())
+                if symbol not in view.holders and (symbol, 0, quantity) not in waived]
         self._show(None, left)
         return left
 
-    async def _holder(self, tradingsymbol: str) -> str | None:
-        """Return the instrument whose layers hold the contract, or which trades it today."""
-        for layer in await self._db.all_live_layers():
-            if _symbol(layer) == tradingsymbol:
-                return layer.instrument
+    def _holders(self, layers: list[Layer]) -> dict[str, str]:
+        """Which instrument each contract belongs to: the one whose layers hold it, else
+        the one that trades it today."""
         now = self._clock()
+        holders = {}
         for name in self._instruments:
             try:
-                if self._broker.contract(name, now).tradingsymbol == tradingsymbol:
-                    return name
+                holders[self._broker.contract(name, now).tradingsymbol] = name
             except BrokerError:  # no contract loaded (e.g. no session yet)
                 continue
-        return None
+        holders.update({_symbol(layer): layer.instrument for layer in layers})
+        return holders
 
     # -- outcomes -------------------------------------------------------------------------
     async def _book_square_off(self, instrument: str, difference: Discrepancy) -> bool:
@@ -211,3 +227,18 @@ class Reconciler:
 
 def _symbol(layer: Layer) -> str:
     return layer.tradingsymbol or layer.instrument
+
+
+def _signature(layers: Iterable[Layer]) -> tuple[tuple[int, int, str, str], ...]:
+    """What of an instrument's layers a booked fill changes."""
+    return tuple(sorted((x.id, x.quantity, x.status, _symbol(x)) for x in layers))
+
+
+@dataclass(frozen=True, slots=True)
+class _View:
+    """One read of book and venue for a check."""
+
+    layers: dict[str, tuple[tuple[int, int, str, str], ...]]
+    positions: dict[str, int]
+    holders: dict[str, str]
+    unresolved: set[str]
