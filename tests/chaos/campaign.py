@@ -34,6 +34,8 @@ import psycopg
 
 from live.embedded_db import EmbeddedPostgres
 from live.failpoints import ROLL_POINTS, SIGNAL_POINTS
+from tests.chaos import flatten_phase
+from tests.chaos.flatten_phase import flatten_point
 from tests.chaos.roll_phase import (
     SCHEDULES,
     Diverged,
@@ -77,6 +79,7 @@ class Report:
     orders: int = 0
     violations: list[str] = field(default_factory=list)
     rolled: bool = False
+    flattened: bool = False
 
 
 # `during_recovery` follows `after_intent_commit`: that crash leaves an intent to resolve.
@@ -224,9 +227,27 @@ class Campaign:
             self.decisions = decisions(final)
             self.report.orders = len(self._venue(final)[1])
             final.stop()
+            if self.crashes:  # the kill switch, on what the crashes left
+                self._flatten(state_dir)
             return book, end
         finally:
             self._stop_all(state_dir)
+
+    def _flatten(self, state_dir: Path) -> None:
+        def start(point: str | None) -> TradingDaemon:
+            daemon = self._daemon(state_dir, point)
+            assert self._ready(daemon), f"daemon did not come back:\n{daemon.output()}"
+            return daemon
+
+        point = flatten_point(self.seed)
+        crashed, problems = flatten_phase.drill(start, lambda d: self._venue(d)[0], point)
+        if crashed:
+            self._crashed(Crash(point))
+        self.report.violations += [f"VIOLATION broker={self.broker} seed={self.seed} "
+                                   f"after={point}: {problem}" for problem in problems]
+        self.report.flattened = not problems
+        self.log(f"{self.broker}: flatten with {point} "
+                 f"{'crashed' if crashed else 'not reached'}; {len(problems)} problems")
 
     def _unarmed(self, state_dir: Path) -> TradingDaemon:
         daemon = self._daemon(state_dir, None)
@@ -389,6 +410,7 @@ def table(reports: list[Report]) -> str:
                          ("broker orders", lambda r: r.orders),
                          ("violations", lambda r: len(r.violations)),
                          ("rolled", lambda r: "yes" if r.rolled else "no"),
+                         ("flattened", lambda r: "yes" if r.flattened else "no"),
                          ("seed", lambda r: r.seed)):
         lines.append(f"{label:<24}" + "".join(f"{value(r):>12}" for r in reports))
     return "\n".join(lines)

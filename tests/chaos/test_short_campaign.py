@@ -18,5 +18,10 @@ def test_no_violation_through_a_round_of_crashes(broker):
     assert report.rolled  # GOLD_MINI rolled on the way, through a crash in the roll
     roll_crashes = sum(n for point, n in report.crashes.items() if point.startswith("after_roll"))
     assert roll_crashes == 1
-    assert sum(report.crashes.values()) == CRASHES + roll_crashes
+    # Then the kill switch, killed at its fail point when that is on the flatten's way.
+    assert report.flattened
+    flatten_crashes = sum(n for point, n in report.crashes.items()
+                          if point.startswith("after_flatten"))
+    assert flatten_crashes <= 1
+    assert sum(report.crashes.values()) == CRASHES + roll_crashes + flatten_crashes
     assert report.signals > 0 and report.orders > 0
