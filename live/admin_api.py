@@ -57,7 +57,7 @@ def _text(body: dict[str, Any], key: str, *, required: bool = False) -> str | No
 
 def amount_of(value: object) -> Decimal:
     """The amount of a capital movement: a positive decimal of rupees and paise."""
-    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+    if isinstance(value, bool) or not isinstance(value, (str, int, float, Decimal)):
         raise BadRequest("Invalid amount: give a positive decimal such as \"100000.00\"")
     try:
         amount = Decimal(str(value).strip())
@@ -81,6 +81,8 @@ def _handler(action: str) -> Callable[[Handle], Handler]:
     def wrap(handle: Handle) -> Handler:
         async def handler(request: web.Request) -> web.Response:
             ctx = request.app[CTX]
+            if ctx.readiness.stage is not None:  # recovery still drives the book's orders
+                return error(503, "starting", "the daemon is still recovering; try again")
             try:
                 body = await _body(request)
                 response, details = await handle(ctx, body)
@@ -103,6 +105,10 @@ def _state_handler(action: str, wanted: TradingState) -> Handler:
     async def handle(ctx: Context, body: dict[str, Any]) -> tuple[web.Response, dict[str, Any]]:
         reason = _text(body, "reason")
         assert ctx.control is not None
+        running = ctx.flattener.current if ctx.flattener else None
+        if wanted is not TradingState.HALTED and running and running.status == "flattening":
+            return error(409, "refused", f"flatten {running.id} is under way: the book "
+                                         "stays HALTED until it is flat"), {"reason": reason}
         record, changed = await ctx.control.set(wanted, reason or action, Actor.OPERATOR)
         return reply({"status": "ok", "changed": changed,
                       "trading_state": ctx.control.report()}), {

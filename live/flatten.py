@@ -101,7 +101,7 @@ class Flattener:
     def _start(self, row: Flatten) -> asyncio.Task[FlattenReport]:
         self.current = row
         self._progress = {"cancelled": 0, "layers_seen": 0, "layers_open": None}
-        self._task = asyncio.create_task(self._run(row), name=f"flatten-{row.id}")
+        self._task = asyncio.create_task(self._until_flat(row), name=f"flatten-{row.id}")
         return self._task
 
     async def close(self) -> None:
@@ -119,6 +119,19 @@ class Flattener:
         return {"flatten_id": row.id, "status": row.status, "reason": row.reason,
                 "actor": row.actor, "requested_at": row.requested_at,
                 "finished_at": row.finished_at, **self._progress}
+
+    async def _until_flat(self, row: Flatten) -> FlattenReport:
+        """Run the flatten until it is flat: a failure (an expired session, a database
+        blip) is logged and the flatten carried on, never left half done."""
+        delay = 1.0
+        while True:
+            try:
+                return await self._run(row)
+            except Exception:
+                log.exception("flatten_interrupted", flatten_id=row.id, retry_in_s=delay)
+                self._progress["last_error_retry_in_s"] = delay
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
 
     async def _run(self, row: Flatten) -> FlattenReport:
         started = time.monotonic()

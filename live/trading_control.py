@@ -84,6 +84,8 @@ class TradingControl:
         latched = await tx.latch_breach(day, pnl, self._clock())
         if latched is None:
             return None
+        if latched.state is TradingState.HALTED:
+            wanted = TradingState.HALTED  # a limit never loosens what an operator halted
         await tx.log_event(BREACHED, day=day, pnl=pnl, limit=limit)
         record, _ = await self.set_in(tx, wanted, f"daily loss {pnl} reached the limit of "
                                                   f"{limit}", Actor.LIMIT)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import replace
 
 import psycopg
 import pytest
@@ -25,6 +26,7 @@ async def trading(db, dsn):
     trading = await Trading(db, dsn, config=ROOMY).start()
     trading.inbox.start_processing()
     await trading.control.load()
+    trading.readiness.started()
     yield trading
     await trading.close()
 
@@ -154,3 +156,27 @@ async def test_flatten_answers_flat_and_a_second_request_joins_the_first(client,
     status = await (await client.get("/status")).json()
     assert status["trading_state"]["state"] == "HALTED"
     assert status["flatten"]["status"] == "flat"
+
+
+async def test_levers_wait_for_recovery_and_a_flatten_cannot_be_resumed_midway(client,
+                                                                              trading):
+    trading.readiness.starting("resolve_intents")
+    code, answer = await call(client, "/admin/pause", {"reason": "early"})
+    assert (code, answer["error"]) == (503, "starting")
+    trading.readiness.started()
+
+    await enter(trading)
+    trading.flattener.current = replace(
+        await _started_flatten(trading), status="flattening")
+    code, answer = await call(client, "/admin/resume", {"reason": "too soon"})
+    assert code == 409 and "under way" in answer["detail"]
+    assert (await trading.db.trading_state()).state == "HALTED"
+
+
+async def _started_flatten(trading):
+    from core.trading_state import Actor, TradingState
+
+    async with trading.db.transaction() as tx:
+        row = await tx.start_flatten("drill", Actor.OPERATOR, trading.clock())
+        await trading.control.set_in(tx, TradingState.HALTED, "flatten: drill", Actor.OPERATOR)
+    return row

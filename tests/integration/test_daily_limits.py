@@ -199,3 +199,15 @@ async def test_a_resume_accepts_the_days_loss_and_the_limit_rearms_the_next_day(
         assert latched is not None and latched.breach_day == ist(24, 0).date()
     finally:
         await trading.close()
+
+
+async def test_a_breach_never_loosens_an_operators_halt(db, dsn):
+    trading = await Trading(db, dsn, config=LIMITED).start()
+    try:
+        await trading.control.set(TradingState.HALTED, "investigating", Actor.OPERATOR)
+        record = await trading.control.breach(ist(23, 0).date(), D("-60000"), D("50000"),
+                                              TradingState.REDUCING)
+        assert record is not None and record.breached
+        assert record.state is TradingState.HALTED  # latched, and still halted
+    finally:
+        await trading.close()
