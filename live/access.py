@@ -16,6 +16,7 @@ from aiohttp.typedefs import Middleware
 
 from config.errors import ConfigError
 from config.settings import Settings
+from live.operator_client import TOKEN_FILE
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -66,7 +67,7 @@ def admin_token(settings: Settings) -> tuple[str, bool]:
         return configured, False
     if settings.broker != "paper":
         raise ConfigError("PM_ADMIN_TOKEN must be set to trade with a live broker")
-    return paper_secret(settings.state_dir / "admin_token", 32), True
+    return paper_secret(settings.state_dir / TOKEN_FILE, 32), True
 
 
 def webhook_secret(settings: Settings) -> tuple[str, bool]:

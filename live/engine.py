@@ -375,7 +375,8 @@ class LiveTradingEngine:
                     plan: ExitPlan | MarketDataPlan, operator: bool = False) -> SignalOutcome:
         """Trail the stops and commit the exit's intents, one per contract, in one
         transaction — unless the trading state refuses the exit there (the stops still
-        trail). `operator`: an exit the operator ordered (no signal; never refused)."""
+        trail). `operator`: an exit the daemon decided itself (no signal); only a flatten's
+        passes HALTED."""
         trails = plan.trails if isinstance(plan, MarketDataPlan) else ()
         exit_plan = plan.exit if isinstance(plan, MarketDataPlan) else plan
         refusal: str | None = None

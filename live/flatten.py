@@ -25,7 +25,7 @@ from core.db_state_manager import DatabaseStateManager
 from core.models import LayerStatus
 from core.trading_state import FLATTEN, Actor, Flatten, TradingState
 from live import failpoints
-from live.brokers.base import Broker, BrokerOrder, BrokerUnavailable, OrderRejected
+from live.brokers.base import Broker, BrokerOrder, OrderRejected, read_through_outages
 from live.engine import LiveTradingEngine
 from live.trading_control import TradingControl
 
@@ -202,11 +202,4 @@ class Flattener:
             await asyncio.sleep(self._poll_s)
 
     async def _reading(self, call: Callable[[], Awaitable[T]]) -> T:
-        delay = self._poll_s
-        while True:
-            try:
-                return await call()
-            except BrokerUnavailable as exc:
-                log.warning("flatten_broker_unavailable", error=str(exc), retry_in_s=delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        return await read_through_outages(call, self._poll_s, 5.0)

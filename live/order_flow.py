@@ -32,6 +32,7 @@ from live.brokers.base import (
     BrokerUnavailable,
     OrderRejected,
     OrderRequest,
+    read_through_outages,
 )
 from live.fill_booking import FillBooking, book_square_off
 from live.metrics import Metrics
@@ -229,16 +230,7 @@ class OrderFlow:
     async def _reading(self, call: Callable[[], Awaitable[T]]) -> T:
         """Repeat a broker read while the broker is unreachable; an expired session is
         raised (the caller decides whether to wait for the next one)."""
-        delay = self._poll_interval_s
-        while True:
-            try:
-                return await call()
-            except BrokerAuthExpired:
-                raise
-            except BrokerUnavailable as exc:
-                log.warning("broker_unavailable", error=str(exc), retry_in_s=delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self._retry_max_s)
+        return await read_through_outages(call, self._poll_interval_s, self._retry_max_s)
 
     async def _retrying(self, call: Callable[[], Awaitable[T]]) -> T:
         """Repeat a broker call that changes nothing until the broker answers."""

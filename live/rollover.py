@@ -10,7 +10,6 @@ is reported on every check until it is rolled or closed.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -28,6 +27,7 @@ from core.specs import InstrumentSpec
 from core.trading_state import TradingState
 from live import failpoints
 from live.brokers.base import Broker, BrokerError
+from live.every import every
 from live.exit_retries import ExitRetries
 from live.instrument_locks import InstrumentLocks
 from live.readiness import Readiness
@@ -80,12 +80,7 @@ class Rollover:
 
     # -- the check ------------------------------------------------------------------------
     async def run(self) -> None:
-        while True:
-            try:
-                await self.check()
-            except Exception:  # the loop outlives any one failure, loudly
-                log.exception("rollover_check_failed")
-            await asyncio.sleep(self._interval_s)
+        await every(self._interval_s, self.check, "rollover_check_failed")
 
     async def check(self) -> list[int]:
         """Start every roll that is due; flag positions past their cut-off. Returns the ids

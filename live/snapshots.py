@@ -8,7 +8,6 @@ Layers are marked at the last price the engine has seen (after a restart, the la
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import date, datetime
@@ -23,6 +22,7 @@ from core.exposure import exposure
 from core.models import Layer
 from core.specs import InstrumentSpec, PortfolioConfig
 from live.engine import LiveTradingEngine
+from live.every import every
 from live.snapshot_store import (
     DAY_END,
     DAY_START,
@@ -59,12 +59,7 @@ class Snapshots:
         self.listeners: list[Callable[[], None]] = []  # told after each snapshot
 
     async def run(self) -> None:
-        while True:
-            try:
-                await self.take()
-            except Exception:  # the loop outlives any one failure, loudly
-                log.exception("snapshot_failed")
-            await asyncio.sleep(self._config.snapshot_interval_s)
+        await every(self._config.snapshot_interval_s, self.take, "snapshot_failed")
 
     async def take(self, now: datetime | None = None) -> Book:
         """Write an interval snapshot — and, at a trading day's first, the day's start and

@@ -9,7 +9,6 @@ check. Outside the session nothing is sent: the exchange would refuse it.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from datetime import datetime
 
@@ -21,6 +20,7 @@ from core.models import LayerStatus, Outcome
 from core.specs import InstrumentSpec
 from core.trading_state import EOD_SQUARE_OFF
 from live.engine import LiveTradingEngine
+from live.every import every
 
 log = structlog.get_logger(__name__)
 
@@ -41,12 +41,7 @@ class SquareOff:
     async def run(self) -> None:
         if not self._instruments:
             return  # no instrument squares off: nothing to watch
-        while True:
-            try:
-                await self.check()
-            except Exception:  # the loop outlives any one failure, loudly
-                log.exception("square_off_check_failed")
-            await asyncio.sleep(self._interval_s)
+        await every(self._interval_s, self.check, "square_off_check_failed")
 
     def due(self, spec: InstrumentSpec, now: datetime) -> bool:
         """Whether `spec`'s layers are to be squared off at `now`: in its session, at or

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Protocol
+from typing import Protocol, TypeVar
+
+import structlog
 
 from core.models import ContractRef, Side
+
+T = TypeVar("T")
+log = structlog.get_logger(__name__)
 
 
 class OrderStatus(StrEnum):
@@ -35,6 +42,20 @@ class OrderRejected(BrokerError):
 
 class BrokerAuthExpired(BrokerError):
     """The session token is no longer valid."""
+
+
+async def read_through_outages(call: Callable[[], Awaitable[T]], first_s: float,
+                               max_s: float) -> T:
+    """Repeat a broker read while the broker is unreachable (backing off from `first_s`
+    to `max_s`); anything else it raises — an expired session — goes to the caller."""
+    delay = first_s
+    while True:
+        try:
+            return await call()
+        except BrokerUnavailable as exc:
+            log.warning("broker_unavailable", error=str(exc), retry_in_s=delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, max_s)
 
 
 @dataclass(frozen=True, slots=True)

@@ -250,15 +250,18 @@ class KiteBroker:
         return round_to_tick(price, contract.tick_size, side)
 
     async def find_by_tag(self, tag: str) -> list[BrokerOrder]:
+        return await self._orders_where(
+            lambda o: o.get("tag") == tag or tag in (o.get("tags") or []))
+
+    async def _orders_where(self, keep: Callable[[dict[str, Any]], bool]) -> list[BrokerOrder]:
+        """The day's orders `keep` selects, with their trades (one read of the book)."""
         book = await self._call("other", "orders")
-        mine = [o for o in book if o.get("tag") == tag or tag in (o.get("tags") or [])]
-        return [await self._with_trades(raw) for raw in mine]
+        return [await self._with_trades(raw) for raw in book if keep(raw)]
 
     async def resting_orders(self) -> list[BrokerOrder]:
-        book = await self._call("other", "orders")
-        mine = [o for o in book if OWN_TAG.fullmatch(str(o.get("tag") or ""))
-                and _status(str(o["status"])) is OrderStatus.OPEN]
-        return [await self._with_trades(raw) for raw in mine]
+        return await self._orders_where(
+            lambda o: OWN_TAG.fullmatch(str(o.get("tag") or "")) is not None
+            and _status(str(o["status"])) is OrderStatus.OPEN)
 
     async def cancel(self, order: BrokerOrder) -> None:
         await self._call("order", "cancel_order", variety=self._config.variety,
