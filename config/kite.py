@@ -51,6 +51,9 @@ class KiteConfig(BaseModel):
     max_entry_divergence_percent: Decimal = Field(default=Decimal("2"), gt=0)
     max_pyramid_divergence_percent: Decimal = Field(default=Decimal("1"), gt=0)
     token_expiry_warning_minutes: int = Field(default=30, ge=0)
+    # Each open layer also rests a stop at Zerodha (a GTT on NFO, an SL order on MCX) so it
+    # stays protected while the daemon is down (DOMAIN.md §12).
+    broker_stops: bool = True
     instruments: dict[str, KiteContract]
 
     def policy(self, instrument: str) -> KiteOrderPolicy:

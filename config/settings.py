@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     # time up to the max (and at the next session open when outside hours): never dropped.
     exit_retry_first_s: float = Field(default=5.0, gt=0)
     exit_retry_max_s: float = Field(default=300.0, gt=0)
+    # How often the venue is asked about each broker-resident stop (fired? lapsed?), and a
+    # refused or lapsed one placed again; postbacks and prices prompt a check sooner.
+    broker_stop_check_s: float = Field(default=15.0, gt=0)
     # How often the roll schedule is checked (a roll starts at the first check from roll_at).
     roll_check_interval_s: float = Field(default=30.0, gt=0)
     kite_api_key: str | None = None

@@ -122,3 +122,7 @@ class PortfolioConfig(BaseModel):
     max_entries_per_day: int | None = Field(default=None, gt=0)
     # The portfolio_snapshots time series is taken this often (and at each day's start).
     snapshot_interval_s: int = Field(default=60, gt=0)
+    # Broker-resident stops (DOMAIN.md §12): the LIMIT a triggered stop places sits this far
+    # below its trigger; the paper venue rests them too unless switched off.
+    stop_limit_band_percent: Decimal = Field(default=Decimal("1.0"), gt=0, le=20)
+    paper_broker_stops: bool = True

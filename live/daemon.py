@@ -12,7 +12,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -32,6 +32,7 @@ from core.db_state_manager import DatabaseStateManager
 from core.specs import InstrumentSpec, PortfolioConfig
 from live import failpoints
 from live.access import AccessPolicy, access_policy, admin_token, webhook_secret
+from live.broker_stops import BrokerStops
 from live.brokers.base import Broker
 from live.brokers.kite_session import KiteSession
 from live.brokers.paper import PaperBroker
@@ -103,6 +104,8 @@ class Venue:
     broker: Broker
     price_limits: tuple[Decimal, Decimal] | None = None  # entry quote check (base, pyramid)
     poll_interval_max_s: float = 1.0
+    # Told of the venue's news of an order the daemon did not place (a broker stop fired).
+    foreign_orders: list[Callable[[], None]] = field(default_factory=list)
 
 
 def build_broker(settings: Settings, instruments: dict[str, InstrumentSpec],
@@ -127,7 +130,8 @@ def build_broker(settings: Settings, instruments: dict[str, InstrumentSpec],
                         api_secret=settings.kite_api_secret.get_secret_value(), clock=clock,
                         metrics=metrics, calendar=calendar)
     return Venue(broker, (config.max_entry_divergence_percent,
-                          config.max_pyramid_divergence_percent), config.poll_interval_max_s)
+                          config.max_pyramid_divergence_percent), config.poll_interval_max_s,
+                 broker.foreign_order_listeners)
 
 
 class StartupStalled(RuntimeError):
@@ -208,7 +212,7 @@ async def run_live(settings: Settings) -> None:
             await parts.engine.restore_prices(await db.last_alert_prices(list(instruments)))
             await recover(db, venue.broker, parts.inbox, parts.flow, portfolio,
                           parts.readiness, settings.startup_stage_timeout_s,
-                          reconciler=parts.reconciler)
+                          reconciler=parts.reconciler, stops=parts.stops)
             for name, work in parts.workers():  # what runs beside the signals, once recovered
                 task = asyncio.create_task(work, name=name)
                 task.add_done_callback(report_crash)
@@ -257,12 +261,14 @@ class Parts:
     snapshots: Snapshots
     limits: DailyLimits
     square_off: SquareOff
+    stops: BrokerStops
 
     def workers(self) -> list[tuple[str, Coroutine[Any, Any, None]]]:
         """The loops that run beside the signal path once recovery is done."""
         return [("exit-retries", self.exits.run()), ("reconciler", self.reconciler.run()),
                 ("rollover", self.rollover.run()), ("snapshots", self.snapshots.run()),
-                ("daily-limits", self.limits.run()), ("square-off", self.square_off.run())]
+                ("daily-limits", self.limits.run()), ("square-off", self.square_off.run()),
+                ("broker-stops", self.stops.run())]
 
     def context(self, settings: Settings, secret: str,
                 instruments: dict[str, InstrumentSpec], access: AccessPolicy,
@@ -273,7 +279,7 @@ class Parts:
             metrics=self.metrics, readiness=self.readiness, broker=self.broker, clock=self.clock,
             limiter=RateLimiter(settings.rate_limit_per_min), exits=self.exits,
             rollover=self.rollover, control=self.engine.control, flattener=self.flattener,
-            limits=self.limits,
+            limits=self.limits, stops=self.stops,
             policy=WebhookPolicy(secret=secret, max_bytes=settings.webhook_max_bytes,
                                  decision_wait_ms=settings.decision_wait_ms,
                                  rate_limit_per_min=settings.rate_limit_per_min))
@@ -309,8 +315,18 @@ def assemble(settings: Settings, db: DatabaseStateManager, venue: Venue,
     snapshots.listeners.append(limits.wake)
     engine.decision_listeners.append(limits.wake)
     square_off = SquareOff(db, engine, instruments, calendar, clock=clock)
+    stops = BrokerStops(db, venue.broker, instruments, portfolio, readiness, engine.locks,
+                        clock=clock, in_session=calendar.in_session,
+                        check_interval_s=settings.broker_stop_check_s)
+    flow.stops = stops
+    reconciler.stops = stops
+    stops.adopt_listeners.append(exits.schedule)
+    engine.decision_listeners.append(stops.poke)
+    engine.stop_fired_listeners.append(stops.check_soon)
+    flow.fill_listeners.append(stops.poke)
+    venue.foreign_orders.append(stops.check_soon)
     return Parts(db, venue.broker, metrics, readiness, flow, engine, inbox, exits, reconciler,
-                 rollover, clock, flattener, snapshots, limits, square_off)
+                 rollover, clock, flattener, snapshots, limits, square_off, stops)
 
 
 async def serve(settings: Settings, stack: AsyncExitStack, context: Context) -> None:

@@ -105,6 +105,8 @@ class LiveTradingEngine:
         # Told the instrument of each signal decided (the daily loss limit wakes on it);
         # each must return at once and never raise into the signal path.
         self.decision_listeners: list[Callable[[str], None]] = []
+        # Told the instrument when the venue, shown a price, fired a resting stop.
+        self.stop_fired_listeners: list[Callable[[str], None]] = []
 
     # -- the inbox's handler --------------------------------------------------------------
     async def process(self, item: InboxItem) -> SignalOutcome:
@@ -207,6 +209,8 @@ class LiveTradingEngine:
                 return await self._record(item, rejected("broker_unavailable"))
             return await self._enter(item)
         layers = await self._db.live_layers(signal.instrument)
+        if kind is SignalType.MARKET_DATA:
+            await self._show_venue(signal, layers)
         plan: Verdict | ExitPlan | MarketDataPlan
         if kind is SignalType.EXIT:
             plan = decide_exit(signal, layers)
@@ -218,6 +222,19 @@ class LiveTradingEngine:
                 plan = Verdict(Outcome.EXECUTED, "exit follows the roll under way")
             return await self._record(item, plan)
         return await self._exit(item.signal_id, signal, plan)
+
+    async def _show_venue(self, signal: Signal, layers: list[Layer]) -> None:
+        """A venue with no market of its own (paper) sees the price first, as a real one
+        would: a resting stop it reaches fires before the daemon decides."""
+        for symbol in sorted({x.tradingsymbol for x in layers if x.tradingsymbol}):
+            try:
+                fired = await self._broker.observe(symbol, signal.price)
+            except BrokerError as exc:
+                log.warning("venue_price_not_shown", tradingsymbol=symbol, error=str(exc))
+                continue
+            if fired:
+                for listener in self.stop_fired_listeners:
+                    listener(signal.instrument)
 
     async def operator_exit(self, instrument: str, position: str, reason: str
                             ) -> SignalOutcome | None:

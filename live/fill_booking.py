@@ -230,14 +230,16 @@ class FillBooking:
         return SignalOutcome(intent.signal_id or 0, Outcome.REJECTED, reason, result)
 
 
-    async def replan_exit(self, intent: OrderIntent, reason: str) -> SignalOutcome:
+    async def replan_exit(self, intent: OrderIntent, reason: str,
+                          without: frozenset[int] = frozenset()) -> SignalOutcome:
         """Close an exit that was never placed and must not be as it stands (some of its
-        layers were closed meanwhile: by the broker's square-off, by an operator), and
-        commit the next attempt at those of its layers still open, if any."""
+        layers were closed meanwhile: by the broker's square-off, by an operator; or are
+        being sold by their broker stop, `without`), and commit the next attempt at those
+        of its layers still open, if any."""
         purpose = intent.purpose
         assert isinstance(purpose, ExitPurpose)
         live = {layer.id: layer for layer in await self._db.live_layers(intent.instrument)}
-        left = [live[i] for i in purpose.position_ids if i in live]
+        left = [live[i] for i in purpose.position_ids if i in live and i not in without]
         decides, outcome = await self._decision(intent, filled_now=False)
         async with self._db.transaction() as tx:
             await tx.update_intent_later(intent, status=IntentStatus.REJECTED, reason=reason)

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from decimal import Decimal
 from functools import partial
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import structlog
 
@@ -41,6 +41,10 @@ T = TypeVar("T")
 log = structlog.get_logger(__name__)
 
 
+class StopGuard(Protocol):
+    async def release(self, intent: OrderIntent) -> frozenset[int]: ...
+
+
 class OrderFlow:
     def __init__(self, db: BookStore, broker: Broker,
                  instruments: dict[str, InstrumentSpec], *, processed_by: str,
@@ -59,6 +63,8 @@ class OrderFlow:
         self._retry_max_s = retry_max_s
         self._instruments = instruments
         self.booking = FillBooking(db, instruments, processed_by=processed_by, clock=clock)
+        # The layers' broker-resident stops, cancelled before the daemon sells a layer.
+        self.stops: StopGuard | None = None
 
     @property
     def store(self) -> BookStore:
@@ -109,7 +115,9 @@ class OrderFlow:
         given up (only once the broker proves it holds no order with the tag).
         """
         if _sells_held_layers(intent):
-            refused = await self._before_selling(intent, fresh)
+            refused = await self._release_stops(intent)
+            if refused is None:
+                refused = await self._before_selling(intent, fresh)
             if refused is not None:
                 return refused
         orders, refusal = await self._orders_for(intent, fresh, deadline)
@@ -167,6 +175,22 @@ class OrderFlow:
                             error=str(exc))
                 orders = await self._look_up(intent)
         return orders, None
+
+    async def _release_stops(self, intent: OrderIntent) -> SignalOutcome | None:
+        """Cancel the broker stops of the layers about to be sold (confirmed). Layers whose
+        stop fired instead are the venue's to sell: the exit goes on without them."""
+        if self.stops is None:
+            return None
+        try:
+            taken = await self.stops.release(intent)
+        except BrokerAuthExpired:  # a stop that cannot be cancelled must not be sold over
+            return await self.booking.apply_rejection(intent, None, "broker session expired")
+        if not taken:
+            return None
+        reason = f"the broker stop of layers {sorted(taken)} fired"
+        if isinstance(intent.purpose, ExitPurpose):
+            return await self.booking.replan_exit(intent, reason, without=taken)
+        return await self.booking.apply_rejection(intent, None, reason)
 
     async def _before_selling(self, intent: OrderIntent, fresh: bool) -> SignalOutcome | None:
         """Before an exit (or a roll's close leg) sells anything under its tag: are its

@@ -25,6 +25,8 @@ class Readiness:
     stalled: bool = False  # that stage has run past its timeout
     database_available: bool = True
     _blocks: dict[str, EntryBlock] = field(default_factory=dict)
+    # Reasons `/ready` names that block nothing (an open layer with no broker stop).
+    _warnings: dict[str, str] = field(default_factory=dict)
 
     # -- startup --------------------------------------------------------------------------
     def starting(self, stage: str) -> None:
@@ -62,6 +64,13 @@ class Readiness:
     def block_reasons(self, prefix: str = "") -> list[str]:
         return [b.reason for key, b in self._blocks.items() if key.startswith(prefix)]
 
+    def warn(self, key: str, reason: str) -> None:
+        """Name `reason` in /ready until `clear_warning(key)`, blocking nothing."""
+        self._warnings[key] = reason
+
+    def clear_warning(self, key: str) -> None:
+        self._warnings.pop(key, None)
+
     def unresolved_intent(self, instrument: str, tag: str) -> None:
         """Name an order intent that could not be booked: the broker may hold its order."""
         key = f"unresolved_intent:{tag}"
@@ -79,6 +88,7 @@ class Readiness:
         if self.stage is not None:
             reasons.append(f"{'stalled' if self.stalled else 'starting'}:{self.stage}")
         reasons += [b.reason for b in self._blocks.values()]
+        reasons += list(self._warnings.values())
         if not self.database_available:
             reasons.append(DATABASE_UNAVAILABLE)
         if broker_reason is not None:

@@ -21,6 +21,7 @@ import asyncio
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 
 import structlog
 
@@ -49,6 +50,10 @@ log = structlog.get_logger(__name__)
 Waived = set[tuple[str, int, int]]
 
 
+class FiredStops(Protocol):
+    async def check_locked(self, instrument: str) -> bool: ...
+
+
 class Reconciler:
     def __init__(self, db: BookStore, broker: Broker, instruments: dict[str, InstrumentSpec],
                  readiness: Readiness, *, locks: InstrumentLocks, metrics: Metrics,
@@ -68,6 +73,8 @@ class Reconciler:
         self._after_fill_delay_s = after_fill_delay_s
         self._due: set[str] = set()
         self._after_fills: asyncio.Task[None] | None = None
+        # The layers' broker stops: a shortfall their firing explains is theirs to book.
+        self.stops: FiredStops | None = None
 
     # -- when to check --------------------------------------------------------------------
     async def run(self, interval_s: float | None = None) -> None:
@@ -160,9 +167,14 @@ class Reconciler:
         symbols = {_symbol(x) for x in layers} | {
             s for s in positions if view.holders.get(s) == instrument}
         book = book_positions(layers)
+        differences = diff_positions({s: book.get(s, 0) for s in symbols},
+                                     {s: positions.get(s, 0) for s in symbols})
+        if (differences and not in_flight and self.stops is not None
+                and await self.stops.check_locked(instrument)):
+            log.info("reconciliation_deferred_broker_stop_fired", instrument=instrument)
+            return []  # the stop's exit is booked from its order; the next check compares
         left = []
-        for difference in diff_positions({s: book.get(s, 0) for s in symbols},
-                                         {s: positions.get(s, 0) for s in symbols}):
+        for difference in differences:
             if not in_flight and await self._book_square_off(instrument, difference):
                 continue
             if (difference.tradingsymbol, difference.book, difference.broker) not in waived:

@@ -19,6 +19,7 @@ from core.models import OrderIntent, SignalOutcome, SignalStatus
 from core.signals import entry_deadline
 from core.specs import PortfolioConfig
 from live import failpoints
+from live.broker_stops import BrokerStops
 from live.brokers.base import Broker
 from live.inbox import Inbox
 from live.instrument_locks import InstrumentLocks
@@ -50,7 +51,8 @@ async def run_stage(readiness: Readiness, name: str, timeout_s: float,
 
 async def recover(db: BookStore, broker: Broker, inbox: Inbox, flow: OrderFlow,
                   config: PortfolioConfig, readiness: Readiness, stage_timeout_s: float,
-                  reconciler: Reconciler | None = None) -> None:
+                  reconciler: Reconciler | None = None,
+                  stops: BrokerStops | None = None) -> None:
     """Bring the book back to where it was; `readiness` then says whether it can trade.
 
     Order matters: the cache first (decisions read it), then every unresolved intent (the
@@ -62,8 +64,13 @@ async def recover(db: BookStore, broker: Broker, inbox: Inbox, flow: OrderFlow,
         reconciler = Reconciler(db, broker, flow.instruments, readiness,
                                 locks=InstrumentLocks(), metrics=Metrics(), clock=flow.clock)
     await run_stage(readiness, "load", stage_timeout_s, db.load_cache)
+    if stops is not None:  # before intents are resolved: an exit cancels its layers' stops
+        await run_stage(readiness, "load", stage_timeout_s, stops.load)
     await run_stage(readiness, "resolve_intents", stage_timeout_s,
                     lambda: resolve_intents(db, flow, config, readiness))
+    if stops is not None:
+        await run_stage(readiness, "broker_stops", stage_timeout_s,
+                        lambda: protect(stops, db, flow, config, readiness))
     mismatches = await run_stage(readiness, "reconcile", stage_timeout_s,
                                  lambda: reconcile(reconciler, readiness))
     resumed = await run_stage(readiness, "resume_signals", stage_timeout_s,
@@ -127,6 +134,15 @@ async def _resolve(flow: OrderFlow, intent: OrderIntent, deadline: datetime | No
             readiness.processing_failed(intent.instrument)
             readiness.unresolved_intent(intent.instrument, intent.tag)
             return None
+
+
+async def protect(stops: BrokerStops, db: BookStore, flow: OrderFlow, config: PortfolioConfig,
+                  readiness: Readiness) -> None:
+    """Settle the broker stops a crash left pending, book those that fired while the daemon
+    was down (their exits are driven now, at the broker's price), and give every open layer
+    its stop."""
+    if await stops.recover():
+        await resolve_intents(db, flow, config, readiness)
 
 
 async def reconcile(reconciler: Reconciler, readiness: Readiness) -> int:

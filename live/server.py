@@ -24,6 +24,7 @@ from core.models import Layer, OrderIntent, Outcome, SignalOutcome, SignalRecord
 from core.signals import InvalidSignal, parse_signal, storable_payload
 from core.specs import InstrumentSpec
 from live.access import AccessPolicy, access_control, client_address
+from live.broker_stops import BrokerStops
 from live.brokers.base import Broker
 from live.engine import LiveTradingEngine
 from live.exit_retries import ExitRetries
@@ -69,6 +70,7 @@ class Context:
     control: TradingControl | None = None
     flattener: Flattener | None = None
     limits: DailyLimits | None = None  # the daily loss limit and entry count
+    stops: BrokerStops | None = None  # the layers' broker-resident stops
     config_sha256: str | None = None  # the configuration this daemon decides under
     # Without a policy (tests that build a Context by hand) views are open and the admin
     # routes refuse everyone: the token is random and never shown. The daemon always sets it.
@@ -205,6 +207,7 @@ async def status(request: web.Request) -> web.Response:
                   "trading_state": ctx.control.report() if ctx.control else None,
                   "flatten": ctx.flattener.report() if ctx.flattener else None,
                   "daily": await ctx.limits.report() if ctx.limits else None,
+                  "unprotected": ctx.stops.unprotected() if ctx.stops else [],
                   "config_sha256": ctx.config_sha256, **report})
 
 
@@ -235,8 +238,12 @@ async def positions(request: web.Request) -> web.Response:
     wanted = request.query.get("status", "open")
     if wanted not in ("open", "closed", "all"):
         return error(400, "validation_error", "Invalid status")
-    layers = await request.app[CTX].db.list_positions(wanted, _limit(request))
-    return reply({"positions": [position_view(layer) for layer in layers]})
+    ctx = request.app[CTX]
+    layers = await ctx.db.list_positions(wanted, _limit(request))
+    return reply({"positions": [
+        {**position_view(layer),
+         **({"broker_stop": ctx.stops.view(layer.id)} if ctx.stops and layer.is_live else {})}
+        for layer in layers]})
 
 
 async def signals(request: web.Request) -> web.Response:

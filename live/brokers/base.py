@@ -115,6 +115,36 @@ class BrokerOrder:
         return self.status in FINAL_STATUSES
 
 
+@dataclass(frozen=True, slots=True)
+class StopOrder:
+    """A protective SELL to rest at the venue (DOMAIN.md §12): `kind` gtt or sl."""
+
+    tag: str  # an SL order's tag; a GTT carries none
+    kind: str
+    instrument: str
+    tradingsymbol: str
+    quantity: int  # in the venue's units
+    trigger: Decimal
+    limit: Decimal
+
+
+class StopState(StrEnum):
+    ACTIVE = "active"  # resting, not fired
+    TRIGGERED = "triggered"  # fired: `order_id` is the order selling the layer
+    GONE = "gone"  # cancelled, deleted, expired or lapsed at the session's end
+    REFUSED = "refused"  # rejected, or disabled (too close to the last price)
+
+
+@dataclass(frozen=True, slots=True)
+class VenueStop:
+    ref: str  # the GTT's trigger id, or the SL order's id
+    state: StopState
+    trigger: Decimal
+    quantity: int
+    order_id: str | None = None
+    message: str | None = None
+
+
 class Broker(Protocol):
     """A trading venue. Adapters translate their client's errors into the ones above."""
 
@@ -179,6 +209,38 @@ class Broker(Protocol):
 
     async def positions(self) -> dict[str, int]:
         """Return the net quantity per tradingsymbol, in the venue's units."""
+        ...
+
+    def stop_kind(self, instrument: str) -> str | None:
+        """Return the kind of broker stop a layer of `instrument` rests (gtt or sl), or None
+        when this venue keeps none (or they are switched off)."""
+        ...
+
+    async def place_stop(self, stop: StopOrder) -> str:
+        """Rest a protective stop at the venue; return its reference."""
+        ...
+
+    async def modify_stop(self, ref: str, stop: StopOrder) -> None:
+        """Move a resting stop to `stop`'s trigger and limit."""
+        ...
+
+    async def cancel_stop(self, kind: str, ref: str) -> None:
+        """Ask the venue to cancel a resting stop; OrderRejected when it cannot (it fired)."""
+        ...
+
+    async def stop_state(self, kind: str, ref: str) -> VenueStop:
+        """Return what the venue says of a stop."""
+        ...
+
+    async def find_stop(self, stop: StopOrder, known: frozenset[str]) -> VenueStop | None:
+        """Return the stop a placement whose answer was lost left at the venue, if any: by
+        tag for an SL order, by contract, quantity and trigger (not one of `known`) for a
+        GTT."""
+        ...
+
+    async def observe(self, tradingsymbol: str, price: Decimal) -> bool:
+        """Show the venue a price (only a venue without a market feed of its own uses it);
+        return whether a resting stop fired."""
         ...
 
     async def position(self, tradingsymbol: str) -> int:

@@ -29,6 +29,8 @@ from live.brokers.base import (
     OrderRejected,
     OrderRequest,
     OrderStatus,
+    StopOrder,
+    VenueStop,
     VenueTrade,
 )
 from live.brokers.kite_client import KiteCalls
@@ -39,6 +41,7 @@ from live.brokers.kite_contracts import (
     slice_quantity,
 )
 from live.brokers.kite_session import KiteSession, next_expiry
+from live.brokers.kite_stops import KiteStops
 from live.metrics import Metrics
 
 SESSION_CHECK_S = 5.0
@@ -83,6 +86,10 @@ class KiteBroker:
         self._watcher: asyncio.Task[None] | None = None
         self._warned_for: datetime | None = None
         self.problems: list[str] = []
+        self._stops = KiteStops(self._call, config, self.quote)
+        # Told of every postback for an order the adapter is not working itself: a broker
+        # stop that fired, an order placed outside the daemon.
+        self.foreign_order_listeners: list[Callable[[], None]] = []
 
     # -- lifecycle and session ------------------------------------------------------------
     async def start(self) -> None:
@@ -336,7 +343,32 @@ class KiteBroker:
         if self._postbacks.get(order_id) != status:
             self._postbacks[order_id] = status
             self._updated.set()
+            if order_id not in self._working:
+                for listener in self.foreign_order_listeners:
+                    listener()
         return True
+
+    # -- broker-resident stops ------------------------------------------------------------
+    def stop_kind(self, instrument: str) -> str | None:
+        return self._stops.kind(instrument)
+
+    async def place_stop(self, stop: StopOrder) -> str:
+        return await self._stops.place(stop)
+
+    async def modify_stop(self, ref: str, stop: StopOrder) -> None:
+        await self._stops.modify(ref, stop)
+
+    async def cancel_stop(self, kind: str, ref: str) -> None:
+        await self._stops.cancel(kind, ref)
+
+    async def stop_state(self, kind: str, ref: str) -> VenueStop:
+        return await self._stops.state(kind, ref)
+
+    async def find_stop(self, stop: StopOrder, known: frozenset[str]) -> VenueStop | None:
+        return await self._stops.find(stop, known)
+
+    async def observe(self, tradingsymbol: str, price: Decimal) -> bool:
+        return False  # Zerodha has its own market
 
     # -- account --------------------------------------------------------------------------
     async def positions(self) -> dict[str, int]:

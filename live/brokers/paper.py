@@ -17,6 +17,7 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import PoolTimeout
 
+from core.broker_stops import GTT, SL
 from core.calendar import TradingCalendar, india_time
 from core.db_pool import make_pool
 from core.models import ContractRef, Side
@@ -31,6 +32,9 @@ from live.brokers.base import (
     OrderRejected,
     OrderRequest,
     OrderStatus,
+    StopOrder,
+    StopState,
+    VenueStop,
     VenueTrade,
 )
 
@@ -51,9 +55,22 @@ class PaperBroker:
         self._config = config
         self._clock = clock or (lambda: datetime.now(INDIA))
         self._calendar = calendar or TradingCalendar({})
+        # The triggers of the venue's active stops, by contract: a price above all of them
+        # (nearly every price) is seen without a query.
+        self._triggers: dict[str, dict[str, Decimal]] = {}
+        self._instrument_of: dict[str, str] = {}  # contract → instrument, for its tick
 
     async def start(self) -> None:
         await self._pool.open(wait=True)
+        async with self._pool.connection() as conn:
+            cur = await conn.execute("SELECT stop_id, instrument, tradingsymbol, trigger_price "
+                                     "FROM paper_stops WHERE status = 'active'")
+            for stop_id, instrument, symbol, trigger in await cur.fetchall():
+                self._watch(stop_id, instrument, symbol, trigger)
+
+    def _watch(self, stop_id: str, instrument: str, symbol: str, trigger: Decimal) -> None:
+        self._triggers.setdefault(symbol, {})[stop_id] = trigger
+        self._instrument_of[symbol] = instrument
 
     async def close(self) -> None:
         await self._pool.close()
@@ -220,6 +237,120 @@ class PaperBroker:
 
     async def available_margin(self, equity: Decimal, used_margin: Decimal) -> Decimal:
         return max(Decimal(0), self._config.paper_margin_fraction * equity - used_margin)
+
+    # -- resting stops: fired by the prices the venue is shown, like a GTT ------------------
+    def stop_kind(self, instrument: str) -> str | None:
+        if not self._config.paper_broker_stops:
+            return None
+        return GTT if self._instruments[instrument].exchange == "NFO" else SL
+
+    async def place_stop(self, stop: StopOrder) -> str:
+        row = await self._stop_write(
+            """INSERT INTO paper_stops (stop_id, tag, instrument, tradingsymbol, quantity,
+                 trigger_price, limit_price, status)
+               SELECT 'PS' || n.id, %s, %s, %s, %s, %s, %s, 'active'
+               FROM (SELECT nextval('paper_stops_id_seq') AS id) n RETURNING stop_id""",
+            (stop.tag, stop.instrument, stop.tradingsymbol, stop.quantity, stop.trigger,
+             stop.limit))
+        assert row is not None
+        self._watch(str(row[0]), stop.instrument, stop.tradingsymbol, stop.trigger)
+        return str(row[0])
+
+    async def modify_stop(self, ref: str, stop: StopOrder) -> None:
+        if await self._stop_write("UPDATE paper_stops SET trigger_price = %s, limit_price = %s "
+                                  "WHERE stop_id = %s AND status = 'active' RETURNING 1",
+                                  (stop.trigger, stop.limit, ref)) is None:
+            raise OrderRejected(f"paper stop {ref} is not active")
+        self._watch(ref, stop.instrument, stop.tradingsymbol, stop.trigger)
+
+    async def cancel_stop(self, kind: str, ref: str) -> None:
+        row = await self._stop_write("UPDATE paper_stops SET status = 'cancelled' "
+                                     "WHERE stop_id = %s AND status = 'active' "
+                                     "RETURNING tradingsymbol", (ref,))
+        if row is None:
+            raise OrderRejected(f"paper stop {ref} is not active")
+        self._triggers.get(row[0], {}).pop(ref, None)
+
+    async def stop_state(self, kind: str, ref: str) -> VenueStop:
+        stops = await self._stops("stop_id = %s", ref)
+        if not stops:
+            raise BrokerUnavailable(f"paper broker: no stop {ref}")
+        return stops[0]
+
+    async def find_stop(self, stop: StopOrder, known: frozenset[str]) -> VenueStop | None:
+        found = [s for s in await self._stops("tag = %s", stop.tag) if s.ref not in known]
+        return found[-1] if found else None
+
+    async def observe(self, tradingsymbol: str, price: Decimal) -> bool:
+        """Fire every active stop on the contract whose trigger the price reached: its SELL
+        LIMIT fills at the price (less slippage) unless that is below its limit (a gap
+        through it), when it is cancelled unfilled — the daemon then sells the layer."""
+        triggers = self._triggers.get(tradingsymbol)
+        if not triggers or price > max(triggers.values()):
+            return False
+        spec = self._instruments[self._instrument_of[tradingsymbol]]
+        slip = spec.tick_size * self._config.paper_slippage_ticks
+        try:
+            async with self._pool.connection() as conn:
+                cur = await conn.execute(
+                    """WITH fired AS (
+                         UPDATE paper_stops SET status = 'triggered',
+                                order_id = 'PAPER' || nextval('paper_orders_id_seq')
+                         WHERE tradingsymbol = %(symbol)s AND status = 'active'
+                           AND trigger_price >= %(price)s
+                         RETURNING stop_id, order_id, tradingsymbol, quantity, limit_price),
+                       o AS (
+                         INSERT INTO paper_orders (order_id, tag, tradingsymbol, side, quantity,
+                           order_type, price, status, filled_quantity, average_price,
+                           status_message)
+                         SELECT order_id, '', tradingsymbol, 'SELL', quantity, 'LIMIT',
+                                limit_price,
+                                CASE WHEN %(fill)s >= limit_price THEN 'COMPLETE'
+                                     ELSE 'CANCELLED' END,
+                                CASE WHEN %(fill)s >= limit_price THEN quantity ELSE 0 END,
+                                CASE WHEN %(fill)s >= limit_price THEN %(fill)s END,
+                                CASE WHEN %(fill)s < limit_price
+                                     THEN 'limit not reached: cancelled' END
+                         FROM fired RETURNING order_id, tradingsymbol, quantity, status),
+                       t AS (
+                         INSERT INTO paper_trades (trade_id, order_id, tradingsymbol, side,
+                           quantity, price, traded_at)
+                         SELECT order_id || 'T1', order_id, tradingsymbol, 'SELL', quantity,
+                                %(fill)s, %(now)s
+                         FROM o WHERE status = 'COMPLETE')
+                       SELECT stop_id FROM fired""",
+                    {"symbol": tradingsymbol, "price": price, "fill": price - slip,
+                     "now": self._clock()})
+                fired = await cur.fetchall()
+        except VENUE_ERRORS as exc:
+            raise BrokerUnavailable(f"paper broker: {type(exc).__name__}") from exc
+        for (stop_id,) in fired:
+            triggers.pop(stop_id, None)
+        return bool(fired)
+
+    async def _stop_write(self, query: str, params: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        try:
+            async with self._pool.connection() as conn:
+                cur = await conn.execute(query, params)
+                row: tuple[Any, ...] | None = await cur.fetchone()
+                return row
+        except VENUE_ERRORS as exc:
+            raise BrokerUnavailable(f"paper broker: {type(exc).__name__}") from exc
+
+    async def _stops(self, where: str, value: str) -> list[VenueStop]:
+        try:
+            async with self._pool.connection() as conn:
+                cur = await conn.execute(
+                    f"""SELECT stop_id, status, trigger_price, quantity, order_id
+                        FROM paper_stops WHERE {where} ORDER BY id""", (value,))
+                rows = await cur.fetchall()
+        except VENUE_ERRORS as exc:
+            raise BrokerUnavailable(f"paper broker: {type(exc).__name__}") from exc
+        states = {"active": StopState.ACTIVE, "triggered": StopState.TRIGGERED,
+                  "cancelled": StopState.GONE}
+        return [VenueStop(ref=str(ref), state=states[status], trigger=trigger,
+                          quantity=int(quantity), order_id=order_id)
+                for ref, status, trigger, quantity, order_id in rows]
 
 
 def _order(row: dict[str, Any]) -> BrokerOrder:

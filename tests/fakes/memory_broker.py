@@ -22,6 +22,8 @@ from live.brokers.base import (
     OrderRejected,
     OrderRequest,
     OrderStatus,
+    StopOrder,
+    VenueStop,
     VenueTrade,
 )
 
@@ -132,3 +134,25 @@ class MemoryBroker:
 
     async def available_margin(self, equity: Decimal, used_margin: Decimal) -> Decimal:
         return max(Decimal(0), self._margin_fraction * equity - used_margin)
+
+    # A venue with no resting stops: the daemon keeps none there.
+    def stop_kind(self, instrument: str) -> str | None:
+        return None
+
+    async def place_stop(self, stop: StopOrder) -> str:
+        raise OrderRejected("the memory venue keeps no stops")
+
+    async def modify_stop(self, ref: str, stop: StopOrder) -> None:
+        raise OrderRejected("the memory venue keeps no stops")
+
+    async def cancel_stop(self, kind: str, ref: str) -> None:
+        raise OrderRejected("the memory venue keeps no stops")
+
+    async def stop_state(self, kind: str, ref: str) -> VenueStop:
+        raise OrderRejected("the memory venue keeps no stops")
+
+    async def find_stop(self, stop: StopOrder, known: frozenset[str]) -> VenueStop | None:
+        return None
+
+    async def observe(self, tradingsymbol: str, price: Decimal) -> bool:
+        return False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -13,6 +14,7 @@ from core.db_state_manager import DatabaseStateManager
 from core.models import SignalOutcome
 from core.signals import parse_signal, storable_payload
 from core.specs import PortfolioConfig
+from live.broker_stops import BrokerStops
 from live.brokers.base import Broker
 from live.brokers.paper import PaperBroker
 from live.daily_limits import DailyLimits
@@ -112,17 +114,39 @@ class Trading:
                                   clock=self.clock, flattener=self.flattener)
         self.square_off = SquareOff(self.db, self.engine, INSTRUMENTS, self.calendar,
                                     clock=self.clock)
+        # Broker stops are cancelled before every sale; they are placed and checked only
+        # while a test runs the keeper (`keep_stops`) or calls it.
+        self.stops = BrokerStops(self.db, self.broker, INSTRUMENTS, self.config, self.readiness,
+                                 self.engine.locks, clock=self.clock,
+                                 in_session=self.calendar.in_session, settle_s=0.05,
+                                 retry_first_s=0.01, retry_max_s=0.1)
+        self.flow.stops = self.stops
+        self.reconciler.stops = self.stops
+        self.stops.adopt_listeners.append(self.exits.schedule)
+        self.engine.stop_fired_listeners.append(self.stops.check_soon)
+        await self.stops.load()
+        self._keeper: asyncio.Task[None] | None = None
         return self
+
+    def keep_stops(self) -> None:
+        """Run the broker-stop keeper as the daemon does: poked by decisions and fills."""
+        self.engine.decision_listeners.append(self.stops.poke)
+        self.flow.fill_listeners.append(self.stops.poke)
+        self._keeper = asyncio.get_running_loop().create_task(self.stops.run())
 
     async def recover(self) -> list[str]:
         """Run startup recovery; return the reasons it leaves for not trading."""
         assert self.broker is not None
         await self.engine.restore_prices(await self.db.last_alert_prices(list(INSTRUMENTS)))
         await recover(self.db, self.broker, self.inbox, self.flow, self.config,
-                      self.readiness, stage_timeout_s=60, reconciler=self.reconciler)
+                      self.readiness, stage_timeout_s=60, reconciler=self.reconciler,
+                      stops=self.stops)
         return self.readiness.reasons(self.broker.unavailable_reason)
 
     async def close(self) -> None:
+        if self._keeper is not None:
+            self._keeper.cancel()
+            await asyncio.gather(self._keeper, return_exceptions=True)
         await self.flattener.close()
         await self.inbox.stop(5)
         await self.reconciler.close()

@@ -1,0 +1,472 @@
+"""Protective stops resting at the broker (DOMAIN.md §12), kept in step with the book.
+
+Each open layer has one: placed after its entry fills, moved up as its stop trails, cancelled
+(and the cancel confirmed) before the daemon sends any other order that sells the layer, and
+placed again on the new contract after a roll. A stop that fired — seen when cancelling it,
+by the periodic check, or at startup after downtime — is adopted: an exit intent with reason
+BROKER_STOP that owns the venue's order is committed with the stop's new state, and the
+order flow books its fill like any exit's. The daemon's own sale of that layer is then
+replanned without it, so the book shows exactly one sale.
+
+Every broker call is preceded by a committed row (`broker_stops`) saying what is being asked,
+so a crash at any point leaves a row that is resolved by reading the venue.
+Everything that calls the venue runs under the instrument's lock, as the signal path does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any, TypeVar
+
+import structlog
+
+from core.broker_stops import (
+    BROKER_STOP,
+    GTT,
+    PENDING,
+    StopLevels,
+    StopRecord,
+    StopStatus,
+    needs_stop,
+    should_move,
+    stop_levels,
+)
+from core.db_state_manager import DatabaseStateManager
+from core.intents import ExitPurpose, Sacred
+from core.models import IntentStatus, Layer, LayerStatus, NewIntent, OrderIntent, Side
+from core.specs import InstrumentSpec, PortfolioConfig
+from live import failpoints
+from live.broker_stop_store import insert_stop, latest_stops, update_stop
+from live.brokers.base import (
+    Broker,
+    BrokerAuthExpired,
+    BrokerUnavailable,
+    OrderRejected,
+    StopOrder,
+    StopState,
+    VenueStop,
+    read_through_outages,
+)
+from live.instrument_locks import InstrumentLocks
+from live.readiness import Readiness
+
+UNPROTECTED = "unprotected:"
+STOP_POINTS = ("after_stop_placed", "before_stop_modify", "after_stop_modified",
+               "after_stop_cancelled", "after_broker_stop_adopted")
+CANCEL_CONFIRM_TRIES = 10
+T = TypeVar("T")
+log = structlog.get_logger(__name__)
+
+
+class BrokerStops:
+    def __init__(self, db: DatabaseStateManager, broker: Broker,
+                 instruments: dict[str, InstrumentSpec], config: PortfolioConfig,
+                 readiness: Readiness, locks: InstrumentLocks, *,
+                 clock: Callable[[], datetime],
+                 in_session: Callable[[InstrumentSpec, datetime], bool],
+                 check_interval_s: float = 15.0, settle_s: float = 1.0,
+                 retry_first_s: float = 0.25, retry_max_s: float = 5.0):
+        self._db = db
+        self._broker = broker
+        self._instruments = instruments
+        self._band = config.stop_limit_band_percent
+        self._readiness = readiness
+        self._locks = locks
+        self._clock = clock
+        self._in_session = in_session
+        self._check_interval_s = check_interval_s
+        self._settle_s = settle_s
+        self._retry = (retry_first_s, retry_max_s)
+        # The newest stop of each live layer (and any stop still working), by layer id:
+        # the keeper is their only writer, so this is what the table says.
+        self._latest: dict[int, StopRecord] = {}
+        self._dirty: set[str] = set()
+        self._checks: set[str] = set()
+        self._wake = asyncio.Event()
+        self._shown: dict[str, str] = {}
+        # Told (after commit) of each exit intent adopted from a fired stop: it is to be
+        # driven to its fill like any exit.
+        self.adopt_listeners: list[Callable[[OrderIntent], None]] = []
+
+    def kind(self, instrument: str) -> str | None:
+        return self._broker.stop_kind(instrument)
+
+    @property
+    def enabled(self) -> bool:
+        return any(self.kind(name) is not None for name in self._instruments)
+
+    # -- what the rest of the daemon sees ---------------------------------------------------
+    def of_layer(self, layer_id: int) -> StopRecord | None:
+        return self._latest.get(layer_id)
+
+    def view(self, layer_id: int) -> dict[str, Any] | None:
+        """A layer's broker stop as /positions shows it."""
+        record = self._latest.get(layer_id)
+        if record is None:
+            return None
+        return {"kind": record.kind, "id": record.broker_ref, "tag": record.tag,
+                "trigger": str(record.trigger_price), "limit": str(record.limit_price),
+                "status": record.status.value, "reason": record.reason}
+
+    # -- when to work ---------------------------------------------------------------------
+    def poke(self, instrument: str) -> None:
+        """Bring `instrument`'s stops in step with its book soon (a decision or a fill
+        listener: returns at once)."""
+        if self.kind(instrument) is not None:
+            self._dirty.add(instrument)
+            self._wake.set()
+
+    def check_soon(self, instrument: str | None = None) -> None:
+        """Read the venue's state of these stops soon (a postback of an order the daemon
+        did not place: a stop may have fired)."""
+        self._checks.update(self._instruments if instrument is None else {instrument})
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Keep every instrument's stops in step until cancelled: at once when poked, and
+        every `check_interval_s` with a read of the venue (a stop may have fired or lapsed)."""
+        loop = asyncio.get_running_loop()
+        due = loop.time() + self._check_interval_s
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), max(0.0, due - loop.time()))
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            if loop.time() >= due:
+                self._checks.update(self._instruments)
+                due = loop.time() + self._check_interval_s
+            checks, self._checks = self._checks, set()
+            dirty, self._dirty = self._dirty | checks, set()
+            for instrument in sorted(dirty):
+                if self.kind(instrument) is None:
+                    continue
+                try:
+                    async with self._locks(instrument):
+                        if instrument in checks:
+                            await self.check_locked(instrument)
+                        await self.sync_locked(instrument, periodic=instrument in checks)
+                except Exception:  # the keeper outlives any one failure; the next round retries
+                    log.exception("broker_stops_failed", instrument=instrument)
+
+    async def load(self) -> None:
+        async with self._db.transaction() as tx:
+            records = await latest_stops(tx.conn)
+        self._latest = {r.position_id: r for r in records}
+
+    async def recover(self) -> list[OrderIntent]:
+        """At startup, after intents were resolved: settle every stop a crash left pending,
+        adopt those that fired while the daemon was down, and protect every open layer.
+        Return the exit intents adopted (to be driven before the daemon is ready)."""
+        adopted: list[OrderIntent] = []
+        # Recovery drives these itself, before the daemon is ready.
+        listeners, self.adopt_listeners = self.adopt_listeners, [adopted.append]
+        try:
+            for instrument in sorted(self._instruments):
+                if self.kind(instrument) is None:
+                    continue
+                async with self._locks(instrument):
+                    await self.check_locked(instrument)
+                    await self.sync_locked(instrument)
+        finally:
+            self.adopt_listeners = listeners
+        return adopted
+
+    # -- keeping in step (the caller holds the instrument's lock) -------------------------
+    async def check_locked(self, instrument: str) -> bool:
+        """Read the venue's state of each of the instrument's stops; adopt any that fired,
+        note any that lapsed or were refused. Return whether one was adopted."""
+        layers = {x.id: x for x in await self._db.live_layers(instrument)}
+        adopted = False
+        for record in [r for r in self._latest.values() if r.instrument == instrument]:
+            before = record.status
+            if record.status in PENDING:
+                record = await self._resolve(record, layers.get(record.position_id))
+            if record.status is StopStatus.ACTIVE:
+                venue = await self._reading(self._state_call(record))
+                record = await self._apply_venue(record, venue, layers.get(record.position_id))
+            adopted |= record.status is StopStatus.TRIGGERED and before is not record.status
+        return adopted
+
+    async def sync_locked(self, instrument: str, *, periodic: bool = True) -> None:
+        """Place, move or cancel the instrument's stops so each open layer has one at its
+        current stop (and no stop outlives its layer). A stop the venue refused or let
+        lapse is placed again only by a `periodic` round, never on every price."""
+        kind = self.kind(instrument)
+        if kind is None:
+            return
+        spec = self._instruments[instrument]
+        layers = await self._db.live_layers(instrument)
+        live = {x.id for x in layers}
+        for orphan in [r for r in self._latest.values()
+                       if r.instrument == instrument and r.position_id not in live]:
+            if orphan.working:  # its layer was closed without it (a broker square-off)
+                fired = await self._cancel(orphan)
+                if fired is not None:
+                    await self._apply_venue(self._latest[orphan.position_id], fired, None)
+            self._latest.pop(orphan.position_id, None)
+        in_session = self._in_session(spec, self._clock())
+        for layer in layers:
+            record: StopRecord | None = self._latest.get(layer.id)
+            if record is not None and record.status in PENDING:
+                record = await self._resolve(record, layer)
+            if not needs_stop(layer):
+                continue
+            wanted = stop_levels(layer, self._band, spec.tick_size)
+            if record is not None and record.working and (
+                    record.quantity != layer.quantity
+                    or record.tradingsymbol != layer.tradingsymbol):
+                # A partial exit or a roll changed what the layer holds: a new stop.
+                venue = await self._cancel(record)
+                if venue is not None:
+                    await self._adopt(self._latest[layer.id], venue, layer)
+                    continue
+                record = self._latest.get(layer.id)
+            if record is None or not record.working:
+                if record is not None and (record.status is StopStatus.TRIGGERED or (
+                        not periodic and record.status is not StopStatus.CANCELLED)):
+                    continue  # fired (its order sells the layer), or left for the next round
+                if kind == GTT or in_session:  # a DAY order only while the session runs
+                    await self._place(layer, kind, wanted)
+            elif record.status is StopStatus.ACTIVE and should_move(record, wanted):
+                await self._modify(record, wanted, layer)
+        self._show(instrument, layers, in_session or kind == GTT)
+
+    async def release(self, intent: OrderIntent) -> frozenset[int]:
+        """Before the daemon sells `intent`'s layers: cancel their stops and confirm each
+        cancel. Return the layers whose stop had fired instead (adopted: the venue's order
+        sells them, so the daemon must not). The caller holds the instrument's lock."""
+        purpose = intent.purpose
+        if not isinstance(purpose, Sacred) or self.kind(intent.instrument) is None:
+            return frozenset()
+        layers = {x.id: x for x in await self._db.live_layers(intent.instrument)}
+        taken: set[int] = set()
+        for layer_id in purpose.position_ids:
+            record = self._latest.get(layer_id)
+            if record is None or not record.working:
+                continue
+            if record.status in PENDING:
+                record = await self._resolve(record, layers.get(layer_id), adopting=False)
+                if not record.working:
+                    continue
+            venue = await self._cancel(record)
+            if venue is not None and layer_id in layers:
+                await self._adopt(self._latest[layer_id], venue, layers[layer_id])
+                taken.add(layer_id)
+        return frozenset(taken)
+
+    # -- one step each: a committed row, then the venue -----------------------------------
+    async def _place(self, layer: Layer, kind: str, wanted: StopLevels) -> None:
+        async with self._db.transaction() as tx:
+            record = await insert_stop(tx.conn, layer, kind, wanted)
+        self._latest[layer.id] = record
+        try:
+            ref = await self._broker.place_stop(self._order(record))
+        except (OrderRejected, BrokerAuthExpired) as exc:  # nothing rests at the venue
+            await self._write(record, status=StopStatus.REJECTED, reason=str(exc))
+            log.error("broker_stop_refused", instrument=layer.instrument, layer=layer.layer,
+                      position_id=layer.id, tag=record.tag, reason=str(exc))
+            return
+        except BrokerUnavailable as exc:  # it may rest there: looked up before anything else
+            log.warning("broker_stop_ambiguous", tag=record.tag, error=str(exc))
+            return
+        failpoints.reached("after_stop_placed")
+        record = await self._write(record, status=StopStatus.ACTIVE, broker_ref=ref)
+        log.info("broker_stop_placed", instrument=layer.instrument, layer=layer.layer,
+                 position_id=layer.id, kind=kind, ref=ref, tag=record.tag,
+                 trigger=str(record.trigger_price), limit=str(record.limit_price))
+        if kind == GTT:  # a GTT too close to the price is accepted, but disabled
+            venue = await self._reading(self._state_call(record))
+            await self._apply_venue(record, venue, layer)
+
+    async def _modify(self, record: StopRecord, wanted: StopLevels, layer: Layer) -> None:
+        record = await self._write(record, status=StopStatus.MODIFYING,
+                                   pending_trigger=wanted.trigger, pending_limit=wanted.limit)
+        failpoints.reached("before_stop_modify")
+        assert record.broker_ref is not None
+        try:
+            await self._broker.modify_stop(record.broker_ref, self._order(record, wanted))
+        except BrokerAuthExpired:  # nothing was sent: tried again with a session
+            await self._write(record, status=StopStatus.ACTIVE, pending_trigger=None,
+                              pending_limit=None)
+            return
+        except OrderRejected as exc:  # no longer active: it fired, lapsed or was disabled
+            log.warning("broker_stop_modify_refused", tag=record.tag, reason=str(exc))
+            await self._resolve(record, layer)
+            return
+        except BrokerUnavailable as exc:
+            log.warning("broker_stop_modify_ambiguous", tag=record.tag, error=str(exc))
+            return
+        moved_from = record.trigger_price
+        record = await self._write(record, status=StopStatus.ACTIVE,
+                                   trigger_price=wanted.trigger, limit_price=wanted.limit,
+                                   pending_trigger=None, pending_limit=None)
+        failpoints.reached("after_stop_modified")
+        log.info("broker_stop_moved", instrument=record.instrument, position_id=layer.id,
+                 layer=layer.layer, ref=record.broker_ref, trigger=str(wanted.trigger),
+                 limit=str(wanted.limit), moved_from=str(moved_from))
+
+    async def _cancel(self, record: StopRecord) -> VenueStop | None:
+        """Cancel a working stop and confirm it; return the venue's stop if it had fired
+        (the caller adopts it), None once it is gone."""
+        ref = record.broker_ref
+        if ref is None:  # placement never reached the venue (resolved)
+            await self._write(record, status=StopStatus.CANCELLED)
+            return None
+        if record.status is not StopStatus.CANCELLING:
+            record = await self._write(record, status=StopStatus.CANCELLING)
+        for _ in range(CANCEL_CONFIRM_TRIES):
+            try:
+                await self._broker.cancel_stop(record.kind, ref)
+            except OrderRejected as exc:  # it may have fired: the state read says
+                log.info("broker_stop_cancel_refused", tag=record.tag, reason=str(exc))
+            except BrokerUnavailable as exc:
+                log.warning("broker_stop_cancel_ambiguous", tag=record.tag, error=str(exc))
+            venue = await self._reading(self._state_call(record))
+            if venue.state is StopState.TRIGGERED:
+                return venue
+            if venue.state is not StopState.ACTIVE:
+                await self._write(record, status=StopStatus.CANCELLED)
+                failpoints.reached("after_stop_cancelled")
+                log.info("broker_stop_cancelled", instrument=record.instrument,
+                         position_id=record.position_id, ref=record.broker_ref)
+                return None
+            await asyncio.sleep(self._settle_s)
+        raise BrokerUnavailable(f"broker stop {record.broker_ref} ({record.tag}) still active "
+                                f"after {CANCEL_CONFIRM_TRIES} cancels")
+
+    async def _resolve(self, record: StopRecord, layer: Layer | None, *,
+                       adopting: bool = True) -> StopRecord:
+        """Settle a row whose last request's answer was not recorded, from the venue."""
+        if record.status is StopStatus.PLACING:
+            await asyncio.sleep(self._settle_s)  # let the venue's book catch up
+            known = frozenset(r.broker_ref for r in self._latest.values()
+                              if r.broker_ref is not None)
+            venue = await self._reading(lambda: self._broker.find_stop(self._order(record),
+                                                                        known))
+            if venue is None:
+                return await self._write(record, status=StopStatus.LAPSED,
+                                         reason="placement never reached the venue")
+            record = await self._write(record, status=StopStatus.ACTIVE, broker_ref=venue.ref)
+        else:
+            venue = await self._reading(self._state_call(record))
+        if record.status is StopStatus.MODIFYING and venue.state is StopState.ACTIVE:
+            # The venue's trigger is the truth: the next sync moves it again if need be.
+            moved = venue.trigger == record.pending_trigger
+            return await self._write(
+                record, status=StopStatus.ACTIVE, pending_trigger=None, pending_limit=None,
+                trigger_price=venue.trigger,
+                limit_price=record.pending_limit if moved else record.limit_price)
+        if record.status is StopStatus.CANCELLING and venue.state is StopState.ACTIVE:
+            return record  # the cancel is repeated by whoever wanted it
+        if not adopting and venue.state is StopState.TRIGGERED:
+            return await self._write(record, status=StopStatus.ACTIVE)
+        return await self._apply_venue(record, venue, layer)
+
+    async def _apply_venue(self, record: StopRecord, venue: VenueStop,
+                           layer: Layer | None) -> StopRecord:
+        """Bring a row in line with what the venue says of it."""
+        if venue.state is StopState.ACTIVE:
+            if record.status is not StopStatus.ACTIVE:
+                return await self._write(record, status=StopStatus.ACTIVE, pending_trigger=None,
+                                         pending_limit=None)
+            return record
+        if venue.state is StopState.TRIGGERED:
+            if layer is None:
+                log.error("broker_stop_fired_without_layer", tag=record.tag,
+                          position_id=record.position_id, order_id=venue.order_id)
+                return await self._write(record, status=StopStatus.TRIGGERED,
+                                         reason="fired after its layer was closed")
+            return await self._adopt(record, venue, layer)
+        if record.status is StopStatus.CANCELLING:
+            return await self._write(record, status=StopStatus.CANCELLED)
+        status = StopStatus.REJECTED if venue.state is StopState.REFUSED else StopStatus.LAPSED
+        reason = venue.message or ("disabled or rejected by the venue" if status
+                                   is StopStatus.REJECTED else "gone from the venue")
+        log.warning("broker_stop_" + status.value, instrument=record.instrument,
+                    position_id=record.position_id, tag=record.tag, ref=record.broker_ref,
+                    reason=reason)
+        return await self._write(record, status=status, reason=reason, pending_trigger=None,
+                                 pending_limit=None)
+
+    async def _adopt(self, record: StopRecord, venue: VenueStop, layer: Layer) -> StopRecord:
+        """Book that the venue's stop fired: one transaction commits the exit intent that
+        owns its order (reason BROKER_STOP), the layer closing, and the stop's state."""
+        purpose = ExitPurpose(reason=BROKER_STOP, position_ids=(layer.id,))
+        async with self._db.transaction() as tx:
+            if layer.status is LayerStatus.OPEN:
+                await tx.update_layer_later(layer, status=LayerStatus.CLOSING)
+            intent = await tx.insert_intent(NewIntent(
+                signal_id=None, instrument=layer.instrument, side=Side.SELL, lots=layer.lots,
+                quantity=layer.quantity, order_type="MARKET", price=record.limit_price,
+                tradingsymbol=record.tradingsymbol, exchange=layer.exchange,
+                expiry=layer.expiry, position_ids=(layer.id,), purpose=purpose))
+            if venue.order_id:
+                intent = await tx.update_intent(intent, status=IntentStatus.PLACED,
+                                                broker_order_id=venue.order_id)
+            adopted = await update_stop(tx.conn, record, status=StopStatus.TRIGGERED,
+                                        exit_intent_id=intent.id, broker_ref=venue.ref,
+                                        pending_trigger=None, pending_limit=None,
+                                        reason=venue.message)
+            await tx.log_event("broker_stop_fired", intent_id=intent.id,
+                               instrument=layer.instrument, position_id=layer.id,
+                               layer=layer.layer, kind=record.kind, ref=venue.ref,
+                               order_id=venue.order_id, trigger=record.trigger_price,
+                               tag=intent.tag)
+        self._latest[layer.id] = adopted
+        log.warning("broker_stop_fired", instrument=layer.instrument, layer=layer.layer,
+                    position_id=layer.id, kind=record.kind, ref=venue.ref,
+                    order_id=venue.order_id, trigger=str(record.trigger_price),
+                    intent_id=intent.id, tag=intent.tag)
+        failpoints.reached("after_broker_stop_adopted")
+        for listener in self.adopt_listeners:
+            listener(intent)
+        return adopted
+
+    # -- helpers --------------------------------------------------------------------------
+    async def _write(self, record: StopRecord, **changes: Any) -> StopRecord:
+        async with self._db.transaction() as tx:
+            updated = await update_stop(tx.conn, record, **changes)
+        self._latest[record.position_id] = updated
+        return updated
+
+    def _order(self, record: StopRecord, levels: StopLevels | None = None) -> StopOrder:
+        return StopOrder(tag=record.tag, kind=record.kind, instrument=record.instrument,
+                         tradingsymbol=record.tradingsymbol, quantity=record.quantity,
+                         trigger=levels.trigger if levels else record.trigger_price,
+                         limit=levels.limit if levels else record.limit_price)
+
+    def _state_call(self, record: StopRecord) -> Callable[[], Awaitable[VenueStop]]:
+        ref = record.broker_ref
+        assert ref is not None
+        return lambda: self._broker.stop_state(record.kind, ref)
+
+    async def _reading(self, call: Callable[[], Awaitable[T]]) -> T:
+        return await read_through_outages(call, *self._retry)
+
+    def _show(self, instrument: str, layers: list[Layer], expected: bool) -> None:
+        """Name each open layer with no stop resting for it in /ready (and log it once)."""
+        wanted: dict[str, str] = {}
+        if expected:
+            for layer in layers:
+                record = self._latest.get(layer.id)
+                if needs_stop(layer) and (record is None or not record.protects):
+                    key = f"{UNPROTECTED}{instrument} {layer.layer}"
+                    wanted[key] = (record.reason or record.status.value) if record else "none"
+        for key in [k for k in self._shown if k.startswith(f"{UNPROTECTED}{instrument} ")]:
+            if key not in wanted:
+                del self._shown[key]
+                self._readiness.clear_warning(key)
+                log.info("broker_stop_protected", layer=key.removeprefix(UNPROTECTED))
+        for key, why in wanted.items():
+            if self._shown.get(key) != why:
+                self._shown[key] = why
+                self._readiness.warn(key, key)
+                log.error("broker_stop_unprotected", layer=key.removeprefix(UNPROTECTED),
+                          reason=why)
+
+    def unprotected(self) -> list[str]:
+        return sorted(self._shown)
+

@@ -1,0 +1,176 @@
+"""Broker-resident stops on the paper venue and real PostgreSQL (DOMAIN.md §12): placed after
+an entry, moved with the trail, cancelled before the daemon's own sale, and — when the venue
+fires one — booked once, at the venue's price, with reason BROKER_STOP."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import psycopg
+import pytest
+
+from core.broker_stops import BROKER_STOP, StopStatus
+from tests.integration.test_operator_controls import ROOMY, enter
+from tests.support.trading import Trading
+
+D = Decimal
+
+
+@pytest.fixture
+async def trading(db, dsn):
+    trading = await Trading(db, dsn, config=ROOMY).start()
+    yield trading
+    await trading.close()
+
+
+async def keep(trading: Trading, instrument: str = "GOLD_MINI", *, check: bool = False,
+               periodic: bool = True) -> None:
+    """One round of the keeper: a periodic one reads the venue and places lapsed stops."""
+    async with trading.engine.locks(instrument):
+        if check:
+            await trading.stops.check_locked(instrument)
+        await trading.stops.sync_locked(instrument, periodic=periodic)
+
+
+async def rows(dsn: str, query: str, *params: object) -> list[tuple]:
+    async with await psycopg.AsyncConnection.connect(dsn) as conn:
+        cur = await conn.execute(query, params)
+        return await cur.fetchall()
+
+
+async def only_layer(trading: Trading, instrument: str = "GOLD_MINI"):
+    (layer,) = await trading.db.live_layers(instrument)
+    return layer
+
+
+async def test_an_entry_gets_a_stop_at_the_venue_that_follows_the_trail(trading, dsn):
+    await enter(trading)  # GOLD_MINI base at 78500, stop 76930, ATR 785
+    await keep(trading)
+    layer = await only_layer(trading)
+    view = trading.stops.view(layer.id)
+    # MCX: an SL order; trigger at the stop, limit 1 % below rounded down to the ₹1 tick.
+    assert view["kind"] == "sl" and view["status"] == "active"
+    assert (view["trigger"], view["limit"]) == ("76930.0000", "76160.0000")
+    venue = await rows(dsn, "SELECT stop_id, quantity, trigger_price, limit_price, status "
+                            "FROM paper_stops")
+    assert venue == [(view["id"], layer.quantity, D("76930"), D("76160"), "active")]
+
+    moved = await trading.send("MARKET_DATA", price="79000", atr=D(785))
+    assert moved.outcome in ("executed", "ignored")
+    await keep(trading)
+    layer = await only_layer(trading)
+    assert layer.current_stop == D(77430)
+    assert await rows(dsn, "SELECT trigger_price, limit_price, status FROM paper_stops") == [
+        (D("77430"), D("76655"), "active")]
+    # A lower trail never moves it down.
+    await trading.send("MARKET_DATA", price="78600", atr=D(785))
+    await keep(trading)
+    assert (await rows(dsn, "SELECT trigger_price FROM paper_stops"))[0][0] == D("77430")
+    assert trading.stops.unprotected() == []
+
+
+async def test_the_daemons_own_exit_cancels_the_stop_first_and_sells_once(trading, dsn):
+    await enter(trading)
+    await keep(trading)
+    held = (await only_layer(trading)).quantity
+    outcome = await trading.send("EXIT", price="79000")
+    assert outcome.outcome == "executed"
+    assert await rows(dsn, "SELECT status FROM paper_stops") == [("cancelled",)]
+    assert await rows(dsn, "SELECT status FROM broker_stops") == [("cancelled",)]
+    sells = await rows(dsn, "SELECT quantity, price FROM paper_trades WHERE side = 'SELL'")
+    assert sells == [(held, D("79000"))]
+    (closed,) = await trading.db.list_positions("closed", 10)
+    assert closed.exit_reason != BROKER_STOP
+
+
+async def test_a_stop_the_venue_fires_is_booked_once_at_its_price(trading, dsn):
+    await enter(trading)
+    await keep(trading)
+    layer = await only_layer(trading)
+    # The venue sees 76900 first and fires the stop (fill 76900 ≥ limit 76160); the
+    # daemon's own stop exit for the same bar finds it fired and does not sell again.
+    await trading.send("MARKET_DATA", price="76900", atr=D(785))
+    await trading.exits.attempt_due()
+    (closed,) = await trading.db.list_positions("closed", 10)
+    assert (closed.exit_reason, closed.exit_price) == (BROKER_STOP, D("76900"))
+    assert closed.realized_pnl == (D(76900) - D(78500)) * layer.lots * 10
+    sells = await rows(dsn, "SELECT quantity, price FROM paper_trades WHERE side = 'SELL'")
+    assert sells == [(layer.quantity, D("76900"))]
+    assert await rows(dsn, "SELECT status FROM broker_stops") == [("triggered",)]
+    assert await trading.db.live_layers("GOLD_MINI") == []
+
+
+async def test_a_stop_that_fired_while_the_daemon_was_down_is_booked_at_restart(db, dsn):
+    first = await Trading(db, dsn, config=ROOMY).start()
+    await enter(first)
+    await keep(first)
+    await first.broker.observe("GOLD_MINI", D(76500))  # the venue moved; nobody listened
+    await first.close()
+
+    again = await Trading(db, dsn, config=ROOMY).start()
+    try:
+        reasons = await again.recover()
+        (closed,) = await again.db.list_positions("closed", 10)
+        assert (closed.exit_reason, closed.exit_price) == (BROKER_STOP, D("76500"))
+        assert not [r for r in reasons if r.startswith("unprotected")]
+        assert len(await rows(dsn, "SELECT 1 FROM paper_trades WHERE side = 'SELL'")) == 1
+        await again.reconciler.check()
+        assert again.readiness.reasons() == []
+    finally:
+        await again.close()
+
+
+async def test_a_stop_gapped_through_its_limit_is_sold_by_the_daemon(trading, dsn):
+    await enter(trading)
+    await keep(trading)
+    held = (await only_layer(trading)).quantity
+    # 76000 is below the limit 76160: the venue's LIMIT does not fill and is cancelled;
+    # the layer is still sold, once, by the daemon's retry of that exit.
+    await trading.send("MARKET_DATA", price="76000", atr=D(785))
+    await trading.exits.attempt_due()
+    trading.clock.advance(600)
+    await trading.exits.attempt_due()
+    (closed,) = await trading.db.list_positions("closed", 10)
+    # (The paper venue fills the daemon's sale at its reference, the stop's limit; a live
+    # venue prices it from a fresh quote.)
+    assert closed.exit_reason == BROKER_STOP and closed.exit_price == D(76160)
+    assert await rows(dsn, "SELECT status, filled_quantity FROM paper_orders "
+                           "WHERE side = 'SELL' ORDER BY id") == [("CANCELLED", 0),
+                                                                 ("COMPLETE", held)]
+    sells = await rows(dsn, "SELECT quantity FROM paper_trades WHERE side = 'SELL'")
+    assert sells == [(held,)]
+
+
+async def test_a_cancel_a_crash_left_unanswered_is_settled_by_recovery(db, dsn):
+    first = await Trading(db, dsn, config=ROOMY).start()
+    await enter(first)
+    await keep(first)
+    record = first.stops.of_layer((await only_layer(first)).id)
+    await first.stops._write(record, status=StopStatus.CANCELLING)  # then the crash
+    await first.broker.cancel_stop(record.kind, record.broker_ref)
+    await first.close()
+
+    again = await Trading(db, dsn, config=ROOMY).start()
+    try:
+        await again.recover()
+        statuses = await rows(dsn, "SELECT status FROM broker_stops ORDER BY id")
+        # The cancelled one is recorded as such, and the open layer gets a new stop.
+        assert statuses == [("cancelled",), ("active",)]
+        assert again.stops.unprotected() == []
+    finally:
+        await again.close()
+
+
+async def test_an_open_layer_without_a_stop_is_named_in_ready(trading, dsn):
+    await enter(trading)
+    await keep(trading)
+    layer = await only_layer(trading)
+    record = trading.stops.of_layer(layer.id)
+    await trading.broker.cancel_stop(record.kind, record.broker_ref)  # cancelled outside
+    trading.readiness.started()
+    await keep(trading, check=True, periodic=False)  # a price's round: seen, not re-placed
+    assert trading.stops.view(layer.id)["status"] == "lapsed"
+    assert trading.readiness.reasons() == ["unprotected:GOLD_MINI Long_1"]
+    await keep(trading, check=True)  # the periodic round places it again
+    assert trading.stops.view(layer.id)["status"] == "active"
+    assert trading.readiness.reasons() == []
