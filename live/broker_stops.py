@@ -53,8 +53,6 @@ from live.instrument_locks import InstrumentLocks
 from live.readiness import Readiness
 
 UNPROTECTED = "unprotected:"
-STOP_POINTS = ("after_stop_placed", "before_stop_modify", "after_stop_modified",
-               "after_stop_cancelled", "after_broker_stop_adopted")
 CANCEL_CONFIRM_TRIES = 10
 T = TypeVar("T")
 log = structlog.get_logger(__name__)
@@ -85,7 +83,8 @@ class BrokerStops:
         self._dirty: set[str] = set()
         self._checks: set[str] = set()
         self._wake = asyncio.Event()
-        self._shown: dict[str, str] = {}
+        self._shown: dict[str, str] = {}  # /ready key → why the layer has no stop
+        self._waiting: set[str] = set()
         # Told (after commit) of each exit intent adopted from a fired stop: it is to be
         # driven to its fill like any exit.
         self.adopt_listeners: list[Callable[[OrderIntent], None]] = []
@@ -447,14 +446,21 @@ class BrokerStops:
         return await read_through_outages(call, *self._retry)
 
     def _show(self, instrument: str, layers: list[Layer], expected: bool) -> None:
-        """Name each open layer with no stop resting for it in /ready (and log it once)."""
+        """Name each open layer with no stop resting for it in /ready (and log it once);
+        outside its session an MCX layer waits for the open, when its SL order goes in."""
         wanted: dict[str, str] = {}
-        if expected:
-            for layer in layers:
-                record = self._latest.get(layer.id)
-                if needs_stop(layer) and (record is None or not record.protects):
-                    key = f"{UNPROTECTED}{instrument} {layer.layer}"
-                    wanted[key] = (record.reason or record.status.value) if record else "none"
+        waiting: set[str] = set()
+        for layer in layers:
+            record = self._latest.get(layer.id)
+            if not needs_stop(layer) or (record is not None and record.protects):
+                continue
+            name = f"{instrument} {layer.layer}"
+            if expected:
+                wanted[UNPROTECTED + name] = ((record.reason or record.status.value)
+                                              if record else "none")
+            else:
+                waiting.add(name)
+        self._waiting = {w for w in self._waiting if not w.startswith(f"{instrument} ")} | waiting
         for key in [k for k in self._shown if k.startswith(f"{UNPROTECTED}{instrument} ")]:
             if key not in wanted:
                 del self._shown[key]
@@ -466,6 +472,15 @@ class BrokerStops:
                 self._readiness.warn(key, key)
                 log.error("broker_stop_unprotected", layer=key.removeprefix(UNPROTECTED),
                           reason=why)
+
+    def report(self) -> dict[str, Any]:
+        """What /status shows: layers protected, unprotected (with why), waiting for the
+        session to open."""
+        return {"enabled": self.enabled,
+                "protected": sum(1 for r in self._latest.values() if r.protects),
+                "unprotected": {k.removeprefix(UNPROTECTED): why
+                                for k, why in sorted(self._shown.items())},
+                "waiting_for_session": sorted(self._waiting)}
 
     def unprotected(self) -> list[str]:
         return sorted(self._shown)

@@ -21,6 +21,12 @@ point costs one comparison. The points, in the order a signal meets them:
 - `after_roll_open_fill`   the open leg is booked: the layers are in the new contract
 - `after_flatten_halted`   a flatten is recorded and the state is HALTED; nothing cancelled
 - `after_flatten_exit`     one instrument's flatten exit is booked; others may be open still
+- `after_stop_placed`      the venue accepted a broker stop; its id is not recorded
+- `before_stop_modify`     a stop's move is recorded as pending; the venue was not asked
+- `after_stop_modified`    the venue moved the stop and the book says so
+- `after_stop_cancelled`   a layer's stop is cancelled and that confirmed; the daemon's own
+                           sale of the layer is not placed yet
+- `after_broker_stop_adopted` a fired stop's exit intent is committed; its fill not booked
 """
 
 from __future__ import annotations
@@ -36,7 +42,10 @@ SIGNAL_POINTS = frozenset({"after_signal_durable", "after_intent_commit",
 RETRY_POINTS = frozenset({"after_exit_refused", "before_exit_retry"})
 ROLL_POINTS = ("after_roll_close_intent", "after_roll_close_fill", "after_roll_open_fill")
 FLATTEN_POINTS = ("after_flatten_halted", "after_flatten_exit")
-POINTS = SIGNAL_POINTS | RETRY_POINTS | frozenset(ROLL_POINTS) | frozenset(FLATTEN_POINTS)
+STOP_POINTS = ("after_stop_placed", "before_stop_modify", "after_stop_modified",
+               "after_stop_cancelled", "after_broker_stop_adopted")
+POINTS = (SIGNAL_POINTS | RETRY_POINTS | frozenset(ROLL_POINTS) | frozenset(FLATTEN_POINTS)
+          | frozenset(STOP_POINTS))
 
 _armed: str | None = None
 _at_hit = 1

@@ -207,7 +207,7 @@ async def status(request: web.Request) -> web.Response:
                   "trading_state": ctx.control.report() if ctx.control else None,
                   "flatten": ctx.flattener.report() if ctx.flattener else None,
                   "daily": await ctx.limits.report() if ctx.limits else None,
-                  "unprotected": ctx.stops.unprotected() if ctx.stops else [],
+                  "broker_stops": ctx.stops.report() if ctx.stops else None,
                   "config_sha256": ctx.config_sha256, **report})
 
 

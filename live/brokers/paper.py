@@ -17,7 +17,7 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import PoolTimeout
 
-from core.broker_stops import GTT, SL
+from core.broker_stops import GTT
 from core.calendar import TradingCalendar, india_time
 from core.db_pool import make_pool
 from core.models import ContractRef, Side
@@ -240,9 +240,9 @@ class PaperBroker:
 
     # -- resting stops: fired by the prices the venue is shown, like a GTT ------------------
     def stop_kind(self, instrument: str) -> str | None:
-        if not self._config.paper_broker_stops:
-            return None
-        return GTT if self._instruments[instrument].exchange == "NFO" else SL
+        # Its stops rest until cancelled, whatever the exchange, as a GTT does: the paper
+        # venue has no session end to expire a DAY order at.
+        return GTT if self._config.paper_broker_stops else None
 
     async def place_stop(self, stop: StopOrder) -> str:
         row = await self._stop_write(
@@ -282,14 +282,16 @@ class PaperBroker:
         return found[-1] if found else None
 
     async def observe(self, tradingsymbol: str, price: Decimal) -> bool:
-        """Fire every active stop on the contract whose trigger the price reached: its SELL
-        LIMIT fills at the price (less slippage) unless that is below its limit (a gap
-        through it), when it is cancelled unfilled — the daemon then sells the layer."""
+        """Fire every active stop on the contract the price fell below: its SELL fills at
+        the price, less slippage. The paper venue has no order book to rest a limit in, so
+        a gap through the limit fills where the price is, as the daemon's own stop exit
+        would; and it fires only below the trigger, as the daemon's stop does, so paper
+        books the same sale whichever of the two sells."""
         triggers = self._triggers.get(tradingsymbol)
-        if not triggers or price > max(triggers.values()):
+        if not triggers or price >= max(triggers.values()):
             return False
         spec = self._instruments[self._instrument_of[tradingsymbol]]
-        slip = spec.tick_size * self._config.paper_slippage_ticks
+        fill = price - spec.tick_size * self._config.paper_slippage_ticks
         try:
             async with self._pool.connection() as conn:
                 cur = await conn.execute(
@@ -297,29 +299,21 @@ class PaperBroker:
                          UPDATE paper_stops SET status = 'triggered',
                                 order_id = 'PAPER' || nextval('paper_orders_id_seq')
                          WHERE tradingsymbol = %(symbol)s AND status = 'active'
-                           AND trigger_price >= %(price)s
+                           AND trigger_price > %(price)s
                          RETURNING stop_id, order_id, tradingsymbol, quantity, limit_price),
                        o AS (
                          INSERT INTO paper_orders (order_id, tag, tradingsymbol, side, quantity,
-                           order_type, price, status, filled_quantity, average_price,
-                           status_message)
+                           order_type, price, status, filled_quantity, average_price)
                          SELECT order_id, '', tradingsymbol, 'SELL', quantity, 'LIMIT',
-                                limit_price,
-                                CASE WHEN %(fill)s >= limit_price THEN 'COMPLETE'
-                                     ELSE 'CANCELLED' END,
-                                CASE WHEN %(fill)s >= limit_price THEN quantity ELSE 0 END,
-                                CASE WHEN %(fill)s >= limit_price THEN %(fill)s END,
-                                CASE WHEN %(fill)s < limit_price
-                                     THEN 'limit not reached: cancelled' END
-                         FROM fired RETURNING order_id, tradingsymbol, quantity, status),
+                                limit_price, 'COMPLETE', quantity, %(fill)s
+                         FROM fired RETURNING order_id, tradingsymbol, quantity),
                        t AS (
                          INSERT INTO paper_trades (trade_id, order_id, tradingsymbol, side,
                            quantity, price, traded_at)
                          SELECT order_id || 'T1', order_id, tradingsymbol, 'SELL', quantity,
-                                %(fill)s, %(now)s
-                         FROM o WHERE status = 'COMPLETE')
+                                %(fill)s, %(now)s FROM o)
                        SELECT stop_id FROM fired""",
-                    {"symbol": tradingsymbol, "price": price, "fill": price - slip,
+                    {"symbol": tradingsymbol, "price": price, "fill": fill,
                      "now": self._clock()})
                 fired = await cur.fetchall()
         except VENUE_ERRORS as exc:

@@ -48,7 +48,12 @@ from tests.chaos.roll_phase import (
 from tests.chaos.stream import alerts, chaos_config
 from tests.fakes.kite_server import FakeKiteProcess
 from tests.support.daemon import TradingDaemon
-from tests.support.invariants import book_violations, kite_broker, paper_broker
+from tests.support.invariants import (
+    book_violations,
+    kite_broker,
+    paper_broker,
+    protection_violations,
+)
 
 SECRET = "chaos-secret"
 KITE_ENV = {"PM_KITE_API_KEY": "fake_api_key", "PM_KITE_API_SECRET": "fake_api_secret",
@@ -334,6 +339,7 @@ class Campaign:
     def _check(self, daemon: TradingDaemon, crash: Crash | None) -> None:
         positions, orders = self._venue(daemon)
         problems = book_violations(daemon.book_conninfo(), positions, orders)
+        problems += protection_violations(daemon.book_conninfo(), daemon.get("/status")[1])
         acknowledged = {b["signal_id"]: b["status"] for b in self.answered.values()
                         if b.get("status") not in (None, "duplicate")}
         with psycopg.connect(daemon.book_conninfo()) as conn:

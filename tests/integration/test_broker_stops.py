@@ -48,8 +48,9 @@ async def test_an_entry_gets_a_stop_at_the_venue_that_follows_the_trail(trading,
     await keep(trading)
     layer = await only_layer(trading)
     view = trading.stops.view(layer.id)
-    # MCX: an SL order; trigger at the stop, limit 1 % below rounded down to the ₹1 tick.
-    assert view["kind"] == "sl" and view["status"] == "active"
+    # Trigger at the stop, limit 1 % below rounded down to the ₹1 tick; on paper a stop
+    # rests until cancelled, as a GTT does.
+    assert view["kind"] == "gtt" and view["status"] == "active"
     assert (view["trigger"], view["limit"]) == ("76930.0000", "76160.0000")
     venue = await rows(dsn, "SELECT stop_id, quantity, trigger_price, limit_price, status "
                             "FROM paper_stops")
@@ -120,25 +121,26 @@ async def test_a_stop_that_fired_while_the_daemon_was_down_is_booked_at_restart(
         await again.close()
 
 
-async def test_a_stop_gapped_through_its_limit_is_sold_by_the_daemon(trading, dsn):
+async def test_a_gap_through_the_limit_still_sells_once_at_the_price(trading, dsn):
     await enter(trading)
     await keep(trading)
     held = (await only_layer(trading)).quantity
-    # 76000 is below the limit 76160: the venue's LIMIT does not fill and is cancelled;
-    # the layer is still sold, once, by the daemon's retry of that exit.
+    # 76000 is below the limit 76160: the paper venue, with no book to rest a limit in,
+    # fills where the price is — the sale the daemon's own stop would have made.
     await trading.send("MARKET_DATA", price="76000", atr=D(785))
     await trading.exits.attempt_due()
-    trading.clock.advance(600)
-    await trading.exits.attempt_due()
     (closed,) = await trading.db.list_positions("closed", 10)
-    # (The paper venue fills the daemon's sale at its reference, the stop's limit; a live
-    # venue prices it from a fresh quote.)
-    assert closed.exit_reason == BROKER_STOP and closed.exit_price == D(76160)
-    assert await rows(dsn, "SELECT status, filled_quantity FROM paper_orders "
-                           "WHERE side = 'SELL' ORDER BY id") == [("CANCELLED", 0),
-                                                                 ("COMPLETE", held)]
+    assert (closed.exit_reason, closed.exit_price) == (BROKER_STOP, D(76000))
     sells = await rows(dsn, "SELECT quantity FROM paper_trades WHERE side = 'SELL'")
     assert sells == [(held,)]
+
+
+async def test_a_price_at_the_trigger_fires_neither_stop(trading, dsn):
+    await enter(trading)
+    await keep(trading)
+    outcome = await trading.send("MARKET_DATA", price="76930", atr=D(785))
+    assert outcome.outcome != "executed" or not await trading.db.list_positions("closed", 10)
+    assert await rows(dsn, "SELECT status FROM paper_stops") == [("active",)]
 
 
 async def test_a_cancel_a_crash_left_unanswered_is_settled_by_recovery(db, dsn):

@@ -8,6 +8,8 @@ import psycopg
 
 from core.models import UNRESOLVED_INTENT_STATUSES
 
+STOP_ORDER = "order:"  # what stands for the tag of an order the venue placed untagged
+
 
 def book_violations(conninfo: str, broker_positions: dict[str, int],
                     broker_orders: list[tuple[str, int]]) -> list[str]:
@@ -34,8 +36,20 @@ def book_violations(conninfo: str, broker_positions: dict[str, int],
         placed: dict[str, int] = {}
         for tag, quantity in broker_orders:
             placed[tag] = placed.get(tag, 0) + quantity
+        stops = {tag: quantity for tag, quantity in
+                 rows("SELECT tag, quantity FROM broker_stops")}
+        adopted = {order_id for (order_id,) in rows(
+            """SELECT broker_order_id FROM order_intents
+               WHERE purpose->>'reason' = 'BROKER_STOP' AND broker_order_id IS NOT NULL""")}
         for tag in sorted(set(placed) - set(intents)):
-            problems.append(f"broker order {tag} has no intent")
+            if tag in stops:  # an SL order resting for a layer: never more than it holds
+                if placed[tag] > stops[tag]:
+                    problems.append(f"broker stop {tag} for {stops[tag]} has {placed[tag]}")
+            elif tag.startswith(STOP_ORDER):  # a GTT's order: some adopted exit owns it
+                if tag.removeprefix(STOP_ORDER) not in adopted:
+                    problems.append(f"untagged broker order {tag} belongs to no exit")
+            else:
+                problems.append(f"broker order {tag} has no intent")
         for tag, quantity in placed.items():
             if tag in intents and quantity > intents[tag][1]:
                 problems.append(f"intent {tag} for {intents[tag][1]} has {quantity} at the "
@@ -54,8 +68,36 @@ def book_violations(conninfo: str, broker_positions: dict[str, int],
                                 f"broker {broker_positions.get(symbol, 0)}")
         for (layer_id,) in rows("SELECT id FROM portfolio_positions WHERE status = 'closing'"):
             problems.append(f"layer {layer_id} left closing")
+        problems += _stop_violations(rows)
         problems += _roll_violations(rows)
         problems += _ledger_violations(rows)
+    return problems
+
+
+def _stop_violations(rows) -> list[str]:  # type: ignore[no-untyped-def]
+    """A layer has at most one stop working and is sold by at most one fired stop; a fired
+    stop's order is owned by exactly one exit intent."""
+    problems = []
+    for position_id, working in rows(
+            """SELECT position_id, count(*) FROM broker_stops
+               WHERE status IN ('placing', 'active', 'modifying', 'cancelling')
+               GROUP BY 1 HAVING count(*) > 1"""):
+        problems.append(f"layer {position_id} has {working} broker stops working")
+    for position_id, fired in rows(
+            """SELECT position_id, count(*) FROM broker_stops WHERE status = 'triggered'
+               AND exit_intent_id IS NOT NULL GROUP BY 1 HAVING count(*) > 1"""):
+        problems.append(f"layer {position_id} sold by {fired} fired broker stops")
+    for (order_id, owners) in rows(
+            """SELECT broker_order_id, count(*) FROM order_intents
+               WHERE purpose->>'reason' = 'BROKER_STOP' AND broker_order_id IS NOT NULL
+               GROUP BY 1 HAVING count(*) > 1"""):
+        problems.append(f"broker stop order {order_id} adopted by {owners} exits")
+    for (position_id,) in rows(
+            """SELECT s.position_id FROM broker_stops s
+               JOIN portfolio_positions p ON p.id = s.position_id
+               WHERE p.status = 'closed'
+                 AND s.status IN ('active', 'modifying', 'cancelling')"""):
+        problems.append(f"closed layer {position_id} still has a broker stop working")
     return problems
 
 
@@ -115,8 +157,8 @@ def paper_broker(conninfo: str) -> tuple[dict[str, int], list[tuple[str, int]]]:
         positions = {s: int(q) for s, q in conn.execute(
             """SELECT tradingsymbol, sum(CASE side WHEN 'BUY' THEN quantity ELSE -quantity END)
                FROM paper_trades GROUP BY 1""").fetchall() if q}
-        orders = [(t, int(q)) for t, q in conn.execute(
-            "SELECT tag, quantity FROM paper_orders").fetchall()]
+        orders = [(t or STOP_ORDER + o, int(q)) for t, q, o in conn.execute(
+            "SELECT tag, quantity, order_id FROM paper_orders").fetchall()]
     return positions, orders
 
 
@@ -124,4 +166,25 @@ def kite_broker(state: dict) -> tuple[dict[str, int], list[tuple[str, int]]]:
     """Return the fake Kite venue's net positions and its orders (tag, quantity)."""
     positions = {p["tradingsymbol"]: int(p["quantity"]) for p in state["positions"]["net"]
                  if int(p["quantity"])}
-    return positions, [(o["tag"], int(o["quantity"])) for o in state["orders"] if o.get("tag")]
+    # An untagged order the venue placed for a GTT must be owned by an adopted exit; other
+    # untagged ones (the broker's square-off) are the reconciler's business.
+    return positions, [(o.get("tag") or STOP_ORDER + str(o["order_id"]), int(o["quantity"]))
+                       for o in state["orders"]
+                       if o.get("tag") or "gtt" in str(o.get("meta") or "")]
+
+
+def protection_violations(conninfo: str, status: dict) -> list[str]:
+    """Every open layer has a stop resting at the broker, or `/status` names it (unprotected,
+    or waiting for its session to open)."""
+    report = status.get("broker_stops") or {}
+    if not report.get("enabled"):
+        return []
+    named = set(report["unprotected"]) | set(report["waiting_for_session"])
+    with psycopg.connect(conninfo) as conn:
+        bare = conn.execute(
+            """SELECT p.instrument || ' ' || p.layer FROM portfolio_positions p
+               WHERE p.status = 'open' AND NOT EXISTS (
+                 SELECT 1 FROM broker_stops s WHERE s.position_id = p.id
+                   AND s.status IN ('active', 'modifying'))""").fetchall()
+    return [f"open layer {name} has no broker stop and is not named unprotected"
+            for (name,) in bare if name not in named]
