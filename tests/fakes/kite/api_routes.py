@@ -37,6 +37,26 @@ async def handle_cancel(request: web.Request) -> Any:
     return state_of(request).cancel(request.match_info["order_id"])
 
 
+async def handle_gtt_place(request: web.Request) -> Any:
+    return state_of(request).place_gtt(await request.post())
+
+
+async def handle_gtt_modify(request: web.Request) -> Any:
+    return state_of(request).modify_gtt(request.match_info["trigger_id"], await request.post())
+
+
+async def handle_gtt_delete(request: web.Request) -> Any:
+    return state_of(request).delete_gtt(request.match_info["trigger_id"])
+
+
+async def handle_gtt(request: web.Request) -> Any:
+    return state_of(request).get_gtt(request.match_info["trigger_id"])
+
+
+async def handle_gtts(request: web.Request) -> Any:
+    return state_of(request).gtts()
+
+
 async def handle_orders(request: web.Request) -> Any:
     return state_of(request).orders()
 

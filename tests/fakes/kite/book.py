@@ -50,6 +50,7 @@ RMS_MESSAGE = ("Insufficient funds. Required margin is {required} but available 
 RMS_RAW = ("RMS:Margin Exceeds,Required:{required}, Available:{available} for entity "
            "account-{user} across exchange across segment across product ")
 FILL_MODES = frozenset({"immediate", "rest", "partial"})
+DAY_END_MESSAGE = "Order cancelled at the end of the trading session."
 
 
 class OrderBook:
@@ -350,6 +351,21 @@ class OrderBook:
         order.record("CANCELLED")
         self._notify(order, "CANCELLED")
         return {"order_id": order.order_id}
+
+    def expire_day_orders(self, exchange: str | None = None) -> list[str]:
+        """End the session: every resting DAY order (of `exchange`, or all) is cancelled,
+        as Zerodha does at the day's close; return their ids."""
+        expired = []
+        for order in self.orders.values():
+            if (order.status in RESTING_STATUSES and order.validity == "DAY"
+                    and exchange in (None, order.exchange)):
+                order.cancelled_quantity = order.quantity - order.filled_quantity
+                order.status_message = DAY_END_MESSAGE
+                order.exchange_update_timestamp = self._now()
+                order.record("CANCELLED")
+                self._notify(order, "CANCELLED")
+                expired.append(order.order_id)
+        return expired
 
     @staticmethod
     def _check_changeable(order: Order, verb: str) -> None:

@@ -122,3 +122,8 @@ async def control_postback_url(request: web.Request) -> Any:
 async def control_reset(request: web.Request) -> Any:
     state_of(request).reset()
     return True
+
+
+async def control_expire_day_orders(request: web.Request) -> Any:
+    body = await control_body(request)
+    return state_of(request).expire_day_orders(body.get("exchange"))

@@ -19,6 +19,7 @@ import aiohttp
 from tests.fakes.kite.book import FILL_MODES, OrderBook
 from tests.fakes.kite.config import FakeKiteConfig
 from tests.fakes.kite.faults import FAULT_ENDPOINTS, FAULTS, PendingFault, RateLimiter
+from tests.fakes.kite.gtt import GttBook
 from tests.fakes.kite.instruments import EXCHANGES
 from tests.fakes.kite.market import Market
 from tests.fakes.kite.orders import Order
@@ -26,7 +27,15 @@ from tests.fakes.kite.persistence import read_state, to_state, write_state
 from tests.fakes.kite.positions import positions_payload
 from tests.fakes.kite.sessions import Sessions, user_fields
 from tests.fakes.kite.validation import draft_order
-from tests.fakes.kite.wire import IST, KiteError, input_error, kite_time, now_ist, parse_decimal
+from tests.fakes.kite.wire import (
+    IST,
+    KiteError,
+    input_error,
+    kite_time,
+    now_ist,
+    parse_decimal,
+    parse_int,
+)
 
 log = logging.getLogger("fake_kite")
 
@@ -52,6 +61,7 @@ class FakeKite:
         self.market = Market(self.config, today, self._now())
         self.sessions = Sessions(self.config)
         self.book = OrderBook(self.config, self.market, self._clock, self._order_event)
+        self.gtt = GttBook(self.market, self.book, self._clock, self.config.user_id)
         self.faults: list[PendingFault] = []
         self.limiter = RateLimiter(self.config.enforce_rate_limits)
         self.calls: Counter[str] = Counter()
@@ -109,6 +119,30 @@ class FakeKite:
         finally:
             self.save()
 
+    def place_gtt(self, form: Mapping[str, Any]) -> dict[str, Any]:
+        try:
+            return self.gtt.place(form)
+        finally:
+            self.save()
+
+    def modify_gtt(self, trigger_id: str, form: Mapping[str, Any]) -> dict[str, Any]:
+        try:
+            return self.gtt.modify(parse_int(trigger_id, "trigger_id"), form)
+        finally:
+            self.save()
+
+    def delete_gtt(self, trigger_id: str) -> dict[str, Any]:
+        try:
+            return self.gtt.delete(parse_int(trigger_id, "trigger_id"))
+        finally:
+            self.save()
+
+    def get_gtt(self, trigger_id: str) -> dict[str, Any]:
+        return self.gtt.get(parse_int(trigger_id, "trigger_id")).to_json()
+
+    def gtts(self) -> list[dict[str, Any]]:
+        return self.gtt.all()
+
     def orders(self) -> list[dict[str, Any]]:
         return [order.to_json() for order in self.book.orders.values()]
 
@@ -159,7 +193,15 @@ class FakeKite:
         instrument = self.market.resolve(symbol, exchange)
         self.market.set_price(instrument, parse_decimal(price, "price"), self._now())
         self.book.on_price(instrument.key)
+        self.gtt.on_price(instrument.key)
         self.save()
+
+    def expire_day_orders(self, exchange: str | None = None) -> list[str]:
+        """The session's end: resting DAY orders (SL orders, a GTT's unfilled LIMIT) lapse."""
+        try:
+            return self.book.expire_day_orders(exchange)
+        finally:
+            self.save()
 
     def set_fill_mode(self, mode: str, fraction: Decimal | str | None = None) -> None:
         """Choose how new orders fill: `immediate`, `rest` or `partial` (with a fraction)."""
@@ -272,6 +314,7 @@ class FakeKite:
             "margin_error_next": self.book.margin_error_next,
             "prices": {key: str(state.last) for key, state in self.market.prices.items()},
             "today": self.market.today.isoformat(), "calls": dict(self.calls),
+            "gtts": self.gtt.all(),
             "postbacks": {"url": self.postback_url, **self.postbacks},
         }
 
@@ -316,7 +359,8 @@ class FakeKite:
         path = self.config.state_file
         if path is None:
             return
-        write_state(path, self.book, self.sessions, self.market)
+        write_state(path, self.book, self.sessions, self.market, self.gtt)
 
     def _load(self, path: Path) -> None:
-        read_state(path, self.book, self.sessions, self.market, self.config.access_token)
+        read_state(path, self.book, self.sessions, self.market, self.config.access_token,
+                   self.gtt)

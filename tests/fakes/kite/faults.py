@@ -11,10 +11,12 @@ FAULTS = frozenset({"rate_limited", "html_502", "html_429", "network_503", "time
                     "token_expired"})
 FAULT_ENDPOINTS = frozenset({"place", "modify", "cancel", "orders", "order_history",
                              "order_trades", "trades", "positions", "quote", "margins",
-                             "profile", "instruments", "session", "any"})
+                             "profile", "instruments", "session", "gtt_place", "gtt_modify",
+                             "gtt_delete", "gtt", "gtts", "any"})
 ANSWERING_FAULTS = frozenset({"rate_limited", "html_502", "html_429", "network_503",
                               "token_expired"})
-ORDER_ENDPOINTS = frozenset({"place", "modify", "cancel"})
+ORDER_ENDPOINTS = frozenset({"place", "modify", "cancel", "gtt_place", "gtt_modify",
+                             "gtt_delete"})
 # §4.1, as token buckets (capacity, period): a burst of `capacity`, refilled over `period`.
 RATE_LIMITS: Mapping[str, tuple[tuple[int, float], ...]] = {
     "orders": ((10, 1.0), (400, 60.0), (5000, 86_400.0)),

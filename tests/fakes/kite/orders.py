@@ -57,6 +57,7 @@ class Order:
     triggered: bool = False
     modifications: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
+    gtt_id: int | None = None  # placed by this GTT when it fired
 
     @property
     def key(self) -> str:
@@ -95,7 +96,8 @@ class Order:
             "average_price": json_number(self.average_price),
             "filled_quantity": self.filled_quantity, "pending_quantity": self.pending_quantity,
             "cancelled_quantity": self.cancelled_quantity,
-            "market_protection": json_number(self.market_protection), "meta": {},
+            "market_protection": json_number(self.market_protection),
+            "meta": {"gtt": self.gtt_id} if self.gtt_id is not None else {},
             "tag": self.tag, "guid": self.guid,
         }
         if self.tags:  # the fixtures leave `tags` out when there are none

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.fakes.kite.book import OrderBook
+from tests.fakes.kite.gtt import Gtt, GttBook
 from tests.fakes.kite.market import Market, PriceState
 from tests.fakes.kite.orders import Order, Trade
 from tests.fakes.kite.sessions import Sessions
@@ -32,10 +33,14 @@ def from_state(cls: Any, data: Mapping[str, Any]) -> Any:
     return cls(**values)
 
 
-def write_state(path: Path, book: OrderBook, sessions: Sessions, market: Market) -> None:
-    """Write the book, sessions and prices to `path`, atomically."""
+def write_state(path: Path, book: OrderBook, sessions: Sessions, market: Market,
+                gtts: GttBook) -> None:
+    """Write the book, sessions, prices and GTTs to `path`, atomically."""
     scratch = path.with_name(path.name + ".tmp")
-    scratch.write_text(json.dumps(state_document(book, sessions, market)))
+    document = state_document(book, sessions, market)
+    document["gtts"] = {"last_id": gtts.last_id, "triggers": [to_state(g) for g in
+                                                              gtts.gtts.values()]}
+    scratch.write_text(json.dumps(document))
     os.replace(scratch, path)
 
 
@@ -53,7 +58,7 @@ def state_document(book: OrderBook, sessions: Sessions, market: Market) -> dict[
 
 
 def read_state(path: Path, book: OrderBook, sessions: Sessions, market: Market,
-               access_token: str | None) -> None:
+               access_token: str | None, gtts: GttBook) -> None:
     """Restore the book, sessions and prices from the state file at `path`."""
     document = json.loads(path.read_text())
     book.orders = {data["order_id"]: from_state(Order, data) for data in document["orders"]}
@@ -69,3 +74,6 @@ def read_state(path: Path, book: OrderBook, sessions: Sessions, market: Market,
         sessions.admit(access_token)  # a token never seen before is new
     market.prices.update({key: from_state(PriceState, data)
                           for key, data in document["prices"].items()})
+    saved_gtts = document.get("gtts", {"last_id": gtts.last_id, "triggers": []})
+    gtts.last_id = saved_gtts["last_id"]
+    gtts.gtts = {data["id"]: Gtt(**data) for data in saved_gtts["triggers"]}

@@ -36,6 +36,11 @@ ROUTES: tuple[tuple[str, str, str, Handler], ...] = (
     ("GET", "/orders/{order_id}", "order_history", api.handle_order_history),
     ("GET", "/orders/{order_id}/trades", "order_trades", api.handle_order_trades),
     ("GET", "/trades", "trades", api.handle_trades),
+    ("POST", "/gtt/triggers", "gtt_place", api.handle_gtt_place),
+    ("GET", "/gtt/triggers", "gtts", api.handle_gtts),
+    ("GET", "/gtt/triggers/{trigger_id}", "gtt", api.handle_gtt),
+    ("PUT", "/gtt/triggers/{trigger_id}", "gtt_modify", api.handle_gtt_modify),
+    ("DELETE", "/gtt/triggers/{trigger_id}", "gtt_delete", api.handle_gtt_delete),
     ("GET", "/portfolio/positions", "positions", api.handle_positions),
     ("GET", "/portfolio/holdings", "holdings", api.handle_holdings),
     ("GET", "/instruments", "instruments", api.handle_instruments),
@@ -58,6 +63,8 @@ ROUTES: tuple[tuple[str, str, str, Handler], ...] = (
     ("POST", "/_test/cash", "control.cash", control.control_cash),
     ("POST", "/_test/postback_url", "control.postback_url", control.control_postback_url),
     ("POST", "/_test/reset", "control.reset", control.control_reset),
+    ("POST", "/_test/expire_day_orders", "control.expire_day_orders",
+     control.control_expire_day_orders),
 )
 
 
