@@ -241,6 +241,8 @@ class FillBooking:
         live = {layer.id: layer for layer in await self._db.live_layers(intent.instrument)}
         left = [live[i] for i in purpose.position_ids if i in live and i not in without]
         decides, outcome = await self._decision(intent, filled_now=False)
+        if without and not left and outcome is Outcome.REJECTED:
+            outcome = Outcome.IGNORED  # the broker's stops sold all of it: nothing to do
         async with self._db.transaction() as tx:
             await tx.update_intent_later(intent, status=IntentStatus.REJECTED, reason=reason)
             for layer in left:
@@ -258,7 +260,7 @@ class FillBooking:
                                left=[layer.id for layer in left])
         self._announce([retry] if retry is not None else [])
         result = {"exit_pending": retry.tag} if retry is not None else {}
-        return SignalOutcome(intent.signal_id or 0, Outcome.REJECTED, reason, result)
+        return SignalOutcome(intent.signal_id or 0, outcome, reason, result)
 
 
 async def book_square_off(db: BookStore, instrument: str, spec: InstrumentSpec,

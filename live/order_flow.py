@@ -187,7 +187,7 @@ class OrderFlow:
             return await self.booking.apply_rejection(intent, None, "broker session expired")
         if not taken:
             return None
-        reason = f"the broker stop of layers {sorted(taken)} fired"
+        reason = f"sold by the broker stop of layers {sorted(taken)}"
         if isinstance(intent.purpose, ExitPurpose):
             return await self.booking.replan_exit(intent, reason, without=taken)
         return await self.booking.apply_rejection(intent, None, reason)

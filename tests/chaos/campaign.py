@@ -33,7 +33,7 @@ from typing import Any
 import psycopg
 
 from live.embedded_db import EmbeddedPostgres
-from live.failpoints import ROLL_POINTS, SIGNAL_POINTS
+from live.failpoints import ROLL_POINTS, SIGNAL_POINTS, STOP_POINTS
 from tests.chaos import flatten_phase
 from tests.chaos.flatten_phase import flatten_point
 from tests.chaos.roll_phase import (
@@ -85,6 +85,7 @@ class Report:
     violations: list[str] = field(default_factory=list)
     rolled: bool = False
     flattened: bool = False
+    broker_stop_exits: int = 0  # layers the broker's resting stop sold (booked BROKER_STOP)
 
 
 # `during_recovery` follows `after_intent_commit`: that crash leaves an intent to resolve.
@@ -95,11 +96,14 @@ STRETCH = {"during_exit_allocation": 150}
 
 
 def plan(rng: Random, crashes: int) -> list[Crash]:
-    """Every fail point in turn, and crashes at random instants."""
+    """Every fail point in turn, and crashes at random instants; every tenth crash is at one
+    of the broker stops' points (placed, moved, cancelled before a sale, fired)."""
     assert set(ROTATION) - {None} == SIGNAL_POINTS
     out = []
     for n in range(crashes):
         point = ROTATION[n % len(ROTATION)]
+        if n % 10 == 9:
+            point = STOP_POINTS[(n // 10) % len(STOP_POINTS)]
         out.append(Crash(point, nth=rng.randint(1, 2)) if point else
                    Crash(None, delay_s=round(rng.uniform(0.0, 0.25), 3)))
     return out
@@ -231,6 +235,10 @@ class Campaign:
             book = final_book(final)
             self.decisions = decisions(final)
             self.report.orders = len(self._venue(final)[1])
+            with psycopg.connect(final.book_conninfo()) as conn:
+                self.report.broker_stop_exits = conn.execute(
+                    "SELECT count(*) FROM portfolio_positions "
+                    "WHERE exit_reason = 'BROKER_STOP'").fetchone()[0]
             final.stop()
             if self.crashes:  # the kill switch, on what the crashes left
                 self._flatten(state_dir)
@@ -414,6 +422,7 @@ def table(reports: list[Report]) -> str:
     for label, value in (("total crashes", lambda r: sum(r.crashes.values())),
                          ("signals sent", lambda r: r.signals),
                          ("broker orders", lambda r: r.orders),
+                         ("broker stop exits", lambda r: r.broker_stop_exits),
                          ("violations", lambda r: len(r.violations)),
                          ("rolled", lambda r: "yes" if r.rolled else "no"),
                          ("flattened", lambda r: "yes" if r.flattened else "no"),

@@ -6,8 +6,8 @@ import pytest
 
 from tests.chaos.campaign import campaign
 
-SEED = 20261121  # fixed: a failure here replays with `make chaos SEED=20261121 CRASHES=8`
-CRASHES = 8  # one round of the rotation: every fail point plus two random instants
+SEED = 20261121  # fixed: a failure here replays with `make chaos SEED=20261121 CRASHES=10`
+CRASHES = 10  # a round of the rotation (every fail point, two random instants), a stop's
 
 
 @pytest.mark.timeout(600)

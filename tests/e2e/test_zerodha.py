@@ -3,8 +3,12 @@ Kite server running as its own process, driven through the real kiteconnect clie
 
 from __future__ import annotations
 
+import time
+from datetime import datetime
+
 import pytest
 
+from core.signals import INDIA
 from tests.fakes.kite_server import FakeKiteProcess
 from tests.support.alerts import alert, ist
 from tests.support.daemon import TradingDaemon
@@ -56,16 +60,25 @@ def test_a_full_gold_mini_trade_on_zerodha(fake, state_dir):
             code, answer = daemon.send(**body)
             assert code == 200, answer
             answers.append(answer)
+        # The last bar fell through Long_2's stop: its SL order at the broker sold it first
+        # (at that bar's 79900), so the daemon's own stop exit had nothing left to do.
         assert [a["status"] for a in answers] == ["executed", "blocked", "executed",
-                                                  "executed", "executed", "executed"], answers
+                                                  "executed", "executed", "ignored"], answers
+        assert "sold by the broker stop" in answers[5]["reason"]
         assert (answers[0]["result"]["lots"], answers[2]["result"]["lots"]) == (7, 3)
         assert answers[3]["result"]["pnl"] == "140000.00"
-        assert answers[5]["result"]["pnl"] == "-3000.00"
+        long_2 = _wait(lambda: [p for p in daemon.get("/positions?status=closed")[1][
+            "positions"] if p["layer"] == "Long_2"])[0]
+        assert (long_2["exit_reason"], long_2["realized_pnl"]) == ("BROKER_STOP", "-3000.00")
         status = daemon.get("/status")[1]
         assert (status["equity"]["closed"], status["equity"]["high"]) == ("5137000.00",
                                                                         "5140000.00")
-        orders = fake.state()["orders"]
-        assert len(orders) == 4 and all(o["status"] == "COMPLETE" for o in orders)
+        orders = [o for o in fake.state()["orders"] if o["tag"].startswith("PM")]
+        assert len(orders) == 3 and all(o["status"] == "COMPLETE" for o in orders)
+        # Each layer's stop rested at the broker as an SL order: Long_1's was cancelled
+        # before its EXIT sold it; Long_2's own (moved up with the trail) sold Long_2.
+        stops = [o["status"] for o in fake.state()["orders"] if o["tag"].startswith("BS")]
+        assert sorted(stops) == ["CANCELLED", "COMPLETE"]
         assert all(o["product"] == "NRML" and o["tradingsymbol"].startswith("GOLDM")
                    for o in orders)
         positions, tags = kite_book(fake)
@@ -150,3 +163,73 @@ def test_kite_login_stores_a_private_session_the_daemon_uses(fake, state_dir):
                                    stop=77800))[1]["status"] == "executed"
     finally:
         daemon.stop()
+
+
+def _stops(daemon: TradingDaemon) -> dict[str, dict]:
+    return {p["instrument"]: p["broker_stop"]
+            for p in daemon.get("/positions")[1]["positions"] if p.get("broker_stop")}
+
+
+def _wait(check, timeout_s: float = 30):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(0.1)
+    raise AssertionError("timed out")
+
+
+def test_broker_stops_follow_the_trail_and_fire_while_the_daemon_is_down(fake, state_dir):
+    # A morning when NFO and MCX both trade, whatever the hour the test runs at.
+    start = datetime.now(INDIA).replace(hour=10, minute=30, second=0, microsecond=0)
+    env = {**KITE_ENV, "PM_CLOCK_START": start.isoformat(), "PM_BROKER_STOP_CHECK_S": "1"}
+    bank = next(k.split(":")[1] for k in sorted(fake.state()["prices"])
+                if k.startswith("NFO:BANKNIFTY"))
+    first = TradingDaemon(state_dir, "--broker", "zerodha", "--kite-root", fake.url,
+                          env=env).start()
+    try:
+        first.wait_ready()
+        move_gold(fake, 78500)
+        fake.control("price", tradingsymbol=bank, price="52000")
+        for body in (alert("BASE_ENTRY", "GOLD_MINI", "Long_1", 78500, ist(5, start),
+                           stop=77800),
+                     alert("BASE_ENTRY", "BANK_NIFTY", "Long_1", 52000, ist(5, start),
+                           stop=51650, atr=350)):
+            assert first.send(**body)[1]["status"] == "executed"
+        placed = _wait(lambda: (s := _stops(first)) and len(s) == 2
+                       and all(v["status"] == "active" for v in s.values()) and s)
+        assert (placed["GOLD_MINI"]["kind"], placed["BANK_NIFTY"]["kind"]) == ("sl", "gtt")
+        assert (placed["GOLD_MINI"]["trigger"], placed["BANK_NIFTY"]["trigger"]) == (
+            "77800.0000", "51650.0000")
+        # The trail rises; each broker stop follows it.
+        move_gold(fake, 80000)
+        fake.control("price", tradingsymbol=bank, price="53000")
+        first.send(**alert("MARKET_DATA", "GOLD_MINI", None, 80000, ist(4, start), atr=500))
+        first.send(**alert("MARKET_DATA", "BANK_NIFTY", None, 53000, ist(4, start), atr=350))
+        moved = _wait(lambda: (s := _stops(first))["GOLD_MINI"]["trigger"] == "79000.0000"
+                      and s["BANK_NIFTY"]["trigger"] == "52125.0000" and s)
+        assert all(v["status"] == "active" for v in moved.values())
+        gtt = next(g for g in fake.state()["gtts"] if g["status"] == "active")
+        assert gtt["condition"]["trigger_values"] == [52125]
+    finally:
+        first.kill()  # SIGKILL: nothing watches the market now but the broker
+    move_gold(fake, 78900)  # through the SL order's 79000 trigger: it sells at 78900
+    fake.control("price", tradingsymbol=bank, price="52100")  # through the GTT's 52125
+    second = TradingDaemon(state_dir, "--broker", "zerodha", "--kite-root", fake.url,
+                           env=env).start()
+    try:
+        second.wait_ready()
+        closed = {p["instrument"]: p for p in
+                  second.get("/positions?status=closed")[1]["positions"]}
+        assert {name: (p["exit_reason"], p["exit_price"]) for name, p in closed.items()} == {
+            "GOLD_MINI": ("BROKER_STOP", "78900.0000"),
+            "BANK_NIFTY": ("BROKER_STOP", "52100.0000")}
+        positions, tags = kite_book(fake)
+        assert positions == {}
+        assert book_violations(second.book_conninfo(), positions, tags) == []
+        sells = [o for o in fake.state()["orders"] if o["transaction_type"] == "SELL"
+                 and o["status"] == "COMPLETE"]
+        assert len(sells) == 2  # one sale per layer: the broker's
+    finally:
+        second.stop()
