@@ -204,3 +204,23 @@ async def test_a_gtt_too_close_to_the_price_is_named_unprotected(db, dsn, fake, 
         assert trading.readiness.reasons() == ["unprotected:BANK_NIFTY Long_1"]
     finally:
         await trading.close()
+
+
+async def test_reconciliation_books_a_fired_gtt_as_the_stop_not_a_square_off(
+        db, dsn, fake, tmp_path):
+    trading = await start_trading(db, dsn, fake, tmp_path, capital="10000000",
+                                  clock=in_session())
+    try:
+        symbol = bank_symbol(fake)
+        fake.state.set_price(symbol, "52000")
+        await trading.send("BASE_ENTRY", **BANK)
+        await keep(trading, "BANK_NIFTY")
+        fake.state.set_price(symbol, "51600")
+        # The broker holds less than the book, explained by an untagged trade: the stop's.
+        await trading.reconciler.check()
+        await trading.exits.attempt_due()
+        (closed,) = await trading.db.list_positions("closed", 10)
+        assert (closed.exit_reason, closed.exit_price) == (BROKER_STOP, D(51600))
+        assert await trading.reconciler.check() == []
+    finally:
+        await trading.close()
