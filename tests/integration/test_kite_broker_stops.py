@@ -7,6 +7,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from decimal import Decimal
 
+import pytest
+
 from core.broker_stops import BROKER_STOP
 from tests.integration.test_broker_stops import keep
 from tests.integration.test_kite_broker import (
@@ -30,6 +32,17 @@ def in_session() -> Clock:
 BANK = {"instrument": "BANK_NIFTY", "price": "52000", "stop": "51650", "atr": "350"}
 
 
+@pytest.fixture
+async def bank(db, dsn, fake, tmp_path):
+    """A BANK_NIFTY layer entered at 52000 (stop 51650) in session, its stop not placed yet."""
+    trading = await start_trading(db, dsn, fake, tmp_path, capital="10000000",
+                                  clock=in_session())
+    fake.state.set_price(bank_symbol(fake), "52000")
+    assert (await trading.send("BASE_ENTRY", **BANK)).outcome == "executed"
+    yield trading
+    await trading.close()
+
+
 def bank_symbol(venue) -> str:
     return next(k.split(":")[1] for k in sorted(venue.state.snapshot()["prices"])
                 if k.startswith("NFO:BANKNIFTY"))
@@ -49,37 +62,30 @@ def spent(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
             if after.get(k, 0) != before.get(k, 0)}
 
 
-async def test_a_bank_nifty_layer_rests_a_gtt_that_follows_the_trail(db, dsn, fake, tmp_path):
-    trading = await start_trading(db, dsn, fake, tmp_path, capital="10000000",
-                                  clock=in_session())
-    try:
-        symbol = bank_symbol(fake)
-        fake.state.set_price(symbol, "52000")
-        assert (await trading.send("BASE_ENTRY", **BANK)).outcome == "executed"
-        await keep(trading, "BANK_NIFTY")
-        (layer,) = await trading.db.live_layers("BANK_NIFTY")
-        (gtt,) = fake.state.gtts()
-        assert (gtt["type"], gtt["status"]) == ("single", "active")
-        assert gtt["condition"]["trigger_values"] == [51650]
-        (order,) = gtt["orders"]
-        assert (order["transaction_type"], order["order_type"], order["product"]) == (
-            "SELL", "LIMIT", "NRML")
-        assert order["quantity"] == layer.quantity  # NFO counts units
-        assert D(str(order["price"])) == D("51133.5")  # 1 % below, down to the 0.05 tick
-        assert trading.stops.view(layer.id)["id"] == str(gtt["id"])
+async def test_a_bank_nifty_layer_rests_a_gtt_that_follows_the_trail(bank, fake):
+    trading, symbol = bank, bank_symbol(fake)
+    await keep(trading, "BANK_NIFTY")
+    (layer,) = await trading.db.live_layers("BANK_NIFTY")
+    (gtt,) = fake.state.gtts()
+    assert (gtt["type"], gtt["status"]) == ("single", "active")
+    assert gtt["condition"]["trigger_values"] == [51650]
+    (order,) = gtt["orders"]
+    assert (order["transaction_type"], order["order_type"], order["product"]) == (
+        "SELL", "LIMIT", "NRML")
+    assert order["quantity"] == layer.quantity  # NFO counts units
+    assert D(str(order["price"])) == D("51133.5")  # 1 % below, down to the 0.05 tick
+    assert trading.stops.view(layer.id)["id"] == str(gtt["id"])
 
-        # The trail rises: one Kite call moves the GTT (no read, no re-placement).
-        fake.state.set_price(symbol, "53000")
-        await trading.send("MARKET_DATA", instrument="BANK_NIFTY", price="53000", atr="350")
-        before = calls(fake)
-        await keep(trading, "BANK_NIFTY")
-        assert spent(before, calls(fake)) == {"quote": 1, "gtt_modify": 1}
-        (gtt,) = fake.state.gtts()
-        (layer,) = await trading.db.live_layers("BANK_NIFTY")
-        assert gtt["condition"]["trigger_values"] == [float(layer.current_stop)] == [52125.0]
-        assert trading.stops.view(layer.id)["trigger"] == "52125.0000"
-    finally:
-        await trading.close()
+    # The trail rises: the GTT is moved with its last price (a GTT needs it), no re-placement.
+    fake.state.set_price(symbol, "53000")
+    await trading.send("MARKET_DATA", instrument="BANK_NIFTY", price="53000", atr="350")
+    before = calls(fake)
+    await keep(trading, "BANK_NIFTY")
+    assert spent(before, calls(fake)) == {"quote": 1, "gtt_modify": 1}
+    (gtt,) = fake.state.gtts()
+    (layer,) = await trading.db.live_layers("BANK_NIFTY")
+    assert gtt["condition"]["trigger_values"] == [float(layer.current_stop)] == [52125.0]
+    assert trading.stops.view(layer.id)["trigger"] == "52125.0000"
 
 
 async def test_a_gold_mini_layer_rests_an_sl_order_that_follows_the_trail(kite, fake):
@@ -104,74 +110,53 @@ async def test_a_gold_mini_layer_rests_an_sl_order_that_follows_the_trail(kite, 
     assert D(str(stop["trigger_price"])) == D(71600) and stop["status"] == "TRIGGER PENDING"
 
 
-async def test_a_gtt_that_fires_is_booked_at_the_brokers_fill(db, dsn, fake, tmp_path):
-    trading = await start_trading(db, dsn, fake, tmp_path, capital="10000000",
-                                  clock=in_session())
-    try:
-        symbol = bank_symbol(fake)
-        fake.state.set_price(symbol, "52000")
-        await trading.send("BASE_ENTRY", **BANK)
-        await keep(trading, "BANK_NIFTY")
-        fake.state.set_price(symbol, "51600")  # through the trigger: the GTT places its LIMIT
-        (gtt,) = fake.state.gtts()
-        assert gtt["status"] == "triggered"
-        placed = gtt["orders"][0]["result"]["order_result"]["order_id"]
-        await keep(trading, "BANK_NIFTY", check=True)  # the periodic check adopts it
-        await trading.exits.attempt_due()
-        (closed,) = await trading.db.list_positions("closed", 10)
-        assert (closed.exit_reason, closed.exit_price) == (BROKER_STOP, D(51600))
-        sells = [o for o in fake_orders(fake) if o["transaction_type"] == "SELL"]
-        assert [o["order_id"] for o in sells] == [placed]
-        # The daemon's own stop on the same bar finds nothing left to sell.
-        late = await trading.send("MARKET_DATA", instrument="BANK_NIFTY", price="51600",
-                                  atr="350")
-        assert late.outcome == "ignored"
-        assert [o["order_id"] for o in fake_orders(fake)
-                if o["transaction_type"] == "SELL"] == [placed]
-        assert await positions_agree(trading)
-    finally:
-        await trading.close()
+async def test_a_gtt_that_fires_is_booked_at_the_brokers_fill(bank, fake):
+    trading, symbol = bank, bank_symbol(fake)
+    await keep(trading, "BANK_NIFTY")
+    fake.state.set_price(symbol, "51600")  # through the trigger: the GTT places its LIMIT
+    (gtt,) = fake.state.gtts()
+    assert gtt["status"] == "triggered"
+    placed = gtt["orders"][0]["result"]["order_result"]["order_id"]
+    await keep(trading, "BANK_NIFTY", check=True)  # the periodic check adopts it
+    await trading.exits.attempt_due()
+    (closed,) = await trading.db.list_positions("closed", 10)
+    assert (closed.exit_reason, closed.exit_price) == (BROKER_STOP, D(51600))
+    sells = [o for o in fake_orders(fake) if o["transaction_type"] == "SELL"]
+    assert [o["order_id"] for o in sells] == [placed]
+    # The daemon's own stop on the same bar finds nothing left to sell.
+    late = await trading.send("MARKET_DATA", instrument="BANK_NIFTY", price="51600",
+                              atr="350")
+    assert late.outcome == "ignored"
+    assert [o["order_id"] for o in fake_orders(fake)
+            if o["transaction_type"] == "SELL"] == [placed]
+    assert await positions_agree(trading)
 
 
-async def test_an_exit_racing_a_fired_gtt_sells_once(db, dsn, fake, tmp_path):
-    trading = await start_trading(db, dsn, fake, tmp_path, capital="10000000",
-                                  clock=in_session())
-    try:
-        symbol = bank_symbol(fake)
-        fake.state.set_price(symbol, "52000")
-        await trading.send("BASE_ENTRY", **BANK)
-        await keep(trading, "BANK_NIFTY")
-        fake.state.set_price(symbol, "51600")  # fired; the daemon has not looked yet
-        outcome = await trading.send("EXIT", instrument="BANK_NIFTY", price="51600")
-        # Its cancel is refused (the GTT triggered): the broker's order is adopted and the
-        # daemon's own sale is replanned without the layer.
-        assert outcome.outcome == "rejected" and "broker stop" in outcome.reason
-        await trading.exits.attempt_due()
-        (closed,) = await trading.db.list_positions("closed", 10)
-        assert closed.exit_reason == BROKER_STOP
-        assert len([o for o in fake_orders(fake) if o["transaction_type"] == "SELL"]) == 1
-        assert await positions_agree(trading)
-    finally:
-        await trading.close()
+async def test_an_exit_racing_a_fired_gtt_sells_once(bank, fake):
+    trading, symbol = bank, bank_symbol(fake)
+    await keep(trading, "BANK_NIFTY")
+    fake.state.set_price(symbol, "51600")  # fired; the daemon has not looked yet
+    outcome = await trading.send("EXIT", instrument="BANK_NIFTY", price="51600")
+    # Its cancel is refused (the GTT triggered): the broker's order is adopted and the
+    # daemon's own sale is replanned without the layer.
+    assert outcome.outcome == "ignored" and "sold by the broker stop" in outcome.reason
+    await trading.exits.attempt_due()
+    (closed,) = await trading.db.list_positions("closed", 10)
+    assert closed.exit_reason == BROKER_STOP
+    assert len([o for o in fake_orders(fake) if o["transaction_type"] == "SELL"]) == 1
+    assert await positions_agree(trading)
 
 
-async def test_the_daemons_exit_deletes_the_gtt_before_selling(db, dsn, fake, tmp_path):
-    trading = await start_trading(db, dsn, fake, tmp_path, capital="10000000",
-                                  clock=in_session())
-    try:
-        symbol = bank_symbol(fake)
-        fake.state.set_price(symbol, "52000")
-        await trading.send("BASE_ENTRY", **BANK)
-        await keep(trading, "BANK_NIFTY")
-        fake.state.set_price(symbol, "52500")
-        assert (await trading.send("EXIT", instrument="BANK_NIFTY",
-                                   price="52500")).outcome == "executed"
-        assert [g["status"] for g in fake.state.gtts()] == ["deleted"]
-        (closed,) = await trading.db.list_positions("closed", 10)
-        assert closed.exit_reason != BROKER_STOP
-        assert await positions_agree(trading)
-    finally:
-        await trading.close()
+async def test_the_daemons_exit_deletes_the_gtt_before_selling(bank, fake):
+    trading, symbol = bank, bank_symbol(fake)
+    await keep(trading, "BANK_NIFTY")
+    fake.state.set_price(symbol, "52500")
+    assert (await trading.send("EXIT", instrument="BANK_NIFTY",
+                               price="52500")).outcome == "executed"
+    assert [g["status"] for g in fake.state.gtts()] == ["deleted"]
+    (closed,) = await trading.db.list_positions("closed", 10)
+    assert closed.exit_reason != BROKER_STOP
+    assert await positions_agree(trading)
 
 
 async def test_an_sl_order_that_lapsed_at_the_session_end_is_placed_again(kite, fake):
@@ -189,38 +174,23 @@ async def test_an_sl_order_that_lapsed_at_the_session_end_is_placed_again(kite, 
     assert [o["status"] for o in stops] == ["CANCELLED", "TRIGGER PENDING"]
 
 
-async def test_a_gtt_too_close_to_the_price_is_named_unprotected(db, dsn, fake, tmp_path):
-    trading = await start_trading(db, dsn, fake, tmp_path, capital="10000000",
-                                  clock=in_session())
-    try:
-        symbol = bank_symbol(fake)
-        fake.state.set_price(symbol, "52000")
-        await trading.send("BASE_ENTRY", **BANK)
-        fake.state.set_price(symbol, "51700")  # 0.1 % above the 51650 trigger
-        trading.readiness.started()
-        await keep(trading, "BANK_NIFTY")
-        (gtt,) = fake.state.gtts()
-        assert gtt["status"] == "disabled"
-        assert trading.readiness.reasons() == ["unprotected:BANK_NIFTY Long_1"]
-    finally:
-        await trading.close()
+async def test_a_gtt_too_close_to_the_price_is_named_unprotected(bank, fake):
+    trading, symbol = bank, bank_symbol(fake)
+    fake.state.set_price(symbol, "51700")  # 0.1 % above the 51650 trigger
+    trading.readiness.started()
+    await keep(trading, "BANK_NIFTY")
+    (gtt,) = fake.state.gtts()
+    assert gtt["status"] == "disabled"
+    assert trading.readiness.reasons() == ["unprotected:BANK_NIFTY Long_1"]
 
 
-async def test_reconciliation_books_a_fired_gtt_as_the_stop_not_a_square_off(
-        db, dsn, fake, tmp_path):
-    trading = await start_trading(db, dsn, fake, tmp_path, capital="10000000",
-                                  clock=in_session())
-    try:
-        symbol = bank_symbol(fake)
-        fake.state.set_price(symbol, "52000")
-        await trading.send("BASE_ENTRY", **BANK)
-        await keep(trading, "BANK_NIFTY")
-        fake.state.set_price(symbol, "51600")
-        # The broker holds less than the book, explained by an untagged trade: the stop's.
-        await trading.reconciler.check()
-        await trading.exits.attempt_due()
-        (closed,) = await trading.db.list_positions("closed", 10)
-        assert (closed.exit_reason, closed.exit_price) == (BROKER_STOP, D(51600))
-        assert await trading.reconciler.check() == []
-    finally:
-        await trading.close()
+async def test_reconciliation_books_a_fired_gtt_as_the_stop_not_a_square_off(bank, fake):
+    trading, symbol = bank, bank_symbol(fake)
+    await keep(trading, "BANK_NIFTY")
+    fake.state.set_price(symbol, "51600")
+    # The broker holds less than the book, explained by an untagged trade: the stop's.
+    await trading.reconciler.check()
+    await trading.exits.attempt_due()
+    (closed,) = await trading.db.list_positions("closed", 10)
+    assert (closed.exit_reason, closed.exit_price) == (BROKER_STOP, D(51600))
+    assert await trading.reconciler.check() == []
