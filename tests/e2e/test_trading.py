@@ -38,18 +38,23 @@ def test_a_full_gold_mini_trade(daemon):
     assert (open_layer["highest_close"], open_layer["current_stop"]) == (
         "81000.0000", "80000.0000")  # 81,000 − 2.0 × 500
 
+    # The paper venue sees the bar first: Long_2's stop resting there sells it at 79,900,
+    # so the daemon's own stop exit for that bar has nothing left to sell.
     code, hit = daemon.send(**alert("MARKET_DATA", gold, None, 79900, ist(149), atr=500))
-    assert (hit["status"], hit["result"]["pnl"]) == ("executed", "-3000.00")
+    assert hit["status"] == "ignored" and "sold by the broker stop" in hit["reason"]
+    deadline = time.monotonic() + 10
+    while daemon.get("/positions")[1]["positions"] and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert daemon.get("/positions")[1]["positions"] == []
     closed = daemon.get("/positions?status=closed")[1]["positions"]
     assert [(p["layer"], p["exit_reason"], p["exit_price"], p["realized_pnl"])
-            for p in closed] == [("Long_2", "PM_STOP_HIT", "79900.0000", "-3000.00"),
+            for p in closed] == [("Long_2", "BROKER_STOP", "79900.0000", "-3000.00"),
                                  ("Long_1", "trend reversal", "80500.0000", "140000.00")]
     status = daemon.get("/status")[1]
     assert status["equity"]["closed"] == "5137000.00"
     assert status["equity"]["high"] == "5140000.00"
     assert status["open_positions"] == 0
-    detail = daemon.get(f"/signals/{hit['signal_id']}")[1]
+    detail = daemon.get(f"/signals/{exit_base['signal_id']}")[1]
     assert detail["outcome"] == "executed" and detail["orders"][0]["side"] == "SELL"
     assert "secret" not in json.dumps(detail)
 
@@ -224,7 +229,8 @@ def test_sigkill_during_a_burst_loses_and_repeats_nothing(tmp_path):
                    WHERE event IN ('signal_decided', 'order_filled', 'order_rejected')
                    GROUP BY signal_id HAVING count(*) > 1""").fetchall()
             orders_per_intent = conn.execute(
-                "SELECT max(n) FROM (SELECT count(*) n FROM paper_orders GROUP BY tag) t"
+                "SELECT max(n) FROM (SELECT count(*) n FROM paper_orders WHERE tag <> '' "
+                "GROUP BY tag) t"  # untagged: the orders the venue's stops placed
             ).fetchone()[0]
         assert decided_twice == []
         assert orders_per_intent == 1
