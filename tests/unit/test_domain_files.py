@@ -97,6 +97,8 @@ DOMAIN_PORTFOLIO: dict[str, Any] = {
     "daily_loss_action": "reduce",
     "max_entries_per_day": None,
     "snapshot_interval_s": 60,
+    "stop_limit_band_percent": Decimal("1.0"),
+    "paper_broker_stops": True,
 }
 
 
