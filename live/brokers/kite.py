@@ -46,6 +46,7 @@ from live.metrics import Metrics
 
 SESSION_CHECK_S = 5.0
 OWN_TAG = re.compile(r"PM[0-9]+")  # the tags order intents give their orders
+CHASED = frozenset({"LIMIT", "SL"})
 log = structlog.get_logger(__name__)
 
 
@@ -300,7 +301,9 @@ class KiteBroker:
                                  current.order_id)
             return current
         policy = self._config.policy(request.instrument)
-        if current.order_type == "LIMIT" and now - working.last_action >= policy.chase_interval_s:
+        # A fired broker stop rests as its LIMIT (an SL order's, once triggered, too) when the
+        # price gapped through it: it is chased like any exit, never left to wait.
+        if current.order_type in CHASED and now - working.last_action >= policy.chase_interval_s:
             await self._chase(current, request, policy, working)
             working.last_action = now
         return current

@@ -194,3 +194,27 @@ async def test_reconciliation_books_a_fired_gtt_as_the_stop_not_a_square_off(ban
     (closed,) = await trading.db.list_positions("closed", 10)
     assert (closed.exit_reason, closed.exit_price) == (BROKER_STOP, D(51600))
     assert await trading.reconciler.check() == []
+
+
+async def test_an_sl_order_gapped_through_its_limit_is_chased_until_it_sells(
+        db, dsn, fake, tmp_path):
+    trading = await start_trading(db, dsn, fake, tmp_path, clock=in_session())
+    try:
+        fake.state.set_price(gold_symbol(fake), "72000")
+        await trading.send("BASE_ENTRY", **gold_entry())
+        await keep(trading)
+        stop = next(o for o in fake_orders(fake) if o["tag"].startswith("BS"))
+        # Through the trigger and its 70587 limit, in the layer's own contract.
+        fake.state.set_price(stop["tradingsymbol"], "70000")
+        stop = next(o for o in fake_orders(fake) if o["tag"] == stop["tag"])
+        assert stop["status"] == "OPEN"  # triggered; its limit rests above the market
+        await keep(trading, check=True)
+        await trading.exits.attempt_due()
+        (closed,) = await trading.db.list_positions("closed", 10)
+        assert (closed.exit_reason, closed.exit_price) == (BROKER_STOP, D(70000))
+        stop = next(o for o in fake_orders(fake) if o["tag"] == stop["tag"])
+        assert stop["status"] == "COMPLETE"
+        assert len([o for o in fake_orders(fake) if o["transaction_type"] == "SELL"]) == 1
+        assert await positions_agree(trading)
+    finally:
+        await trading.close()
