@@ -4,7 +4,7 @@ fires one — booked once, at the venue's price, with reason BROKER_STOP."""
 
 from __future__ import annotations
 
-from decimal import Decimal
+from decimal import ROUND_FLOOR, Decimal
 
 import psycopg
 import pytest
@@ -176,3 +176,36 @@ async def test_an_open_layer_without_a_stop_is_named_in_ready(trading, dsn):
     await keep(trading, check=True)  # the periodic round places it again
     assert trading.stops.view(layer.id)["status"] == "active"
     assert trading.readiness.reasons() == []
+
+
+async def test_a_rolled_layer_gets_its_stop_again_on_the_new_contract(db, dsn):
+    from tests.integration.test_rollover import (
+        DEC,
+        JAN,
+        ROLL_TIME,
+        drive,
+        held_in_december,
+        start,
+    )
+
+    paper = await start(db, dsn)
+    try:
+        await held_in_december(paper)
+        await keep(paper)
+        assert await rows(paper.dsn, "SELECT tradingsymbol, status FROM paper_stops") == [
+            (DEC, "active")]
+        paper.clock.now = ROLL_TIME
+        await paper.send("MARKET_DATA", position=None, price="79000", atr="700")
+        await keep(paper)
+        await paper.rollover.check()
+        await drive(paper)  # the close leg cancels the December stop before it sells
+        (layer,) = await paper.db.live_layers("GOLD_MINI")
+        assert layer.tradingsymbol == JAN
+        await keep(paper, periodic=False)  # a cancelled stop is replaced at once
+        stops = await rows(paper.dsn, "SELECT tradingsymbol, status, trigger_price "
+                                      "FROM paper_stops ORDER BY id")
+        # At the layer's stop in January's terms (shifted by the spread), down to the tick.
+        assert stops == [(DEC, "cancelled", stops[0][2]),
+                         (JAN, "active", layer.current_stop.to_integral_value(ROUND_FLOOR))]
+    finally:
+        await paper.close()
