@@ -72,3 +72,10 @@ async def latest_stops(conn: AsyncConnection[Any]) -> list[StopRecord]:
         ).format(_COLUMNS), ([s.value for s in WORKING],))
         return await cur.fetchall()
 
+
+
+async def known_refs(conn: AsyncConnection[Any], tradingsymbol: str) -> frozenset[str]:
+    """Every venue reference a stop on this contract ever had: none of them is a stranger."""
+    cur = await conn.execute("SELECT broker_ref FROM broker_stops WHERE tradingsymbol = %s "
+                             "AND broker_ref IS NOT NULL", (tradingsymbol,))
+    return frozenset(str(ref) for (ref,) in await cur.fetchall())

@@ -34,11 +34,12 @@ from core.broker_stops import (
     stop_levels,
 )
 from core.db_state_manager import DatabaseStateManager
+from core.errors import VersionConflict
 from core.intents import ExitPurpose, Sacred
 from core.models import IntentStatus, Layer, LayerStatus, NewIntent, OrderIntent, Side
 from core.specs import InstrumentSpec, PortfolioConfig
 from live import failpoints
-from live.broker_stop_store import insert_stop, latest_stops, update_stop
+from live.broker_stop_store import insert_stop, known_refs, latest_stops, update_stop
 from live.brokers.base import (
     Broker,
     BrokerAuthExpired,
@@ -65,6 +66,7 @@ class BrokerStops:
                  clock: Callable[[], datetime],
                  in_session: Callable[[InstrumentSpec, datetime], bool],
                  check_interval_s: float = 15.0, settle_s: float = 1.0,
+                 placing_grace_s: float = 120.0,
                  retry_first_s: float = 0.25, retry_max_s: float = 5.0):
         self._db = db
         self._broker = broker
@@ -83,6 +85,8 @@ class BrokerStops:
         self._dirty: set[str] = set()
         self._checks: set[str] = set()
         self._wake = asyncio.Event()
+        self._placing_grace_s = placing_grace_s
+        self._unfound: dict[int, float] = {}  # placing rows not found yet: since when
         self._shown: dict[str, str] = {}  # /ready key → why the layer has no stop
         self._waiting: set[str] = set()
         # Told (after commit) of each exit intent adopted from a fired stop: it is to be
@@ -209,7 +213,8 @@ class BrokerStops:
         in_session = self._in_session(spec, self._clock())
         for layer in layers:
             record: StopRecord | None = self._latest.get(layer.id)
-            if record is not None and record.status in PENDING:
+            if record is not None and record.status in PENDING and (
+                    periodic or record.status is not StopStatus.PLACING):
                 record = await self._resolve(record, layer)
             if not needs_stop(layer):
                 continue
@@ -244,14 +249,26 @@ class BrokerStops:
         taken: set[int] = set()
         for layer_id in purpose.position_ids:
             record = self._latest.get(layer_id)
-            if record is None or not record.working:
+            if record is None:
+                continue
+            if not record.working:
+                # Fired and adopted already (by a check while this sale waited its turn):
+                # that exit sells it. Not for the adopted exit's own attempts, of course.
+                if (record.status is StopStatus.TRIGGERED and layer_id in layers
+                        and not (isinstance(purpose, ExitPurpose)
+                                 and purpose.reason == BROKER_STOP)):
+                    taken.add(layer_id)
                 continue
             if record.status in PENDING:
                 record = await self._resolve(record, layers.get(layer_id), adopting=False)
+                if record.status is StopStatus.PLACING:  # it may rest there: never sell over
+                    raise BrokerUnavailable(f"broker stop {record.tag} placement unresolved")
                 if not record.working:
                     continue
             venue = await self._cancel(record)
             if venue is not None and layer_id in layers:
+                if not venue.order_id and not venue.message:  # fired, its order not shown yet
+                    raise BrokerUnavailable(f"broker stop {record.tag} fired, order unknown")
                 await self._adopt(self._latest[layer_id], venue, layers[layer_id])
                 taken.add(layer_id)
         return frozenset(taken)
@@ -341,13 +358,21 @@ class BrokerStops:
         """Settle a row whose last request's answer was not recorded, from the venue."""
         if record.status is StopStatus.PLACING:
             await asyncio.sleep(self._settle_s)  # let the venue's book catch up
-            known = frozenset(r.broker_ref for r in self._latest.values()
-                              if r.broker_ref is not None)
+            known = await self._known_refs(record.tradingsymbol)
             venue = await self._reading(lambda: self._broker.find_stop(self._order(record),
                                                                         known))
             if venue is None:
+                # An answer lost on the way may still land: the row stays placing (no second
+                # stop is placed for the layer meanwhile) until it is found or long enough
+                # has passed that it cannot have reached the venue.
+                loop = asyncio.get_running_loop()
+                first = self._unfound.setdefault(record.id, loop.time())
+                if loop.time() - first < self._placing_grace_s:
+                    return record
+                self._unfound.pop(record.id, None)
                 return await self._write(record, status=StopStatus.LAPSED,
                                          reason="placement never reached the venue")
+            self._unfound.pop(record.id, None)
             record = await self._write(record, status=StopStatus.ACTIVE, broker_ref=venue.ref)
         else:
             venue = await self._reading(self._state_call(record))
@@ -373,6 +398,8 @@ class BrokerStops:
                                          pending_limit=None)
             return record
         if venue.state is StopState.TRIGGERED:
+            if not venue.order_id and not venue.message:
+                return record  # fired a moment ago: its order is read at the next check
             if layer is None:
                 log.error("broker_stop_fired_without_layer", tag=record.tag,
                           position_id=record.position_id, order_id=venue.order_id)
@@ -426,10 +453,19 @@ class BrokerStops:
 
     # -- helpers --------------------------------------------------------------------------
     async def _write(self, record: StopRecord, **changes: Any) -> StopRecord:
-        async with self._db.transaction() as tx:
-            updated = await update_stop(tx.conn, record, **changes)
+        try:
+            async with self._db.transaction() as tx:
+                updated = await update_stop(tx.conn, record, **changes)
+        except VersionConflict:
+            # The table moved on (a commit whose answer was lost): start again from it.
+            await self.load()
+            raise
         self._latest[record.position_id] = updated
         return updated
+
+    async def _known_refs(self, tradingsymbol: str) -> frozenset[str]:
+        async with self._db.transaction() as tx:
+            return await known_refs(tx.conn, tradingsymbol)
 
     def _order(self, record: StopRecord, levels: StopLevels | None = None) -> StopOrder:
         return StopOrder(tag=record.tag, kind=record.kind, instrument=record.instrument,

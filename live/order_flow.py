@@ -185,6 +185,8 @@ class OrderFlow:
             taken = await self.stops.release(intent)
         except BrokerAuthExpired:  # a stop that cannot be cancelled must not be sold over
             return await self.booking.apply_rejection(intent, None, "broker session expired")
+        except BrokerUnavailable as exc:  # nor one whose cancel is not confirmed: retried
+            return await self.booking.apply_rejection(intent, None, f"broker stop: {exc}")
         if not taken:
             return None
         reason = f"sold by the broker stop of layers {sorted(taken)}"

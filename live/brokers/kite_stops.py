@@ -80,7 +80,7 @@ class KiteStops:
             if (venue.ref not in known and condition.get("tradingsymbol") == stop.tradingsymbol
                     and order.get("transaction_type") == "SELL"
                     and venue.quantity == stop.quantity and venue.trigger == stop.trigger
-                    and venue.state is not StopState.GONE):
+                    and venue.state in (StopState.ACTIVE, StopState.REFUSED)):
                 return venue
         return None
 

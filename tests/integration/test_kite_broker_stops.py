@@ -10,6 +10,8 @@ from decimal import Decimal
 import pytest
 
 from core.broker_stops import BROKER_STOP
+from core.intents import ExitPurpose
+from core.models import Side
 from tests.integration.test_broker_stops import keep
 from tests.integration.test_kite_broker import (
     fake,
@@ -218,3 +220,35 @@ async def test_an_sl_order_gapped_through_its_limit_is_chased_until_it_sells(
         assert await positions_agree(trading)
     finally:
         await trading.close()
+
+
+async def test_a_sale_committed_before_its_stop_fired_does_not_sell_it_again(bank, fake):
+    """An exit (a retry, a roll leg) committed while the stop still rested, attempted only
+    after a check adopted the fired stop: it must leave the layer to the stop's order."""
+    trading, symbol = bank, bank_symbol(fake)
+    await keep(trading, "BANK_NIFTY")
+    (layer,) = await trading.db.live_layers("BANK_NIFTY")
+    async with trading.db.transaction() as tx:
+        await tx.update_layer(layer, status="closing")
+        pending = await trading.flow.open_intent(
+            tx, None, "BANK_NIFTY", Side.SELL, layer.lots, D(51600),
+            ExitPurpose(reason="PM_STOP_HIT", position_ids=(layer.id,), attempt=1),
+            position_ids=(layer.id,), quantity=layer.quantity, contract=layer.contract,
+            first=False)
+    fake.state.set_fill_mode("rest")  # the stop's LIMIT rests: the broker still holds it all
+    fake.state.set_price(symbol, "51600")
+    await keep(trading, "BANK_NIFTY", check=True)  # adopted by the check
+    outcome = await trading.flow.complete(pending, fresh=False)
+    assert outcome.outcome == "ignored" and "sold by the broker stop" in outcome.reason
+    assert len([o for o in fake_orders(fake) if o["transaction_type"] == "SELL"]) == 1
+
+
+async def test_an_ambiguous_gtt_placement_is_found_not_placed_twice(bank, fake):
+    fake.state.add_fault("gtt_place", "timeout")  # placed, but the answer never comes
+    await keep(bank, "BANK_NIFTY")
+    (layer,) = await bank.db.live_layers("BANK_NIFTY")
+    assert bank.stops.view(layer.id)["status"] == "placing"
+    await keep(bank, "BANK_NIFTY", check=True)
+    assert bank.stops.view(layer.id)["status"] == "active"
+    assert [g["status"] for g in fake.state.gtts()] == ["active"]
+    assert bank.stops.view(layer.id)["id"] == str(fake.state.gtts()[0]["id"])
