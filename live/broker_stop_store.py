@@ -79,3 +79,12 @@ async def known_refs(conn: AsyncConnection[Any], tradingsymbol: str) -> frozense
     cur = await conn.execute("SELECT broker_ref FROM broker_stops WHERE tradingsymbol = %s "
                              "AND broker_ref IS NOT NULL", (tradingsymbol,))
     return frozenset(str(ref) for (ref,) in await cur.fetchall())
+
+
+async def age_s(conn: AsyncConnection[Any], stop_id: int) -> float:
+    """Seconds since the stop's row last changed, by the database's clock (the one that
+    wrote it, whichever process did)."""
+    cur = await conn.execute("SELECT extract(epoch FROM now() - updated_at) FROM broker_stops "
+                             "WHERE id = %s", (stop_id,))
+    row = await cur.fetchone()
+    return float(row[0]) if row else 0.0

@@ -39,7 +39,13 @@ from core.intents import ExitPurpose, Sacred
 from core.models import IntentStatus, Layer, LayerStatus, NewIntent, OrderIntent, Side
 from core.specs import InstrumentSpec, PortfolioConfig
 from live import failpoints
-from live.broker_stop_store import insert_stop, known_refs, latest_stops, update_stop
+from live.broker_stop_store import (
+    age_s,
+    insert_stop,
+    known_refs,
+    latest_stops,
+    update_stop,
+)
 from live.brokers.base import (
     Broker,
     BrokerAuthExpired,
@@ -66,7 +72,7 @@ class BrokerStops:
                  clock: Callable[[], datetime],
                  in_session: Callable[[InstrumentSpec, datetime], bool],
                  check_interval_s: float = 15.0, settle_s: float = 1.0,
-                 placing_grace_s: float = 120.0,
+                 placing_grace_s: float = 20.0,
                  retry_first_s: float = 0.25, retry_max_s: float = 5.0):
         self._db = db
         self._broker = broker
@@ -86,7 +92,6 @@ class BrokerStops:
         self._checks: set[str] = set()
         self._wake = asyncio.Event()
         self._placing_grace_s = placing_grace_s
-        self._unfound: dict[int, float] = {}  # placing rows not found yet: since when
         self._shown: dict[str, str] = {}  # /ready key → why the layer has no stop
         self._waiting: set[str] = set()
         # Told (after commit) of each exit intent adopted from a fired stop: it is to be
@@ -167,12 +172,19 @@ class BrokerStops:
         # Recovery drives these itself, before the daemon is ready.
         listeners, self.adopt_listeners = self.adopt_listeners, [adopted.append]
         try:
-            for instrument in sorted(self._instruments):
-                if self.kind(instrument) is None:
-                    continue
-                async with self._locks(instrument):
-                    await self.check_locked(instrument)
-                    await self.sync_locked(instrument)
+            todo = [name for name in sorted(self._instruments) if self.kind(name) is not None]
+            # A placement the crash left unanswered is settled before the daemon is ready:
+            # looked for again until found, or old enough to be known lost (then placed).
+            for _ in range(int(self._placing_grace_s) + 2):
+                for instrument in todo:
+                    async with self._locks(instrument):
+                        await self.check_locked(instrument)
+                        await self.sync_locked(instrument)
+                todo = sorted({r.instrument for r in self._latest.values()
+                               if r.status is StopStatus.PLACING})
+                if not todo:
+                    break
+                await asyncio.sleep(1.0)
         finally:
             self.adopt_listeners = listeners
         return adopted
@@ -362,17 +374,13 @@ class BrokerStops:
             venue = await self._reading(lambda: self._broker.find_stop(self._order(record),
                                                                         known))
             if venue is None:
-                # An answer lost on the way may still land: the row stays placing (no second
-                # stop is placed for the layer meanwhile) until it is found or long enough
-                # has passed that it cannot have reached the venue.
-                loop = asyncio.get_running_loop()
-                first = self._unfound.setdefault(record.id, loop.time())
-                if loop.time() - first < self._placing_grace_s:
+                # A request whose answer was lost may still be taken a moment later: the row
+                # stays placing (no second stop is placed for the layer meanwhile) until it
+                # is found, or is old enough that it cannot have reached the venue.
+                if await self._age_s(record) < self._placing_grace_s:
                     return record
-                self._unfound.pop(record.id, None)
                 return await self._write(record, status=StopStatus.LAPSED,
                                          reason="placement never reached the venue")
-            self._unfound.pop(record.id, None)
             record = await self._write(record, status=StopStatus.ACTIVE, broker_ref=venue.ref)
         else:
             venue = await self._reading(self._state_call(record))
@@ -462,6 +470,10 @@ class BrokerStops:
             raise
         self._latest[record.position_id] = updated
         return updated
+
+    async def _age_s(self, record: StopRecord) -> float:
+        async with self._db.transaction() as tx:
+            return await age_s(tx.conn, record.id)
 
     async def _known_refs(self, tradingsymbol: str) -> frozenset[str]:
         async with self._db.transaction() as tx:

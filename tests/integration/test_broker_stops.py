@@ -9,7 +9,8 @@ from decimal import ROUND_FLOOR, Decimal
 import psycopg
 import pytest
 
-from core.broker_stops import BROKER_STOP, StopStatus
+from core.broker_stops import BROKER_STOP, StopStatus, stop_levels
+from live.broker_stop_store import insert_stop
 from tests.integration.test_operator_controls import ROOMY, enter
 from tests.support.trading import Trading
 
@@ -209,3 +210,22 @@ async def test_a_rolled_layer_gets_its_stop_again_on_the_new_contract(db, dsn):
                          (JAN, "active", layer.current_stop.to_integral_value(ROUND_FLOOR))]
     finally:
         await paper.close()
+
+
+async def test_a_placement_a_crash_cut_before_the_venue_is_placed_at_restart(db, dsn):
+    first = await Trading(db, dsn, config=ROOMY).start()
+    await enter(first)
+    layer = await only_layer(first)
+    async with db.transaction() as tx:  # the row was written; the crash came before the call
+        await insert_stop(tx.conn, layer, "gtt", stop_levels(layer, D(1), D(1)))
+    await first.close()
+
+    again = await Trading(db, dsn, config=ROOMY).start()
+    try:
+        await again.recover()  # looked for until known lost, then placed: once
+        assert await rows(dsn, "SELECT status FROM broker_stops ORDER BY id") == [
+            ("lapsed",), ("active",)]
+        assert await rows(dsn, "SELECT count(*) FROM paper_stops") == [(1,)]
+        assert again.stops.unprotected() == []
+    finally:
+        await again.close()

@@ -119,6 +119,7 @@ class Trading:
         self.stops = BrokerStops(self.db, self.broker, INSTRUMENTS, self.config, self.readiness,
                                  self.engine.locks, clock=self.clock,
                                  in_session=self.calendar.in_session, settle_s=0.05,
+                                 placing_grace_s=1.0,
                                  retry_first_s=0.01, retry_max_s=0.1)
         self.flow.stops = self.stops
         self.reconciler.stops = self.stops

@@ -103,9 +103,13 @@ class OrderBook:
 
     # ---- placement
 
-    def place(self, variety: str, form: Mapping[str, Any]) -> dict[str, Any]:
-        """Place an order (or an autoslice parent); return the `data` of the answer."""
+    def place(self, variety: str, form: Mapping[str, Any], *,
+              gtt_id: int | None = None) -> dict[str, Any]:
+        """Place an order (or an autoslice parent); return the `data` of the answer.
+        `gtt_id` names the GTT that placed it, so even its first history entry and
+        postback carry the GTT's meta."""
         draft = draft_order(variety, form, self._market, self._config.user_id)
+        draft.gtt_id = gtt_id
         autoslice = form_value(form, "autoslice") == "true"
         check_order(draft, self._market.last_price(draft.key), autoslice=autoslice)
         if autoslice:

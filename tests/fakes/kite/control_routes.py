@@ -127,3 +127,7 @@ async def control_reset(request: web.Request) -> Any:
 async def control_expire_day_orders(request: web.Request) -> Any:
     body = await control_body(request)
     return state_of(request).expire_day_orders(body.get("exchange"))
+
+
+async def control_gtts(request: web.Request) -> Any:
+    return state_of(request).gtts()

@@ -12,13 +12,24 @@ from typing import Any
 
 from tests.fakes.kite.book import OrderBook
 from tests.fakes.kite.market import Market
-from tests.fakes.kite.wire import KiteError, input_error, json_number, kite_time, parse_decimal
+from tests.fakes.kite.validation import PRODUCTS, SIDES
+from tests.fakes.kite.wire import (
+    KiteError,
+    input_error,
+    json_number,
+    kite_time,
+    parse_decimal,
+    parse_int,
+)
 
 TYPES = {"single": 1, "two-leg": 2}
 MAX_ACTIVE = 250  # per account [SUP]
 DISABLED_WITHIN_PERCENT = Decimal("0.25")  # a trigger this close to the LTP is disabled [SUP]
 NO_GTT_EXCHANGES = frozenset({"MCX", "CDS", "BCD"})
-APP_ID = 12617
+APP_ID = 12617  # the app id Zerodha's GTT engine places under (fixture gtt_get_orders.json)
+NOT_ACTIVE_MESSAGE = "Trigger is not active."  # text unverified; kept fixed for callers
+ORDER_FIELDS = ("exchange", "tradingsymbol", "transaction_type", "quantity", "order_type",
+                "product", "price")
 
 
 @dataclass
@@ -64,6 +75,7 @@ class GttBook:
                   kite_time(now + timedelta(days=365)), condition, orders, self._user_id)
         gtt.status = self._initial_status(condition)
         self.gtts[gtt.id] = gtt
+        self._fire_if_reached(gtt)
         return {"trigger_id": gtt.id}
 
     def modify(self, trigger_id: int, form: Mapping[str, Any]) -> dict[str, Any]:
@@ -75,12 +87,14 @@ class GttBook:
         gtt.type, gtt.condition, gtt.orders = kind, condition, orders
         gtt.updated_at = kite_time(self._clock())
         gtt.status = self._initial_status(condition)
+        self._fire_if_reached(gtt)
         return {"trigger_id": gtt.id}
 
     def delete(self, trigger_id: int) -> dict[str, Any]:
         gtt = self.get(trigger_id)
+        # A disabled GTT never fires but is still the account's to delete.
         if gtt.status not in ("active", "disabled"):
-            raise input_error(f"Trigger is not active (it is {gtt.status}).")
+            raise input_error(NOT_ACTIVE_MESSAGE)
         gtt.status = "deleted"
         gtt.updated_at = kite_time(self._clock())
         return {"trigger_id": gtt.id}
@@ -97,14 +111,18 @@ class GttBook:
     # ---- firing
     def on_price(self, key: str) -> None:
         """Fire every active GTT on this contract whose trigger the price reached."""
-        last = self._market.last_price(key)
-        if last is None:
+        for gtt in [g for g in self.gtts.values() if _key(g) == key]:
+            self._fire_if_reached(gtt)
+
+    def _fire_if_reached(self, gtt: Gtt) -> None:
+        # Also run at placement and modify: Kite's engine would fire on the very next tick,
+        # and the fake only ticks when a test moves the price.
+        last = self._market.last_price(_key(gtt))
+        if gtt.status != "active" or last is None:
             return
-        for gtt in [g for g in self.gtts.values() if g.status == "active"
-                    and f"{g.condition['exchange']}:{g.condition['tradingsymbol']}" == key]:
-            leg = _leg_reached(gtt, last)
-            if leg is not None:
-                self._fire(gtt, leg, last)
+        leg = _leg_reached(gtt, last)
+        if leg is not None:
+            self._fire(gtt, leg, last)
 
     def _fire(self, gtt: Gtt, leg: int, last: Decimal) -> None:
         now = kite_time(self._clock())
@@ -115,10 +133,7 @@ class GttBook:
                 "quantity": str(order["quantity"]), "product": order["product"],
                 "order_type": "LIMIT", "price": str(order["price"]), "validity": "DAY"}
         try:
-            order_id = self._book.place("regular", form)["order_id"]
-            placed = self._book.get(order_id)
-            placed.gtt_id = gtt.id
-            placed.history[-1] = placed.to_json()
+            order_id = self._book.place("regular", form, gtt_id=gtt.id)["order_id"]
             result = {"status": "success", "order_id": order_id, "rejection_reason": ""}
         except KiteError as error:
             result = {"status": "failed", "order_id": "", "rejection_reason": error.message}
@@ -127,7 +142,7 @@ class GttBook:
             "tradingsymbol": order["tradingsymbol"], "validity": "DAY",
             "product": order["product"], "order_type": "LIMIT",
             "transaction_type": order["transaction_type"], "quantity": order["quantity"],
-            "price": order["price"], "meta": json.dumps({"app_id": APP_ID, "gtt": gtt.id}),
+            "price": order["price"], "meta": json.dumps({"app_id": APP_ID, "gtt": gtt.id}, separators=(",", ":")),
             "timestamp": now, "triggered_at": json_number(last), "order_result": result}}
 
     # ---- checks
@@ -155,18 +170,18 @@ class GttBook:
         if condition.get("last_price") in (None, ""):
             raise input_error("`last_price` is required.")
         values = [parse_decimal(v, "trigger_values") for v in triggers]
+        if kind == "two-leg" and not values[0] < values[1]:
+            # orders[i] belongs to trigger_values[i]: the stop-loss leg first (§1.5).
+            raise input_error("A two-leg GTT's trigger_values are [lower, upper].")
         for order in orders:
-            if order.get("order_type") != "LIMIT":
-                raise input_error("GTT orders are LIMIT orders.")
-            if (order.get("exchange"), order.get("tradingsymbol")) != (exchange, symbol):
-                raise input_error("GTT orders trade the condition's instrument.")
-            parse_decimal(order.get("price"), "price")
+            _check_gtt_order(order, exchange, symbol)
         condition = {"exchange": exchange, "tradingsymbol": symbol,
                      "trigger_values": [json_number(v) for v in values],
                      "last_price": json_number(parse_decimal(condition["last_price"],
                                                              "last_price")),
                      "instrument_token": instrument.instrument_token}
-        return kind, condition, [{**o, "result": None} for o in orders]
+        kept = [{**{name: o[name] for name in ORDER_FIELDS}, "result": None} for o in orders]
+        return kind, condition, kept
 
     def _initial_status(self, condition: Mapping[str, Any]) -> str:
         last = self._market.last_price(f"{condition['exchange']}:{condition['tradingsymbol']}")
@@ -178,13 +193,32 @@ class GttBook:
         return "active"
 
 
+def _key(gtt: Gtt) -> str:
+    return f"{gtt.condition['exchange']}:{gtt.condition['tradingsymbol']}"
+
+
+def _check_gtt_order(order: Any, exchange: str, symbol: str) -> None:
+    if not isinstance(order, dict) or any(order.get(name) in (None, "")
+                                          for name in ORDER_FIELDS):
+        raise input_error(f"Each GTT order needs {', '.join(ORDER_FIELDS)}.")
+    if order["order_type"] != "LIMIT":
+        raise input_error("GTT orders are LIMIT orders.")
+    if (order["exchange"], order["tradingsymbol"]) != (exchange, symbol):
+        raise input_error("GTT orders trade the condition's instrument.")
+    if order["transaction_type"] not in SIDES or order["product"] not in PRODUCTS:
+        raise input_error("Invalid `transaction_type` or `product` in a GTT order.")
+    if parse_int(order["quantity"], "quantity") <= 0 or parse_decimal(
+            order["price"], "price") <= 0:
+        raise input_error("A GTT order needs a positive quantity and price.")
+
+
 def _leg_reached(gtt: Gtt, last: Decimal) -> int | None:
     """Which leg the price fires: a trigger below the GTT's reference price fires when the
     price falls to it, one above when it rises to it (the two-leg lower, then upper)."""
     values = [Decimal(str(v)) for v in gtt.condition["trigger_values"]]
     reference = Decimal(str(gtt.condition["last_price"]))
     if gtt.type == "two-leg":
-        lower, upper = sorted(values)
+        lower, upper = values
         return 0 if last <= lower else 1 if last >= upper else None
     (trigger,) = values
     if trigger < reference:

@@ -27,9 +27,9 @@ def _encode(value: Any) -> Any:
 
 
 def from_state(cls: Any, data: Mapping[str, Any]) -> Any:
-    """Rebuild a record saved by `to_state`."""
+    """Rebuild a record saved by `to_state`; a field newer than the file keeps its default."""
     values = {f.name: Decimal(data[f.name]) if data[f.name] is not None and "Decimal" in str(f.type)
-              else data[f.name] for f in fields(cls)}
+              else data[f.name] for f in fields(cls) if f.name in data}
     return cls(**values)
 
 
@@ -76,4 +76,4 @@ def read_state(path: Path, book: OrderBook, sessions: Sessions, market: Market,
                           for key, data in document["prices"].items()})
     saved_gtts = document.get("gtts", {"last_id": gtts.last_id, "triggers": []})
     gtts.last_id = saved_gtts["last_id"]
-    gtts.gtts = {data["id"]: Gtt(**data) for data in saved_gtts["triggers"]}
+    gtts.gtts = {data["id"]: from_state(Gtt, data) for data in saved_gtts["triggers"]}

@@ -113,3 +113,7 @@ class FakeKiteProcess:
 
     def state(self) -> dict[str, Any]:
         return self.call("GET", "/_test/state")
+
+    def gtts(self) -> list[dict[str, Any]]:
+        """Every GTT, newest first, without a Kite call counted."""
+        return self.call("GET", "/_test/gtts")

@@ -65,6 +65,7 @@ ROUTES: tuple[tuple[str, str, str, Handler], ...] = (
     ("POST", "/_test/reset", "control.reset", control.control_reset),
     ("POST", "/_test/expire_day_orders", "control.expire_day_orders",
      control.control_expire_day_orders),
+    ("GET", "/_test/gtts", "control.gtts", control.control_gtts),
 )
 
 
