@@ -142,7 +142,8 @@ class GttBook:
             "tradingsymbol": order["tradingsymbol"], "validity": "DAY",
             "product": order["product"], "order_type": "LIMIT",
             "transaction_type": order["transaction_type"], "quantity": order["quantity"],
-            "price": order["price"], "meta": json.dumps({"app_id": APP_ID, "gtt": gtt.id}, separators=(",", ":")),
+            "price": order["price"],
+            "meta": json.dumps({"app_id": APP_ID, "gtt": gtt.id}, separators=(",", ":")),
             "timestamp": now, "triggered_at": json_number(last), "order_result": result}}
 
     # ---- checks
