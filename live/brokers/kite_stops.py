@@ -19,6 +19,7 @@ GTT_STATES = {"active": StopState.ACTIVE, "triggered": StopState.TRIGGERED,
 # Before its trigger an SL order rests as TRIGGER PENDING (or one of the in-flight states
 # on its way there); OPEN means it fired and its limit is in the book.
 FIRED = frozenset({"OPEN", "COMPLETE"})
+GTT_MIN_DISTANCE_PERCENT = Decimal("0.25")  # closer to the last price, a GTT is disabled
 
 
 class KiteStops:
@@ -100,6 +101,11 @@ class KiteStops:
         if last <= stop.trigger:
             raise OrderRejected(f"{stop.tradingsymbol} last price {last} is at or below the "
                                 f"stop {stop.trigger}")
+        if (last - stop.trigger) * 100 < last * GTT_MIN_DISTANCE_PERCENT:
+            # Zerodha would accept it disabled: a GTT that never fires, left at the broker.
+            raise OrderRejected(f"{stop.tradingsymbol} stop {stop.trigger} is within "
+                                f"{GTT_MIN_DISTANCE_PERCENT} % of the last price {last}: a "
+                                "GTT there is disabled")
         exchange = self._exchange(stop)
         return {"trigger_type": "single", "tradingsymbol": stop.tradingsymbol,
                 "exchange": exchange, "trigger_values": [float(stop.trigger)],

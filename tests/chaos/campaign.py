@@ -302,7 +302,7 @@ class Campaign:
 
     def _ready(self, daemon: TradingDaemon) -> bool:
         """Start the daemon; False if it died before /ready (a crash during recovery)."""
-        return daemon.spawn().wait_ready(READY_TIMEOUT_S)
+        return daemon.spawn().wait_recovered(READY_TIMEOUT_S)
 
     def _send_until_crash(self, daemon: TradingDaemon, crash: Crash | None,
                           stream: list[dict[str, Any]], index: int) -> tuple[int, bool]:

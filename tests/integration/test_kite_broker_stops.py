@@ -181,9 +181,15 @@ async def test_a_gtt_too_close_to_the_price_is_named_unprotected(bank, fake):
     fake.state.set_price(symbol, "51700")  # 0.1 % above the 51650 trigger
     trading.readiness.started()
     await keep(trading, "BANK_NIFTY")
-    (gtt,) = fake.state.gtts()
-    assert gtt["status"] == "disabled"
+    # Zerodha would accept it disabled (a GTT that never fires): it is not placed at all.
+    assert fake.state.gtts() == []
+    (layer,) = await trading.db.live_layers("BANK_NIFTY")
+    assert "within 0.25 %" in trading.stops.view(layer.id)["reason"]
     assert trading.readiness.reasons() == ["unprotected:BANK_NIFTY Long_1"]
+    fake.state.set_price(symbol, "52200")  # far enough again: the next round places it
+    await keep(trading, "BANK_NIFTY", check=True)
+    assert [g["status"] for g in fake.state.gtts()] == ["active"]
+    assert trading.readiness.reasons() == []
 
 
 async def test_reconciliation_books_a_fired_gtt_as_the_stop_not_a_square_off(bank, fake):
