@@ -4,17 +4,15 @@ layer is sold at most once, every open layer is protected, and the book agrees w
 
 from __future__ import annotations
 
-from datetime import datetime
-
 import psycopg
 import pytest
 
 from live.failpoints import STOP_POINTS
-from tests.support.alerts import INDIA, alert, ist
+from tests.support.alerts import alert, ist, trading_morning
 from tests.support.daemon import TradingDaemon
 from tests.support.invariants import book_violations, paper_broker, protection_violations
 
-START = datetime.now(INDIA).replace(hour=10, minute=30, second=0, microsecond=0)
+START = trading_morning()
 
 
 def daemon(state_dir, failpoint: str | None = None) -> TradingDaemon:

@@ -4,13 +4,11 @@ Kite server running as its own process, driven through the real kiteconnect clie
 from __future__ import annotations
 
 import time
-from datetime import datetime
 
 import pytest
 
-from core.signals import INDIA
 from tests.fakes.kite_server import FakeKiteProcess
-from tests.support.alerts import alert, ist
+from tests.support.alerts import alert, ist, trading_morning
 from tests.support.daemon import TradingDaemon
 from tests.support.invariants import book_violations, kite_broker
 
@@ -40,22 +38,26 @@ def kite_book(fake) -> tuple[dict[str, int], list[tuple[str, int]]]:
 
 
 def test_a_full_gold_mini_trade_on_zerodha(fake, state_dir):
+    # A morning when MCX trades (its SL orders rest only in session), whatever the hour.
+    start = trading_morning()
     daemon = TradingDaemon(state_dir, "--broker", "zerodha", "--kite-root", fake.url,
-                           env=KITE_ENV).start()
+                           env={**KITE_ENV, "PM_CLOCK_START": start.isoformat()}).start()
     try:
         daemon.wait_ready()
         assert daemon.get("/status")[1]["broker"] == "zerodha"
         gold = "GOLD_MINI"
         steps = [
-            (78500, alert("BASE_ENTRY", gold, "Long_1", 78500, ist(240), stop=77800)),
-            (79000, alert("PYRAMID", gold, "Long_2", 79000, ist(235), stop=78500)),
-            (80000, alert("PYRAMID", gold, "Long_2", 80000, ist(170), stop=79500)),
-            (80500, alert("EXIT", gold, "Long_1", 80500, ist(160))),
-            (81000, alert("MARKET_DATA", gold, None, 81000, ist(150), atr=500)),
-            (79900, alert("MARKET_DATA", gold, None, 79900, ist(149), atr=500)),
+            (78500, alert("BASE_ENTRY", gold, "Long_1", 78500, ist(240, start), stop=77800)),
+            (79000, alert("PYRAMID", gold, "Long_2", 79000, ist(235, start), stop=78500)),
+            (80000, alert("PYRAMID", gold, "Long_2", 80000, ist(170, start), stop=79500)),
+            (80500, alert("EXIT", gold, "Long_1", 80500, ist(160, start))),
+            (81000, alert("MARKET_DATA", gold, None, 81000, ist(150, start), atr=500)),
+            (79900, alert("MARKET_DATA", gold, None, 79900, ist(149, start), atr=500)),
         ]
         answers = []
         for price, body in steps:
+            if price == 79900:  # Long_2's stop at the broker follows the trail to 80,000 first
+                _wait(lambda: _stops(daemon)["GOLD_MINI"]["trigger"] == "80000.0000")
             move_gold(fake, price)
             code, answer = daemon.send(**body)
             assert code == 200, answer
@@ -182,7 +184,7 @@ def _wait(check, timeout_s: float = 30):  # type: ignore[no-untyped-def]
 
 def test_broker_stops_follow_the_trail_and_fire_while_the_daemon_is_down(fake, state_dir):
     # A morning when NFO and MCX both trade, whatever the hour the test runs at.
-    start = datetime.now(INDIA).replace(hour=10, minute=30, second=0, microsecond=0)
+    start = trading_morning()
     env = {**KITE_ENV, "PM_CLOCK_START": start.isoformat(), "PM_BROKER_STOP_CHECK_S": "1"}
     bank = next(k.split(":")[1] for k in sorted(fake.state()["prices"])
                 if k.startswith("NFO:BANKNIFTY"))

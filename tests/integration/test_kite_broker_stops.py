@@ -4,7 +4,7 @@ with one Kite call per move, and fired stops booked once at the broker's fill pr
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC
 from decimal import Decimal
 
 import pytest
@@ -17,20 +17,19 @@ from tests.integration.test_kite_broker import (
     fake,
     fake_orders,
     gold_entry,
-    kite,
     positions_agree,
     start_trading,
 )
+from tests.support.alerts import trading_morning
 from tests.support.trading import Clock
 
-__all__ = ["fake", "kite"]
+__all__ = ["fake"]
 D = Decimal
 
 
 def in_session() -> Clock:
-    """10:30 IST today: NFO and MCX both trading (exits outside hours wait for the open)."""
-    today = datetime.now(UTC).date()
-    return Clock(datetime(today.year, today.month, today.day, 5, 0, tzinfo=UTC))
+    """A morning when NFO and MCX both trade (exits outside hours wait for the open)."""
+    return Clock(trading_morning().astimezone(UTC))
 BANK = {"instrument": "BANK_NIFTY", "price": "52000", "stop": "51650", "atr": "350"}
 
 
@@ -41,6 +40,14 @@ async def bank(db, dsn, fake, tmp_path):
                                   clock=in_session())
     fake.state.set_price(bank_symbol(fake), "52000")
     assert (await trading.send("BASE_ENTRY", **BANK)).outcome == "executed"
+    yield trading
+    await trading.close()
+
+
+@pytest.fixture
+async def gold(db, dsn, fake, tmp_path):
+    """The engine on Zerodha at a time MCX trades (its SL orders rest only in session)."""
+    trading = await start_trading(db, dsn, fake, tmp_path, clock=in_session())
     yield trading
     await trading.close()
 
@@ -90,7 +97,8 @@ async def test_a_bank_nifty_layer_rests_a_gtt_that_follows_the_trail(bank, fake)
     assert trading.stops.view(layer.id)["trigger"] == "52125.0000"
 
 
-async def test_a_gold_mini_layer_rests_an_sl_order_that_follows_the_trail(kite, fake):
+async def test_a_gold_mini_layer_rests_an_sl_order_that_follows_the_trail(gold, fake):
+    kite = gold
     symbol = gold_symbol(fake)
     fake.state.set_price(symbol, "72000")
     assert (await kite.send("BASE_ENTRY", **gold_entry())).outcome == "executed"
@@ -161,7 +169,8 @@ async def test_the_daemons_exit_deletes_the_gtt_before_selling(bank, fake):
     assert await positions_agree(trading)
 
 
-async def test_an_sl_order_that_lapsed_at_the_session_end_is_placed_again(kite, fake):
+async def test_an_sl_order_that_lapsed_at_the_session_end_is_placed_again(gold, fake):
+    kite = gold
     symbol = gold_symbol(fake)
     fake.state.set_price(symbol, "72000")
     await kite.send("BASE_ENTRY", **gold_entry())

@@ -29,3 +29,17 @@ def alert(kind: str, instrument: str, position: str | None, price: float | str,
         body["reason"] = fields.pop("reason", "trend reversal")
     body.update(fields)
     return body
+
+
+def trading_morning() -> datetime:
+    """10:30 IST on the latest day up to today when both NFO and MCX trade (by the shipped
+    holidays): drill clocks start there, so tests meet open sessions at any hour or day."""
+    from config.domain_files import DEFAULT_CONFIG_DIR, load_holidays, load_instruments
+
+    calendar = load_holidays(DEFAULT_CONFIG_DIR / "holidays.json")
+    specs = load_instruments(DEFAULT_CONFIG_DIR / "instruments.json")
+    moment = datetime.now(INDIA).replace(hour=10, minute=30, second=0, microsecond=0)
+    while not all(calendar.in_session(specs[name], moment) for name in ("GOLD_MINI",
+                                                                        "BANK_NIFTY")):
+        moment -= timedelta(days=1)
+    return moment
