@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import datetime
+from decimal import Decimal
 from typing import Any, TypeVar
 
 import structlog
@@ -90,6 +91,7 @@ class BrokerStops:
         self._latest: dict[int, StopRecord] = {}
         self._dirty: set[str] = set()
         self._checks: set[str] = set()
+        self._working = False  # a round is under way
         self._wake = asyncio.Event()
         self._placing_grace_s = placing_grace_s
         self._shown: dict[str, str] = {}  # /ready key → why the layer has no stop
@@ -148,16 +150,20 @@ class BrokerStops:
                 due = loop.time() + self._check_interval_s
             checks, self._checks = self._checks, set()
             dirty, self._dirty = self._dirty | checks, set()
-            for instrument in sorted(dirty):
-                if self.kind(instrument) is None:
-                    continue
-                try:
-                    async with self._locks(instrument):
-                        if instrument in checks:
-                            await self.check_locked(instrument)
-                        await self.sync_locked(instrument, periodic=instrument in checks)
-                except Exception:  # the keeper outlives any one failure; the next round retries
-                    log.exception("broker_stops_failed", instrument=instrument)
+            self._working = True
+            try:
+                for instrument in sorted(dirty):
+                    if self.kind(instrument) is None:
+                        continue
+                    try:
+                        async with self._locks(instrument):
+                            if instrument in checks:
+                                await self.check_locked(instrument)
+                            await self.sync_locked(instrument)
+                    except Exception:  # the keeper outlives any one failure; the next round retries
+                        log.exception("broker_stops_failed", instrument=instrument)
+            finally:
+                self._working = False
 
     async def load(self) -> None:
         async with self._db.transaction() as tx:
@@ -205,10 +211,28 @@ class BrokerStops:
             adopted |= record.status is StopStatus.TRIGGERED and before is not record.status
         return adopted
 
-    async def sync_locked(self, instrument: str, *, periodic: bool = True) -> None:
+    async def reached_locked(self, instrument: str, price: Decimal) -> bool:
+        """Before a decision at `price`: read each of the instrument's stops the price
+        reached. It may have fired at the venue a moment ago, its postback still on the
+        way; adopted now, the decision sees the venue's sale whichever came first. Return
+        whether one was adopted. One read each, no waiting out an outage: a sale of the
+        layer still goes through `release`."""
+        reached = [r for r in self._latest.values() if r.instrument == instrument
+                   and r.status is StopStatus.ACTIVE and price <= r.trigger_price]
+        if not reached:
+            return False
+        layers = {x.id: x for x in await self._db.live_layers(instrument)}
+        adopted = False
+        for record in reached:
+            venue = await self._state_call(record)()
+            record = await self._apply_venue(record, venue, layers.get(record.position_id))
+            adopted |= record.status is StopStatus.TRIGGERED
+        return adopted
+
+    async def sync_locked(self, instrument: str) -> None:
         """Place, move or cancel the instrument's stops so each open layer has one at its
         current stop (and no stop outlives its layer). A stop the venue refused or let
-        lapse is placed again only by a `periodic` round, never on every price."""
+        lapse is placed again: the price, the session or the account may have changed."""
         kind = self.kind(instrument)
         if kind is None:
             return
@@ -225,8 +249,7 @@ class BrokerStops:
         in_session = self._in_session(spec, self._clock())
         for layer in layers:
             record: StopRecord | None = self._latest.get(layer.id)
-            if record is not None and record.status in PENDING and (
-                    periodic or record.status is not StopStatus.PLACING):
+            if record is not None and record.status in PENDING:
                 record = await self._resolve(record, layer)
             if not needs_stop(layer):
                 continue
@@ -241,9 +264,8 @@ class BrokerStops:
                     continue
                 record = self._latest.get(layer.id)
             if record is None or not record.working:
-                if record is not None and (record.status is StopStatus.TRIGGERED or (
-                        not periodic and record.status is not StopStatus.CANCELLED)):
-                    continue  # fired (its order sells the layer), or left for the next round
+                if record is not None and record.status is StopStatus.TRIGGERED:
+                    continue  # fired: its order sells the layer
                 if kind == GTT or in_session:  # a DAY order only while the session runs
                     await self._place(layer, kind, wanted)
             elif record.status is StopStatus.ACTIVE and should_move(record, wanted):
@@ -525,10 +547,18 @@ class BrokerStops:
         """What /status shows: layers protected, unprotected (with why), waiting for the
         session to open."""
         return {"enabled": self.enabled,
+                "in_step": self.in_step,
                 "protected": sum(1 for r in self._latest.values() if r.protects),
                 "unprotected": {k.removeprefix(UNPROTECTED): why
                                 for k, why in sorted(self._shown.items())},
                 "waiting_for_session": sorted(self._waiting)}
+
+    @property
+    def in_step(self) -> bool:
+        """Nothing asked of the keeper is left undone: no round due or under way, no row
+        waiting for the venue's answer."""
+        return not (self._dirty or self._checks or self._working
+                    or any(r.status in PENDING for r in self._latest.values()))
 
     def unprotected(self) -> list[str]:
         return sorted(self._shown)

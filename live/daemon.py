@@ -322,7 +322,7 @@ def assemble(settings: Settings, db: DatabaseStateManager, venue: Venue,
     reconciler.stops = stops
     stops.adopt_listeners.append(exits.schedule)
     engine.decision_listeners.append(stops.poke)
-    engine.stop_fired_listeners.append(stops.check_soon)
+    engine.stops = stops
     flow.fill_listeners.append(stops.poke)
     venue.foreign_orders.append(stops.check_soon)
     return Parts(db, venue.broker, metrics, readiness, flow, engine, inbox, exits, reconciler,

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import structlog
 
@@ -69,6 +69,10 @@ ENTRY_TYPES = frozenset({SignalType.BASE_ENTRY, SignalType.PYRAMID})
 log = structlog.get_logger(__name__)
 
 
+class StopsReached(Protocol):
+    async def reached_locked(self, instrument: str, price: Decimal) -> bool: ...
+
+
 class LiveTradingEngine:
     def __init__(self, db: BookStore, broker: Broker,
                  instruments: dict[str, InstrumentSpec], config: PortfolioConfig,
@@ -105,8 +109,8 @@ class LiveTradingEngine:
         # Told the instrument of each signal decided (the daily loss limit wakes on it);
         # each must return at once and never raise into the signal path.
         self.decision_listeners: list[Callable[[str], None]] = []
-        # Told the instrument when the venue, shown a price, fired a resting stop.
-        self.stop_fired_listeners: list[Callable[[str], None]] = []
+        # The broker stops (set once built): read before a decision whose price reached one.
+        self.stops: StopsReached | None = None
 
     # -- the inbox's handler --------------------------------------------------------------
     async def process(self, item: InboxItem) -> SignalOutcome:
@@ -207,10 +211,10 @@ class LiveTradingEngine:
                 return await self._record(item, rejected(f"entries blocked: {block}"))
             if self._broker.unavailable_reason is not None:
                 return await self._record(item, rejected("broker_unavailable"))
+            await self._show_venue(signal)
             return await self._enter(item)
+        await self._show_venue(signal)
         layers = await self._db.live_layers(signal.instrument)
-        if kind is SignalType.MARKET_DATA:
-            await self._show_venue(signal, layers)
         plan: Verdict | ExitPlan | MarketDataPlan
         if kind is SignalType.EXIT:
             plan = decide_exit(signal, layers)
@@ -223,18 +227,19 @@ class LiveTradingEngine:
             return await self._record(item, plan)
         return await self._exit(item.signal_id, signal, plan)
 
-    async def _show_venue(self, signal: Signal, layers: list[Layer]) -> None:
-        """A venue with no market of its own (paper) sees the price first, as a real one
-        would: a resting stop it reaches fires before the daemon decides."""
-        for symbol in sorted({x.tradingsymbol for x in layers if x.tradingsymbol}):
-            try:
-                fired = await self._broker.observe(symbol, signal.price)
-            except BrokerError as exc:
-                log.warning("venue_price_not_shown", tradingsymbol=symbol, error=str(exc))
-                continue
-            if fired:
-                for listener in self.stop_fired_listeners:
-                    listener(signal.instrument)
+    async def _show_venue(self, signal: Signal) -> None:
+        """Let the venue's stops act on the price before the daemon decides on it: a venue
+        with no market of its own (paper) is shown the price, as a real one would have
+        seen it; then a broker stop the price reached is read, as it may have sold the
+        layer the decision is about."""
+        layers = await self._db.live_layers(signal.instrument)
+        try:
+            for symbol in sorted({x.tradingsymbol for x in layers if x.tradingsymbol}):
+                await self._broker.observe(symbol, signal.price)
+            if self.stops is not None and layers:
+                await self.stops.reached_locked(signal.instrument, signal.price)
+        except BrokerError as exc:  # a sale still cancels, or adopts, the layer's stop first
+            log.warning("venue_stops_not_read", instrument=signal.instrument, error=str(exc))
 
     async def operator_exit(self, instrument: str, position: str, reason: str
                             ) -> SignalOutcome | None:

@@ -238,9 +238,9 @@ class Broker(Protocol):
         GTT."""
         ...
 
-    async def observe(self, tradingsymbol: str, price: Decimal) -> bool:
-        """Show the venue a price (only a venue without a market feed of its own uses it);
-        return whether a resting stop fired."""
+    async def observe(self, tradingsymbol: str, price: Decimal) -> None:
+        """Show the venue a price (only a venue without a market feed of its own uses it):
+        a resting stop it reaches fires."""
         ...
 
     async def position(self, tradingsymbol: str) -> int:

@@ -370,8 +370,8 @@ class KiteBroker:
     async def find_stop(self, stop: StopOrder, known: frozenset[str]) -> VenueStop | None:
         return await self._stops.find(stop, known)
 
-    async def observe(self, tradingsymbol: str, price: Decimal) -> bool:
-        return False  # Zerodha has its own market
+    async def observe(self, tradingsymbol: str, price: Decimal) -> None:
+        return None  # Zerodha has its own market
 
     # -- account --------------------------------------------------------------------------
     async def positions(self) -> dict[str, int]:

@@ -281,7 +281,7 @@ class PaperBroker:
         found = [s for s in await self._stops("tag = %s", stop.tag) if s.ref not in known]
         return found[-1] if found else None
 
-    async def observe(self, tradingsymbol: str, price: Decimal) -> bool:
+    async def observe(self, tradingsymbol: str, price: Decimal) -> None:
         """Fire every active stop on the contract the price fell below: its SELL fills at
         the price, less slippage. The paper venue has no order book to rest a limit in, so
         a gap through the limit fills where the price is, as the daemon's own stop exit
@@ -289,7 +289,7 @@ class PaperBroker:
         books the same sale whichever of the two sells."""
         triggers = self._triggers.get(tradingsymbol)
         if not triggers or price >= max(triggers.values()):
-            return False
+            return
         spec = self._instruments[self._instrument_of[tradingsymbol]]
         fill = price - spec.tick_size * self._config.paper_slippage_ticks
         try:
@@ -320,7 +320,6 @@ class PaperBroker:
             raise BrokerUnavailable(f"paper broker: {type(exc).__name__}") from exc
         for (stop_id,) in fired:
             triggers.pop(stop_id, None)
-        return bool(fired)
 
     async def _stop_write(self, query: str, params: tuple[Any, ...]) -> tuple[Any, ...] | None:
         try:

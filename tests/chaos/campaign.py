@@ -63,6 +63,7 @@ RANDOM = "random instant"
 READY_TIMEOUT_S = 90
 TAIL = 30  # alerts traded after the last crash: the daemon keeps trading correctly
 PROTECT_WITHIN_S = 10  # a new layer's broker stop is placed within this
+SETTLE_WITHIN_S = 10  # the broker stops and pending exits catch up with an answer within this
 
 
 @dataclass(frozen=True)
@@ -125,6 +126,8 @@ class Campaign:
         # Where in the stream the clock jumped to the roll day (the calm run jumps there too).
         self.roll_index = roll_index
         self.decisions: list[tuple] = []
+        self.priced: dict[str, str] = {}  # instrument → timestamp of the alert it trades at
+        self.unsettled = 0  # answers after which the daemon had not settled in time
 
     def _clock_start(self) -> str:
         elapsed = timedelta(seconds=time.monotonic() - self.phase_began)
@@ -159,9 +162,11 @@ class Campaign:
 
     def _price(self, alert: dict[str, Any]) -> None:
         """At Kite the front month trades at the alert's price when it arrives, each later
-        month 0.5 % higher (a contango, so that a roll has a spread)."""
-        if self.fake is None:
+        month 0.5 % higher (a contango, so that a roll has a spread). A resend is a copy
+        of an old alert: the market does not go back to its price."""
+        if self.fake is None or alert["timestamp"] < self.priced.get(alert["instrument"], ""):
             return
+        self.priced[alert["instrument"]] = alert["timestamp"]
         series = {"GOLD_MINI": "MCX:GOLDM", "SILVER_MINI": "MCX:SILVERM",
                   "COPPER": "MCX:COPPER", "BANK_NIFTY": "NFO:BANKNIFTY"}[alert["instrument"]]
         tick = Decimal("0.05") if "." in alert["price"] else Decimal(1)
@@ -275,7 +280,24 @@ class Campaign:
         assert code < 500, f"alert {index} answered {code}: {body}"
         self.answered[index] = body
         self.report.signals += 1
+        self._settle(daemon)
         return index + 1
+
+    def _settle(self, daemon: TradingDaemon) -> None:
+        """Wait until the daemon has done what an answer set going: its broker stops placed
+        or moved, exits adopted from fired stops sold. A resting stop fires when the next
+        price is set, so whether it rests then must not depend on timing, or the run
+        without crashes would trade differently. Raises OSError if the daemon died."""
+        deadline = time.monotonic() + SETTLE_WITHIN_S
+        while True:
+            status = daemon.get("/status")[1]
+            stops = status.get("broker_stops") or {}
+            if stops.get("in_step", True) and not status.get("exits_pending"):
+                return
+            if time.monotonic() > deadline:
+                self.unsettled += 1
+                return
+            time.sleep(0.02)
 
     def _roll(self, state_dir: Path, point: str | None) -> None:
         """Jump the clock to the roll day; restart until GOLD_MINI's roll is done (crashing
@@ -329,6 +351,10 @@ class Campaign:
                 self.report.signals += 1
                 index += 1
                 if daemon.process.poll() is not None:
+                    break
+                try:
+                    self._settle(daemon)
+                except OSError:
                     break
         finally:
             if timer is not None:
@@ -410,6 +436,8 @@ def campaign(broker: str, seed: int, crashes: int, log: Any = print) -> Report:
             keep = True
             return report
         report.rolled = crashing.roll_index is not None
+        log(f"{broker}: answers not settled within {SETTLE_WITHIN_S}s: "
+            f"{crashing.unsettled} crashing, {calm.unsettled} calm")
         if crashed_book != calm_book:
             report.violations.append(
                 f"VIOLATION broker={broker} seed={seed}: the book differs from a run "

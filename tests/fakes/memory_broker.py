@@ -154,5 +154,5 @@ class MemoryBroker:
     async def find_stop(self, stop: StopOrder, known: frozenset[str]) -> VenueStop | None:
         return None
 
-    async def observe(self, tradingsymbol: str, price: Decimal) -> bool:
-        return False
+    async def observe(self, tradingsymbol: str, price: Decimal) -> None:
+        return None

@@ -24,13 +24,13 @@ async def trading(db, dsn):
     await trading.close()
 
 
-async def keep(trading: Trading, instrument: str = "GOLD_MINI", *, check: bool = False,
-               periodic: bool = True) -> None:
-    """One round of the keeper: a periodic one reads the venue and places lapsed stops."""
+async def keep(trading: Trading, instrument: str = "GOLD_MINI", *, check: bool = False
+               ) -> None:
+    """One round of the keeper; a periodic one (`check`) reads the venue first."""
     async with trading.engine.locks(instrument):
         if check:
             await trading.stops.check_locked(instrument)
-        await trading.stops.sync_locked(instrument, periodic=periodic)
+        await trading.stops.sync_locked(instrument)
 
 
 async def rows(dsn: str, query: str, *params: object) -> list[tuple]:
@@ -164,17 +164,16 @@ async def test_a_cancel_a_crash_left_unanswered_is_settled_by_recovery(db, dsn):
         await again.close()
 
 
-async def test_an_open_layer_without_a_stop_is_named_in_ready(trading, dsn):
+async def test_a_stop_cancelled_outside_the_daemon_is_placed_again(trading, dsn):
     await enter(trading)
     await keep(trading)
     layer = await only_layer(trading)
     record = trading.stops.of_layer(layer.id)
     await trading.broker.cancel_stop(record.kind, record.broker_ref)  # cancelled outside
     trading.readiness.started()
-    await keep(trading, check=True, periodic=False)  # a price's round: seen, not re-placed
-    assert trading.stops.view(layer.id)["status"] == "lapsed"
-    assert trading.readiness.reasons() == ["unprotected:GOLD_MINI Long_1"]
-    await keep(trading, check=True)  # the periodic round places it again
+    await keep(trading, check=True)  # the check sees it gone and places another at once
+    assert await rows(dsn, "SELECT status, reason FROM broker_stops ORDER BY id") == [
+        ("lapsed", "gone from the venue"), ("active", None)]
     assert trading.stops.view(layer.id)["status"] == "active"
     assert trading.readiness.reasons() == []
 
@@ -202,7 +201,7 @@ async def test_a_rolled_layer_gets_its_stop_again_on_the_new_contract(db, dsn):
         await drive(paper)  # the close leg cancels the December stop before it sells
         (layer,) = await paper.db.live_layers("GOLD_MINI")
         assert layer.tradingsymbol == JAN
-        await keep(paper, periodic=False)  # a cancelled stop is replaced at once
+        await keep(paper)  # a cancelled stop is replaced at once
         stops = await rows(paper.dsn, "SELECT tradingsymbol, status, trigger_price "
                                       "FROM paper_stops ORDER BY id")
         # At the layer's stop in January's terms (shifted by the spread), down to the tick.

@@ -142,13 +142,29 @@ async def test_a_gtt_that_fires_is_booked_at_the_brokers_fill(bank, fake):
     assert await positions_agree(trading)
 
 
+async def test_a_price_through_a_fired_gtt_is_decided_after_the_brokers_sale(bank, fake):
+    trading, symbol = bank, bank_symbol(fake)
+    await keep(trading, "BANK_NIFTY")
+    fake.state.set_price(symbol, "51600")  # fired; its postback has not been seen
+    outcome = await trading.send("MARKET_DATA", instrument="BANK_NIFTY", price="51600",
+                                 atr="350")
+    # The price reached the stop, so the stop was read before deciding: the layer is the
+    # broker's sale, not the daemon's stop exit.
+    assert (outcome.outcome, outcome.reason) == ("ignored", "no open layers")
+    await trading.exits.attempt_due()
+    (closed,) = await trading.db.list_positions("closed", 10)
+    assert (closed.exit_reason, closed.exit_price) == (BROKER_STOP, D(51600))
+    assert len([o for o in fake_orders(fake) if o["transaction_type"] == "SELL"]) == 1
+
+
 async def test_an_exit_racing_a_fired_gtt_sells_once(bank, fake):
     trading, symbol = bank, bank_symbol(fake)
     await keep(trading, "BANK_NIFTY")
     fake.state.set_price(symbol, "51600")  # fired; the daemon has not looked yet
-    outcome = await trading.send("EXIT", instrument="BANK_NIFTY", price="51600")
-    # Its cancel is refused (the GTT triggered): the broker's order is adopted and the
-    # daemon's own sale is replanned without the layer.
+    # The chart's price is above the trigger: nothing says the stop fired until its cancel
+    # is refused (the GTT triggered). The broker's order is adopted and the daemon's own
+    # sale is replanned without the layer.
+    outcome = await trading.send("EXIT", instrument="BANK_NIFTY", price="51700")
     assert outcome.outcome == "ignored" and "sold by the broker stop" in outcome.reason
     await trading.exits.attempt_due()
     (closed,) = await trading.db.list_positions("closed", 10)

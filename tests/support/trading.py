@@ -124,7 +124,7 @@ class Trading:
         self.flow.stops = self.stops
         self.reconciler.stops = self.stops
         self.stops.adopt_listeners.append(self.exits.schedule)
-        self.engine.stop_fired_listeners.append(self.stops.check_soon)
+        self.engine.stops = self.stops
         await self.stops.load()
         self._keeper: asyncio.Task[None] | None = None
         return self
