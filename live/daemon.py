@@ -32,6 +32,7 @@ from core.db_state_manager import DatabaseStateManager
 from core.specs import InstrumentSpec, PortfolioConfig
 from live import failpoints
 from live.access import AccessPolicy, access_policy, admin_token, webhook_secret
+from live.book_claim import AlreadyRunning, BookClaim
 from live.broker_stops import BrokerStops
 from live.brokers.base import Broker
 from live.brokers.kite_session import KiteSession
@@ -56,10 +57,6 @@ from live.square_off import SquareOff
 
 VERSION = "0.1.0"
 log = structlog.get_logger(__name__)
-
-
-class AlreadyRunning(RuntimeError):
-    """Another daemon holds this state dir (and its embedded database)."""
 
 
 @contextmanager
@@ -179,6 +176,9 @@ async def run_live(settings: Settings) -> None:
         access = access_policy(settings, admin)  # a bad network list stops startup here
         target, db = await open_book(settings, stack)
         instance = instance_id(settings.state_dir)
+        claim = BookClaim(target.conninfo, instance)
+        await claim.take()  # before anything is written: a second daemon changes nothing
+        stack.push_async_callback(claim.release)
         async with db.transaction() as tx:
             if await tx.seed_portfolio(portfolio.initial_capital):
                 log.info("ledger_seeded", capital=str(portfolio.initial_capital))
@@ -205,6 +205,9 @@ async def run_live(settings: Settings) -> None:
             name="database-watch")
         watcher.add_done_callback(report_crash)
         stack.push_async_callback(_cancel, watcher)
+        keeper = asyncio.create_task(claim.keep(stop.set), name="book-claim")
+        keeper.add_done_callback(report_crash)
+        stack.push_async_callback(_cancel, keeper)
 
 
         async def recover_then_work() -> None:
@@ -223,6 +226,8 @@ async def run_live(settings: Settings) -> None:
         await until_stopped(stop, recover_then_work(), parts.readiness, venue.broker)
         log.info("stopping")
     log.info("stopped")
+    if claim.lost:
+        raise AlreadyRunning("another daemon took this book while the database was away")
 
 
 async def open_book(settings: Settings, stack: AsyncExitStack

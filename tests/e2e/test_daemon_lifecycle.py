@@ -136,3 +136,33 @@ def test_runs_against_a_configured_server(daemons, state_dir, tmp_path, embedded
     # The daemon wrote to the configured database and left its server running.
     assert postgresql.execute("SELECT closed_equity FROM portfolio_state").fetchone()[0] == 5000000
     assert not (state_dir / "pg").exists()
+
+
+def test_a_second_daemon_on_the_same_book_refuses_to_start(daemons, tmp_path, embedded_server,
+                                                            postgresql):
+    address = embedded_server.address()
+    config = tmp_path / "database_config.json"
+    config.write_text(json.dumps({"local": {
+        "host": str(address.socket_dir), "port": address.port, "user": "postgres",
+        "database": "${PM_TEST_DATABASE}", "sslmode": "disable"}}))
+
+    def on_the_book(name: str) -> Daemon:
+        daemon = Daemon(tmp_path / name / "state", "--db-config", str(config), "--db-env",
+                        "local", env={"PM_TEST_DATABASE": postgresql.info.dbname})
+        daemons.append(daemon)
+        return daemon
+
+    first = on_the_book("first").start()
+    first_id = (first.state_dir / "instance_id").read_text().strip()
+    second = on_the_book("second").spawn()
+    assert second.process.wait(timeout=60) == 1
+    # It names the daemon that holds the book, and wrote nothing.
+    assert f"instance {first_id} on " in second.output()
+    assert f":{first.port}, last heartbeat 20" in second.output()
+    assert postgresql.execute("SELECT count(*) FROM instance_metadata").fetchone()[0] == 1
+
+    # A daemon that dies lets go of the book with its connection: the next one starts.
+    first.kill()
+    third = on_the_book("third").start()
+    assert third.get("/db/status")[0] == 200
+    assert third.stop() == 0
