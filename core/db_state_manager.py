@@ -80,6 +80,9 @@ class DatabaseStateManager:
         self._admit_timeout_s = admit_timeout_s
         self._probe: psycopg.AsyncConnection[Any] | None = None  # `ping`'s own connection
         self.cache = StateCache()
+        # A pair's leader sets its epoch: every transaction is then fenced by it (DESIGN.md
+        # §10). None for a single daemon.
+        self.epoch: int | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
     async def open(self, wait_s: float = 30.0) -> None:
@@ -106,11 +109,13 @@ class DatabaseStateManager:
         back and every cache entry it touched is dropped, to be reloaded from the database.
         """
         async with self._pool.connection() as conn:
-            tx = Transaction(conn, self.cache)
+            tx = Transaction(conn, self.cache, self.epoch)
             try:
                 # Pipeline mode: statements whose results are not read yet travel together,
                 # so a transition costs a few round trips, not one per statement.
                 async with conn.pipeline(), conn.transaction():
+                    if self.epoch is not None:
+                        await tx.fence()
                     yield tx
                     await tx.verify()
             except BaseException:
@@ -137,7 +142,12 @@ class DatabaseStateManager:
 
     async def record_decision(self, signal_id: int, outcome: Outcome, reason: str | None,
                               processed_by: str, now: datetime) -> None:
-        """Record a no-order outcome and its audit row in one statement."""
+        """Record a no-order outcome and its audit row in one statement (a leader's, in
+        one fenced transaction)."""
+        if self.epoch is not None:
+            async with self.transaction() as tx:
+                await tx.record_decision(signal_id, outcome, reason, processed_by, now)
+            return
         async with self._pool.connection() as conn:
             cur = await conn.execute(RECORD_DECISION_SQL, decision_params(
                 signal_id, outcome, reason, processed_by, now))
@@ -365,6 +375,10 @@ class DatabaseStateManager:
         return await self._fetch(OrderIntent, query, (limit,))
 
     # -- status ---------------------------------------------------------------------------
+    async def fence_epoch(self) -> int:
+        """The highest epoch that led the book (a new term must start above it)."""
+        return int(await self._scalar("SELECT epoch FROM leader_fence"))
+
     async def ping(self, timeout_s: float = 1.0) -> bool:
         """Return whether the database answers a trivial query within `timeout_s`.
 

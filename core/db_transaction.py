@@ -15,6 +15,7 @@ from psycopg.types.json import Jsonb
 
 from core.db_rows import columns, row_factory
 from core.errors import (
+    Fenced,
     InsufficientEquity,
     PortfolioNotSeeded,
     SignalAlreadyDecided,
@@ -101,9 +102,10 @@ def decision_params(signal_id: int, outcome: Outcome, reason: str | None, proces
 class Transaction:
     """Writes of one unit of work. Cache changes wait in `_publish` until the commit succeeds."""
 
-    def __init__(self, conn: AsyncConnection[Any], cache: StateCache):
+    def __init__(self, conn: AsyncConnection[Any], cache: StateCache, epoch: int | None = None):
         self.conn = conn
         self._cache = cache
+        self._epoch = epoch
         self._publish: list[Callable[[], None]] = []
         self._drop: list[Callable[[], None]] = []
         self._expected: list[tuple[AsyncCursor[Any], Callable[[Any], object] | None,
@@ -361,6 +363,17 @@ class Transaction:
         self._publish.append(lambda: self._cache.publish_portfolio(state))
         return entry
 
+    # -- fencing --------------------------------------------------------------------------
+    async def fence(self) -> None:
+        """Claim the book for this transaction's epoch, first of all its statements (the
+        row lock orders the two nodes' writes); a newer epoch there rolls it all back."""
+        epoch = self._epoch
+        assert epoch is not None
+        await self._later(
+            None, "UPDATE leader_fence SET epoch = %s, updated_at = now() "
+                  "WHERE epoch <= %s RETURNING epoch", (epoch, epoch),
+            lambda: Fenced(epoch))
+
     # -- signal inbox ---------------------------------------------------------------------
     async def mark_signal_processing(self, signal_id: int) -> None:
         """Move a received signal to processing; any other state raises SignalAlreadyDecided."""
@@ -368,6 +381,14 @@ class Transaction:
             None, "UPDATE signal_log SET status = 'processing' "
                   "WHERE id = %s AND status = 'received' RETURNING id", (signal_id,),
             lambda: SignalAlreadyDecided(f"signal {signal_id} is no longer waiting"))
+
+    async def record_decision(self, signal_id: int, outcome: Outcome, reason: str | None,
+                              processed_by: str, now: datetime) -> None:
+        """Record a no-order outcome and its audit row, checked at commit."""
+        await self._later(
+            None, RECORD_DECISION_SQL,
+            decision_params(signal_id, outcome, reason, processed_by, now),
+            lambda: SignalAlreadyDecided(f"signal {signal_id} already has an outcome"))
 
     async def decide_signal(self, signal_id: int, outcome: Outcome, reason: str | None,
                             processed_by: str, now: datetime) -> None:
@@ -389,6 +410,8 @@ class Transaction:
                FROM (SELECT nextval('order_intents_id_seq') AS id) n RETURNING {}"""
         ).format(INTENT_COLUMNS)
         params = {f.name: getattr(new, f.name) for f in fields(NewIntent)}
+        if self._epoch is not None:  # a leader's intent carries its term
+            params["fencing_epoch"] = self._epoch
         params["position_ids"] = list(new.position_ids)
         params["purpose"] = jsonb(purpose_to_json(new.purpose))
         intent = await self._one(OrderIntent, query, {**params, "prefix": tag_prefix})

@@ -25,3 +25,11 @@ class PortfolioNotSeeded(StateError):
 
 class InsufficientEquity(StateError):
     """A withdrawal larger than closed equity."""
+
+
+class Fenced(StateError):
+    """A newer leader's epoch holds the book: this node's write was rolled back."""
+
+    def __init__(self, epoch: int):
+        super().__init__(f"fenced: epoch {epoch} is no longer the book's leader")
+        self.epoch = epoch

@@ -1,0 +1,80 @@
+"""The pair's fence in PostgreSQL: once a newer leader has written the book, every write of
+the older one rolls back whole, and the intents a leader creates carry its epoch."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from decimal import Decimal
+
+import psycopg
+import pytest
+
+from core.db_state_manager import DatabaseStateManager
+from core.errors import Fenced
+from core.models import NewIntent, Outcome, Side
+from tests.integration.test_recovery_loaders import ENTRY
+from tests.support.factories import T0, new_signal, open_layer
+
+
+def intent(instrument: str = "GOLD_MINI") -> NewIntent:
+    return NewIntent(signal_id=None, instrument=instrument, side=Side.BUY, lots=1, quantity=1,
+                     order_type="MARKET", purpose=ENTRY, price=Decimal("78500"))
+
+
+@pytest.fixture
+async def other(dsn) -> AsyncIterator[DatabaseStateManager]:
+    """A second node's door to the same book."""
+    manager = DatabaseStateManager(dsn, min_size=1, max_size=4, retry_window_s=5)
+    await manager.open()
+    yield manager
+    await manager.close()
+
+
+async def count(dsn: str, query: str) -> int:
+    async with await psycopg.AsyncConnection.connect(dsn) as conn:
+        row = await (await conn.execute(query)).fetchone()
+        return int(row[0])
+
+
+async def test_a_newer_leader_fences_the_older_ones_writes(db, other, dsn):
+    old, new = db, other
+    old.epoch = 1
+    async with old.transaction() as tx:
+        first = await tx.insert_intent(intent())
+    assert first.fencing_epoch == 1 and await old.fence_epoch() == 1
+
+    new.epoch = 2
+    async with new.transaction() as tx:
+        second = await tx.insert_intent(intent())
+    assert second.fencing_epoch == 2 and await new.fence_epoch() == 2
+
+    # The old leader, back from a pause, tries to write: the whole transaction rolls back.
+    with pytest.raises(Fenced):
+        async with old.transaction() as tx:
+            await tx.insert_intent(intent())
+    with pytest.raises(Fenced):
+        await open_layer(old)
+    assert await count(dsn, "SELECT count(*) FROM order_intents") == 2
+    assert await count(dsn, "SELECT count(*) FROM portfolio_positions") == 0
+    assert await new.fence_epoch() == 2
+
+
+async def test_an_older_leaders_decision_is_not_recorded(db, other, dsn):
+    admission = await db.admit_signal(new_signal(at=T0), window_s=60)
+    other.epoch = 5
+    async with other.transaction():
+        pass  # the new leader's first transaction moves the fence
+    db.epoch = 4
+    with pytest.raises(Fenced):
+        await db.record_decision(admission.signal_id, Outcome.IGNORED, "late", "old", T0)
+    assert await count(dsn, "SELECT count(*) FROM signal_log WHERE outcome IS NULL") == 1
+    # The leader records it, with its audit row, in one fenced transaction.
+    await other.record_decision(admission.signal_id, Outcome.IGNORED, "mine", "new", T0)
+    assert await count(dsn, "SELECT count(*) FROM execution_log "
+                            "WHERE event = 'signal_decided'") == 1
+
+
+async def test_a_single_daemon_leaves_the_fence_alone(db, dsn):
+    async with db.transaction() as tx:
+        made = await tx.insert_intent(intent())
+    assert made.fencing_epoch == 0 and await db.fence_epoch() == 0
