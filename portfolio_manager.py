@@ -13,7 +13,8 @@ import structlog
 
 from config.errors import ConfigError
 from config.settings import Settings, build_settings
-from live.daemon import AlreadyRunning, StartupStalled, run_live
+from live.book_claim import AlreadyRunning
+from live.daemon import StartupStalled, run_live
 from live.logging_setup import configure_logging
 from live.operator_verbs import NOT_ASKED, VERBS, run_verb
 
