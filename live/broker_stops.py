@@ -159,7 +159,7 @@ class BrokerStops:
                         async with self._locks(instrument):
                             if instrument in checks:
                                 await self.check_locked(instrument)
-                            await self.sync_locked(instrument)
+                            await self.sync_locked(instrument, periodic=instrument in checks)
                     except Exception:  # the keeper outlives any one failure; the next round retries
                         log.exception("broker_stops_failed", instrument=instrument)
             finally:
@@ -229,10 +229,12 @@ class BrokerStops:
             adopted |= record.status is StopStatus.TRIGGERED
         return adopted
 
-    async def sync_locked(self, instrument: str) -> None:
+    async def sync_locked(self, instrument: str, *, periodic: bool = True) -> None:
         """Place, move or cancel the instrument's stops so each open layer has one at its
         current stop (and no stop outlives its layer). A stop the venue refused or let
-        lapse is placed again: the price, the session or the account may have changed."""
+        lapse is placed again: the price, the session or the account may have changed.
+        A placement whose answer was lost is looked for only by a `periodic` round (it
+        waits for the venue's book to settle, under the lock the signals need)."""
         kind = self.kind(instrument)
         if kind is None:
             return
@@ -249,7 +251,8 @@ class BrokerStops:
         in_session = self._in_session(spec, self._clock())
         for layer in layers:
             record: StopRecord | None = self._latest.get(layer.id)
-            if record is not None and record.status in PENDING:
+            if record is not None and record.status in PENDING and (
+                    periodic or record.status is not StopStatus.PLACING):
                 record = await self._resolve(record, layer)
             if not needs_stop(layer):
                 continue
