@@ -119,17 +119,25 @@ def test_migrate_command_rolls_back_and_reapplies(state_dir):
     assert not embedded_server_running(state_dir)
 
 
-def test_runs_against_a_configured_server(daemons, state_dir, tmp_path, embedded_server,
-                                          postgresql):
+@pytest.fixture
+def on_the_server(daemons, tmp_path, embedded_server, postgresql):
+    """Build daemons on this test's database of the session's server (`--db-config`)."""
     address = embedded_server.address()
     config = tmp_path / "database_config.json"
     config.write_text(json.dumps({"local": {
         "host": str(address.socket_dir), "port": address.port, "user": "postgres",
         "database": "${PM_TEST_DATABASE}", "sslmode": "disable"}}))
-    daemon = Daemon(state_dir, "--db-config", str(config), "--db-env", "local",
-                    env={"PM_TEST_DATABASE": postgresql.info.dbname})
-    daemons.append(daemon)
-    daemon.start()
+
+    def build(state_dir) -> Daemon:
+        daemon = Daemon(state_dir, "--db-config", str(config), "--db-env", "local",
+                        env={"PM_TEST_DATABASE": postgresql.info.dbname})
+        daemons.append(daemon)
+        return daemon
+    return build
+
+
+def test_runs_against_a_configured_server(on_the_server, state_dir, postgresql):
+    daemon = on_the_server(state_dir).start()
     code, status = daemon.get("/db/status")
     assert code == 200 and status["closed_equity"] == "5000000.00"
     assert daemon.stop() == 0
@@ -138,19 +146,10 @@ def test_runs_against_a_configured_server(daemons, state_dir, tmp_path, embedded
     assert not (state_dir / "pg").exists()
 
 
-def test_a_second_daemon_on_the_same_book_refuses_to_start(daemons, tmp_path, embedded_server,
+def test_a_second_daemon_on_the_same_book_refuses_to_start(on_the_server, tmp_path,
                                                             postgresql):
-    address = embedded_server.address()
-    config = tmp_path / "database_config.json"
-    config.write_text(json.dumps({"local": {
-        "host": str(address.socket_dir), "port": address.port, "user": "postgres",
-        "database": "${PM_TEST_DATABASE}", "sslmode": "disable"}}))
-
     def on_the_book(name: str) -> Daemon:
-        daemon = Daemon(tmp_path / name / "state", "--db-config", str(config), "--db-env",
-                        "local", env={"PM_TEST_DATABASE": postgresql.info.dbname})
-        daemons.append(daemon)
-        return daemon
+        return on_the_server(tmp_path / name / "state")
 
     first = on_the_book("first").start()
     first_id = (first.state_dir / "instance_id").read_text().strip()
