@@ -211,23 +211,20 @@ class BrokerStops:
             adopted |= record.status is StopStatus.TRIGGERED and before is not record.status
         return adopted
 
-    async def reached_locked(self, instrument: str, price: Decimal) -> bool:
+    async def reached_locked(self, instrument: str, price: Decimal) -> None:
         """Before a decision at `price`: read each of the instrument's stops the price
         reached. It may have fired at the venue a moment ago, its postback still on the
-        way; adopted now, the decision sees the venue's sale whichever came first. Return
-        whether one was adopted. One read each, no waiting out an outage: a sale of the
-        layer still goes through `release`."""
+        way; adopted now, the decision sees the venue's sale whichever came first. One
+        read each, no waiting out an outage: a sale of the layer still goes through
+        `release`."""
         reached = [r for r in self._latest.values() if r.instrument == instrument
                    and r.status is StopStatus.ACTIVE and price <= r.trigger_price]
         if not reached:
-            return False
+            return
         layers = {x.id: x for x in await self._db.live_layers(instrument)}
-        adopted = False
         for record in reached:
             venue = await self._state_call(record)()
-            record = await self._apply_venue(record, venue, layers.get(record.position_id))
-            adopted |= record.status is StopStatus.TRIGGERED
-        return adopted
+            await self._apply_venue(record, venue, layers.get(record.position_id))
 
     async def sync_locked(self, instrument: str, *, periodic: bool = True) -> None:
         """Place, move or cancel the instrument's stops so each open layer has one at its

@@ -177,7 +177,7 @@ async def run_live(settings: Settings) -> None:
         target, db = await open_book(settings, stack)
         instance = instance_id(settings.state_dir)
         claim = BookClaim(target.conninfo, instance)
-        await claim.take()  # before anything is written: a second daemon changes nothing
+        await claim.take()  # before the book is written: a second daemon changes nothing in it
         stack.push_async_callback(claim.release)
         async with db.transaction() as tx:
             if await tx.seed_portfolio(portfolio.initial_capital):

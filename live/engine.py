@@ -70,7 +70,7 @@ log = structlog.get_logger(__name__)
 
 
 class StopsReached(Protocol):
-    async def reached_locked(self, instrument: str, price: Decimal) -> bool: ...
+    async def reached_locked(self, instrument: str, price: Decimal) -> None: ...
 
 
 class LiveTradingEngine:
