@@ -327,7 +327,7 @@ def assemble(settings: Settings, db: DatabaseStateManager, venue: Venue,
     reconciler.stops = stops
     stops.adopt_listeners.append(exits.schedule)
     engine.decision_listeners.append(stops.poke)
-    engine.stops = stops
+    engine.venue_checks += [stops.reached_locked, exits.settle_locked]
     flow.fill_listeners.append(stops.poke)
     venue.foreign_orders.append(stops.check_soon)
     return Parts(db, venue.broker, metrics, readiness, flow, engine, inbox, exits, reconciler,

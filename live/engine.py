@@ -8,11 +8,11 @@ committed with its outcome in one transaction; one with an order goes through `O
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -69,10 +69,6 @@ ENTRY_TYPES = frozenset({SignalType.BASE_ENTRY, SignalType.PYRAMID})
 log = structlog.get_logger(__name__)
 
 
-class StopsReached(Protocol):
-    async def reached_locked(self, instrument: str, price: Decimal) -> None: ...
-
-
 class LiveTradingEngine:
     def __init__(self, db: BookStore, broker: Broker,
                  instruments: dict[str, InstrumentSpec], config: PortfolioConfig,
@@ -109,8 +105,10 @@ class LiveTradingEngine:
         # Told the instrument of each signal decided (the daily loss limit wakes on it);
         # each must return at once and never raise into the signal path.
         self.decision_listeners: list[Callable[[str], None]] = []
-        # The broker stops (set once built): read before a decision whose price reached one.
-        self.stops: StopsReached | None = None
+        # What the venue may have done on a price, settled before the daemon decides on it
+        # (instrument and price; the instrument's lock is held): the broker stops it
+        # reached are read, then exits whose orders the venue finished are booked.
+        self.venue_checks: list[Callable[[str, Decimal], Awaitable[None]]] = []
 
     # -- the inbox's handler --------------------------------------------------------------
     async def process(self, item: InboxItem) -> SignalOutcome:
@@ -228,16 +226,18 @@ class LiveTradingEngine:
         return await self._exit(item.signal_id, signal, plan)
 
     async def _show_venue(self, signal: Signal) -> None:
-        """Let the venue's stops act on the price before the daemon decides on it: a venue
-        with no market of its own (paper) is shown the price, as a real one would have
-        seen it; then a broker stop the price reached is read, as it may have sold the
-        layer the decision is about."""
+        """Let the venue act on the price before the daemon decides on it: a venue with no
+        market of its own (paper) is shown the price, as a real one would have seen it;
+        then what it did is settled (`venue_checks`), as it may have sold the layer the
+        decision is about."""
         layers = await self._db.live_layers(signal.instrument)
+        if not layers:
+            return
         try:
             for symbol in sorted({x.tradingsymbol for x in layers if x.tradingsymbol}):
                 await self._broker.observe(symbol, signal.price)
-            if self.stops is not None and layers:
-                await self.stops.reached_locked(signal.instrument, signal.price)
+            for check in self.venue_checks:
+                await check(signal.instrument, signal.price)
         except BrokerError as exc:  # a sale still cancels, or adopts, the layer's stop first
             log.warning("venue_stops_not_read", instrument=signal.instrument, error=str(exc))
 

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any, Protocol
 
 import structlog
@@ -145,11 +147,25 @@ class ExitRetries:
             await self._attempt(pending)
         return attempted
 
-    async def _attempt(self, pending: PendingExit) -> None:
+    async def settle_locked(self, instrument: str, price: Decimal) -> None:
+        """Before a decision on `instrument` (its lock held): carry out each pending exit
+        whose order the venue has already finished — a fired broker stop's, typically — so
+        the decision sees its layer closed however soon after the fill it comes. One read
+        per such order; one still working is left to its turn."""
+        for pending in [p for p in self.pending() if p.intent.instrument == instrument
+                        and p.intent.broker_order_id]:
+            ids = str(pending.intent.broker_order_id).split(",")
+            orders = [await self._broker.order(i) for i in ids]
+            if all(o.is_final for o in orders) and pending.intent.id in self._pending:
+                await self._attempt(pending, locked=True)
+
+    async def _attempt(self, pending: PendingExit, *, locked: bool = False) -> None:
         intent = pending.intent
         del self._pending[intent.id]
         try:
-            async with self._locks(intent.instrument):
+            async with AsyncExitStack() as stack:
+                if not locked:
+                    await stack.enter_async_context(self._locks(intent.instrument))
                 current = await self.flow.store.intent(intent.id)
                 if current is None or not current.is_unresolved:
                     return  # resolved meanwhile (by recovery, or a signal's own order)

@@ -225,10 +225,16 @@ def test_sigkill_during_a_burst_loses_and_repeats_nothing(tmp_path):
         code, again = restarted.send(**alerts[0])
         assert (code, again["status"]) == (200, "duplicate")
         with psycopg.connect(restarted.book_conninfo()) as conn:
+            # Exits of fired broker stops have no signal: their intents are counted instead.
             decided_twice = conn.execute(
                 """SELECT signal_id FROM execution_log
                    WHERE event IN ('signal_decided', 'order_filled', 'order_rejected')
+                     AND signal_id IS NOT NULL
                    GROUP BY signal_id HAVING count(*) > 1""").fetchall()
+            decided_twice += conn.execute(
+                """SELECT intent_id FROM execution_log
+                   WHERE event IN ('order_filled', 'order_rejected')
+                   GROUP BY intent_id HAVING count(*) > 1""").fetchall()
             orders_per_intent = conn.execute(
                 "SELECT max(n) FROM (SELECT count(*) n FROM paper_orders WHERE tag <> '' "
                 "GROUP BY tag) t"  # untagged: the orders the venue's stops placed

@@ -148,13 +148,16 @@ async def test_a_price_through_a_fired_gtt_is_decided_after_the_brokers_sale(ban
     fake.state.set_price(symbol, "51600")  # fired; its postback has not been seen
     outcome = await trading.send("MARKET_DATA", instrument="BANK_NIFTY", price="51600",
                                  atr="350")
-    # The price reached the stop, so the stop was read before deciding: the layer is the
-    # broker's sale, not the daemon's stop exit.
+    # The price reached the stop, so the stop was read before deciding, and its filled
+    # order booked: the layer is the broker's sale, closed already, not the daemon's exit.
     assert (outcome.outcome, outcome.reason) == ("ignored", "no open layers")
-    await trading.exits.attempt_due()
     (closed,) = await trading.db.list_positions("closed", 10)
     assert (closed.exit_reason, closed.exit_price) == (BROKER_STOP, D(51600))
+    assert trading.exits.pending() == []
     assert len([o for o in fake_orders(fake) if o["transaction_type"] == "SELL"]) == 1
+    # A new entry on the next bar is a new trade: nothing of the old one is left.
+    again = await trading.send("BASE_ENTRY", **{**BANK, "price": "51600", "stop": "51250"})
+    assert again.outcome == "executed"
 
 
 async def test_an_exit_racing_a_fired_gtt_sells_once(bank, fake):

@@ -124,7 +124,7 @@ class Trading:
         self.flow.stops = self.stops
         self.reconciler.stops = self.stops
         self.stops.adopt_listeners.append(self.exits.schedule)
-        self.engine.stops = self.stops
+        self.engine.venue_checks += [self.stops.reached_locked, self.exits.settle_locked]
         await self.stops.load()
         self._keeper: asyncio.Task[None] | None = None
         return self
