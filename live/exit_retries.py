@@ -156,16 +156,20 @@ class ExitRetries:
                         and p.intent.broker_order_id]:
             ids = str(pending.intent.broker_order_id).split(",")
             orders = [await self._broker.order(i) for i in ids]
-            if all(o.is_final for o in orders) and pending.intent.id in self._pending:
+            if all(o.is_final for o in orders):
                 await self._attempt(pending, locked=True)
 
     async def _attempt(self, pending: PendingExit, *, locked: bool = False) -> None:
         intent = pending.intent
-        del self._pending[intent.id]
         try:
             async with AsyncExitStack() as stack:
                 if not locked:
                     await stack.enter_async_context(self._locks(intent.instrument))
+                # Taken off the list only under the lock: a decision that held it may have
+                # carried this exit out meanwhile (`settle_locked`).
+                if self._pending.get(intent.id) is not pending:
+                    return
+                del self._pending[intent.id]
                 current = await self.flow.store.intent(intent.id)
                 if current is None or not current.is_unresolved:
                     return  # resolved meanwhile (by recovery, or a signal's own order)
