@@ -59,8 +59,8 @@ from live.brokers.base import (
 )
 from live.instrument_locks import InstrumentLocks
 from live.readiness import Readiness
+from live.stop_protection import Protection
 
-UNPROTECTED = "unprotected:"
 CANCEL_CONFIRM_TRIES = 10
 T = TypeVar("T")
 log = structlog.get_logger(__name__)
@@ -79,7 +79,6 @@ class BrokerStops:
         self._broker = broker
         self._instruments = instruments
         self._band = config.stop_limit_band_percent
-        self._readiness = readiness
         self._locks = locks
         self._clock = clock
         self._in_session = in_session
@@ -94,8 +93,7 @@ class BrokerStops:
         self._working = False  # a round is under way
         self._wake = asyncio.Event()
         self._placing_grace_s = placing_grace_s
-        self._shown: dict[str, str] = {}  # /ready key → why the layer has no stop
-        self._waiting: set[str] = set()
+        self._protection = Protection(readiness)
         # Told (after commit) of each exit intent adopted from a fired stop: it is to be
         # driven to its fill like any exit.
         self.adopt_listeners: list[Callable[[OrderIntent], None]] = []
@@ -516,9 +514,9 @@ class BrokerStops:
         return await read_through_outages(call, *self._retry)
 
     def _show(self, instrument: str, layers: list[Layer], expected: bool) -> None:
-        """Name each open layer with no stop resting for it in /ready (and log it once);
-        outside its session an MCX layer waits for the open, when its SL order goes in."""
-        wanted: dict[str, str] = {}
+        """Name each open layer with no stop resting for it; outside its session an MCX
+        layer waits for the open, when its SL order goes in."""
+        missing: dict[str, str] = {}
         waiting: set[str] = set()
         for layer in layers:
             record = self._latest.get(layer.id)
@@ -526,22 +524,10 @@ class BrokerStops:
                 continue
             name = f"{instrument} {layer.layer}"
             if expected:
-                wanted[UNPROTECTED + name] = ((record.reason or record.status.value)
-                                              if record else "none")
+                missing[name] = (record.reason or record.status.value) if record else "none"
             else:
                 waiting.add(name)
-        self._waiting = {w for w in self._waiting if not w.startswith(f"{instrument} ")} | waiting
-        for key in [k for k in self._shown if k.startswith(f"{UNPROTECTED}{instrument} ")]:
-            if key not in wanted:
-                del self._shown[key]
-                self._readiness.clear_warning(key)
-                log.info("broker_stop_protected", layer=key.removeprefix(UNPROTECTED))
-        for key, why in wanted.items():
-            if self._shown.get(key) != why:
-                self._shown[key] = why
-                self._readiness.warn(key, key)
-                log.error("broker_stop_unprotected", layer=key.removeprefix(UNPROTECTED),
-                          reason=why)
+        self._protection.show(instrument, missing, waiting)
 
     def report(self) -> dict[str, Any]:
         """What /status shows: layers protected, unprotected (with why), waiting for the
@@ -549,9 +535,7 @@ class BrokerStops:
         return {"enabled": self.enabled,
                 "in_step": self.in_step,
                 "protected": sum(1 for r in self._latest.values() if r.protects),
-                "unprotected": {k.removeprefix(UNPROTECTED): why
-                                for k, why in sorted(self._shown.items())},
-                "waiting_for_session": sorted(self._waiting)}
+                **self._protection.report()}
 
     @property
     def in_step(self) -> bool:
@@ -561,5 +545,5 @@ class BrokerStops:
                     or any(r.status in PENDING for r in self._latest.values()))
 
     def unprotected(self) -> list[str]:
-        return sorted(self._shown)
+        return self._protection.unprotected()
 

@@ -152,11 +152,7 @@ async def test_a_sell_stop_order_rests_until_the_price_falls_to_it(fake: FakeKit
 
 
 async def test_resting_stop_orders_lapse_at_the_session_end(fake: FakeKiteHandle, kite) -> None:
-    fake.state.set_price(MCX_SYMBOL, "72000")
-    order_id = await call(kite.place_order, variety="regular", exchange="MCX",
-                          tradingsymbol=MCX_SYMBOL, transaction_type="SELL", quantity=1,
-                          product="NRML", order_type="SL", validity="DAY", tag="BS2",
-                          trigger_price=71000, price=70300)
+    order_id = await resting_mcx_stop(fake, kite, "BS2")
     assert fake.state.expire_day_orders("NFO") == []
     assert fake.state.expire_day_orders("MCX") == [order_id]
     assert (await call(kite.order_history, order_id))[-1]["status"] == "CANCELLED"
@@ -188,6 +184,15 @@ async def test_a_lost_answer_to_place_gtt_leaves_the_gtt_there(fake: FakeKiteHan
 
 
 # --------------------------------------------------------------------------- shapes and counts
+
+
+async def resting_mcx_stop(fake: FakeKiteHandle, kite, tag: str) -> str:
+    """A one-lot SL SELL resting (TRIGGER PENDING) 1,000 below MCX's price of 72000."""
+    fake.state.set_price(MCX_SYMBOL, "72000")
+    return await call(kite.place_order, variety="regular", exchange="MCX",
+                      tradingsymbol=MCX_SYMBOL, transaction_type="SELL", quantity=1,
+                      product="NRML", order_type="SL", validity="DAY", tag=tag,
+                      trigger_price=71000, price=70300)
 
 
 def fired_result_keys() -> tuple[set[str], set[str]]:
@@ -438,11 +443,7 @@ async def test_a_sell_stop_market_order_fires_on_the_fall(fake: FakeKiteHandle, 
 
 
 async def test_a_resting_stop_order_is_cancelled_once(fake: FakeKiteHandle, kite) -> None:
-    fake.state.set_price(MCX_SYMBOL, "72000")
-    order_id = await call(kite.place_order, variety="regular", exchange="MCX",
-                          tradingsymbol=MCX_SYMBOL, transaction_type="SELL", quantity=1,
-                          product="NRML", order_type="SL", validity="DAY", tag="BS3",
-                          trigger_price=71000, price=70300)
+    order_id = await resting_mcx_stop(fake, kite, "BS3")
     assert await call(kite.cancel_order, "regular", order_id) == order_id
     last = (await call(kite.order_history, order_id))[-1]
     assert (last["status"], last["cancelled_quantity"]) == ("CANCELLED", 1)
