@@ -36,6 +36,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     live.add_argument("--port", type=int)
     live.add_argument("--capital", type=Decimal, help="opening balance of an empty ledger")
     live.add_argument("--kite-root", help="Kite Connect API root (default: Zerodha's)")
+    live.add_argument("--redis-url", help="redis://HOST:PORT/DB: run as one node of a pair "
+                                          "(with a shared --db-config)")
 
     migrate = commands.add_parser("migrate", help="apply (or roll back) schema migrations")
     _database_flags(migrate)
@@ -85,7 +87,7 @@ def _operator_verbs(commands: Any) -> None:
 
 def settings_from(args: argparse.Namespace) -> Settings:
     names = ["db_config", "db_env", "state_dir", "broker", "host", "port", "capital",
-             "kite_root"]
+             "kite_root", "redis_url"]
     flags: dict[str, Any] = {name: getattr(args, name, None) for name in names}
     return build_settings(flags)
 

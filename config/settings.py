@@ -34,6 +34,9 @@ class Settings(BaseSettings):
     capital: Decimal | None = Field(default=None, gt=0)
     db_config: Path | None = None
     db_env: str = "local"
+    # A pair (DESIGN.md §10): two daemons on one --db-config and one Redis. None: single.
+    redis_url: SecretStr | None = None
+    lease_ttl_ms: int = Field(default=5000, ge=500)
     webhook_secret: SecretStr | None = None
     # Operator access (DESIGN.md §9): the admin token authorises every operator action, the
     # view token (or the admin token) the read-only views. In paper mode without an admin

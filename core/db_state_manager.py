@@ -33,7 +33,7 @@ from core.db_transaction import (
     admit_params,
     decision_params,
 )
-from core.errors import SignalAlreadyDecided
+from core.errors import Fenced, SignalAlreadyDecided
 from core.models import (
     UNRESOLVED_INTENT_STATUSES,
     Layer,
@@ -83,6 +83,8 @@ class DatabaseStateManager:
         # A pair's leader sets its epoch: every transaction is then fenced by it (DESIGN.md
         # §10). None for a single daemon.
         self.epoch: int | None = None
+        # Told when a transaction found a newer leader's epoch: the node steps down.
+        self.on_fenced: Callable[[], None] | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
     async def open(self, wait_s: float = 30.0) -> None:
@@ -118,10 +120,20 @@ class DatabaseStateManager:
                         await tx.fence()
                     yield tx
                     await tx.verify()
-            except BaseException:
+            except BaseException as exc:
                 tx.discarded()
+                if isinstance(exc, Fenced) and self.on_fenced is not None:
+                    self.on_fenced()
                 raise
             tx.published()
+
+    @asynccontextmanager
+    async def reading(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """A connection in one read-only transaction (a consistent view over several
+        queries): nothing is written, so nothing is fenced."""
+        async with self._pool.connection() as conn, conn.transaction():
+            await conn.execute("SET TRANSACTION READ ONLY")
+            yield conn
 
     async def admit_signal(self, signal: NewSignal, window_s: int,
                            rejection: str | None = None,
@@ -375,6 +387,11 @@ class DatabaseStateManager:
         return await self._fetch(OrderIntent, query, (limit,))
 
     # -- status ---------------------------------------------------------------------------
+    async def notify_inbox(self) -> None:
+        """Wake the leader of a pair: a standby stored a signal for it (LISTEN pm_inbox)."""
+        async with self._pool.connection(timeout=self._admit_timeout_s) as conn:
+            await conn.execute("SELECT pg_notify('pm_inbox', '')")
+
     async def fence_epoch(self) -> int:
         """The highest epoch that led the book (a new term must start above it)."""
         return int(await self._scalar("SELECT epoch FROM leader_fence"))

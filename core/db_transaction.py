@@ -365,13 +365,15 @@ class Transaction:
 
     # -- fencing --------------------------------------------------------------------------
     async def fence(self) -> None:
-        """Claim the book for this transaction's epoch, first of all its statements (the
-        row lock orders the two nodes' writes); a newer epoch there rolls it all back."""
+        """Check the book is still this epoch's, first of all the transaction's statements.
+
+        A share lock, not an update: the leader's instruments commit side by side, while a
+        successor's fence UPDATE (`live.fence_lease`) waits for every one of them to end,
+        and every one begun after it finds the epoch gone and rolls back whole."""
         epoch = self._epoch
         assert epoch is not None
         await self._later(
-            None, "UPDATE leader_fence SET epoch = %s, updated_at = now() "
-                  "WHERE epoch <= %s RETURNING epoch", (epoch, epoch),
+            None, "SELECT epoch FROM leader_fence WHERE epoch = %s FOR SHARE", (epoch,),
             lambda: Fenced(epoch))
 
     # -- signal inbox ---------------------------------------------------------------------

@@ -29,8 +29,12 @@ class AlreadyRunning(RuntimeError):
 
 
 class BookClaim:
-    def __init__(self, conninfo: str, instance: str, *, interval_s: float = 5.0):
+    def __init__(self, conninfo: str, instance: str, *, interval_s: float = 5.0,
+                 shared: bool = False):
         self._conninfo = conninfo
+        # A pair's two nodes share the book (the lease decides who trades): each takes the
+        # claim shared, so a single daemon cannot join them, nor they it.
+        self._lock = "pg_try_advisory_lock_shared" if shared else "pg_try_advisory_lock"
         self._instance = instance
         self._interval_s = interval_s
         self._conn: psycopg.AsyncConnection | None = None
@@ -70,7 +74,7 @@ class BookClaim:
         await self._drop()
         conn = await psycopg.AsyncConnection.connect(
             self._conninfo, autocommit=True, application_name=APPLICATION + self._instance)
-        cur = await conn.execute("SELECT pg_try_advisory_lock(%s)", (CLAIM_KEY,))
+        cur = await conn.execute(f"SELECT {self._lock}(%s)", (CLAIM_KEY,))
         row = await cur.fetchone()
         if row is None or not row[0]:
             await conn.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import os
 import signal
@@ -12,14 +13,15 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import structlog
 from aiohttp import web
+from redis.asyncio import Redis
 
 from config.config_hash import config_sha256, effective_config
 from config.domain_files import load_holidays
@@ -41,8 +43,13 @@ from live.daily_limits import DailyLimits
 from live.database_server import DatabaseTarget, database_target
 from live.engine import LiveTradingEngine
 from live.exit_retries import ExitRetries
+from live.fence_lease import FenceLease
 from live.flatten import Flattener
+from live.ha_node import HaNode
 from live.inbox import Inbox, report_crash
+from live.inbox_wake import follow_standby
+from live.leader_broker import LeaderOnlyBroker
+from live.leader_lease import LeaderLease
 from live.metrics import Metrics
 from live.order_flow import OrderFlow
 from live.rate_limit import RateLimiter
@@ -56,6 +63,7 @@ from live.snapshots import Snapshots
 from live.square_off import SquareOff
 
 VERSION = "0.1.0"
+LISTEN_FD = "PM_LISTEN_FD"  # the listening socket a node restarting as standby hands over
 log = structlog.get_logger(__name__)
 
 
@@ -176,50 +184,59 @@ async def run_live(settings: Settings) -> None:
         access = access_policy(settings, admin)  # a bad network list stops startup here
         target, db = await open_book(settings, stack)
         instance = instance_id(settings.state_dir)
-        claim = BookClaim(target.conninfo, instance)
+        claim = BookClaim(target.conninfo, instance, shared=settings.redis_url is not None)
         await claim.take()  # before the book is written: a second daemon changes nothing in it
         stack.push_async_callback(claim.release)
+        node = await join_pair(settings, stack, target.conninfo, instance)
         async with db.transaction() as tx:
             if await tx.seed_portfolio(portfolio.initial_capital):
                 log.info("ledger_seeded", capital=str(portfolio.initial_capital))
             if await tx.store_configuration(config_hash, config_body):
                 log.info("configuration_stored", config_sha256=config_hash)
-            await tx.register_instance(instance, socket.gethostname(), settings.port, "single",
-                                       VERSION, config_hash)
+            await tx.register_instance(instance, socket.gethostname(), settings.port,
+                                       node.role if node else "single", VERSION, config_hash)
         metrics = Metrics()
         clock = daemon_clock(settings)
         venue = build_broker(settings, instruments, portfolio, target.conninfo, metrics,
                              calendar, clock)
-        await venue.broker.start()
-        stack.push_async_callback(venue.broker.close)
+        if node is not None:  # a node calls the broker only while it leads
+            venue = replace(venue, broker=cast(Broker, LeaderOnlyBroker(venue.broker,
+                                                                        node.may_act)))
+            db.on_fenced = node.fenced
         parts = assemble(settings, db, venue, instruments, portfolio, calendar, instance,
                          metrics, clock)
         stack.push_async_callback(parts.reconciler.close)  # after the inbox has stopped
         stack.push_async_callback(parts.inbox.stop, settings.shutdown_timeout_s)
-        await serve(settings, stack, parts.context(settings, secret, instruments, access,
-                                                   config_hash))
+        context = parts.context(settings, secret, instruments, access, config_hash)
+        context.ha = node
+        listener = await serve(settings, stack, context)
         announce(f"http://{settings.host}:{settings.port}", secret if generated else None,
                  admin if admin_generated else None)
-        watcher = asyncio.create_task(
-            watch_database(db, parts.readiness, metrics, settings.db_watch_interval_s),
-            name="database-watch")
-        watcher.add_done_callback(report_crash)
-        stack.push_async_callback(_cancel, watcher)
-        keeper = asyncio.create_task(claim.keep(stop.set), name="book-claim")
-        keeper.add_done_callback(report_crash)
-        stack.push_async_callback(_cancel, keeper)
+        start_task(stack, watch_database(db, parts.readiness, metrics,
+                                         settings.db_watch_interval_s), "database-watch")
+        start_task(stack, claim.keep(stop.set), "book-claim")
 
+        if node is not None:
+            parts.inbox.hand_over = db.notify_inbox  # until elected: the leader decides
+            start_task(stack, node.run(), "ha-node")
+            start_task(stack, step_down_when_lost(node, stop), "ha-lost")
 
         async def recover_then_work() -> None:
+            if node is not None:
+                await stand_by(node, db)
+                db.epoch, parts.inbox.hand_over = node.epoch, None
+            await venue.broker.start()
+            stack.push_async_callback(venue.broker.close)
             await parts.engine.control.load()
             await parts.engine.restore_prices(await db.last_alert_prices(list(instruments)))
             await recover(db, venue.broker, parts.inbox, parts.flow, portfolio,
                           parts.readiness, settings.startup_stage_timeout_s,
                           reconciler=parts.reconciler, stops=parts.stops)
-            for name, work in parts.workers():  # what runs beside the signals, once recovered
-                task = asyncio.create_task(work, name=name)
-                task.add_done_callback(report_crash)
-                stack.push_async_callback(_cancel, task)
+            workers = parts.workers()  # what runs beside the signals, once recovered
+            if node is not None:
+                workers.append(("inbox-wake", follow_standby(target.conninfo, parts.inbox)))
+            for name, work in workers:
+                start_task(stack, work, name)
             stack.push_async_callback(parts.flattener.close)
             await parts.flattener.resume()  # a flatten a crash interrupted carries on
 
@@ -228,6 +245,65 @@ async def run_live(settings: Settings) -> None:
     log.info("stopped")
     if claim.lost:
         raise AlreadyRunning("another daemon took this book while the database was away")
+    if node is not None and node.lost.is_set():
+        restart_as_standby(listener)
+
+
+def start_task(stack: AsyncExitStack, work: Coroutine[Any, Any, None], name: str) -> None:
+    """Run `work` beside the daemon until the stack unwinds; a crash is logged."""
+    task = asyncio.create_task(work, name=name)
+    task.add_done_callback(report_crash)
+    stack.push_async_callback(_cancel, task)
+
+
+async def join_pair(settings: Settings, stack: AsyncExitStack, conninfo: str,
+                    instance: str) -> HaNode | None:
+    """With a Redis URL, this daemon is one node of a pair (None: a single daemon)."""
+    if settings.redis_url is None:
+        return None
+    if settings.db_config is None:
+        raise ConfigError("a pair shares one database: give --db-config with --redis-url")
+    interval_s = settings.lease_ttl_ms / 5000
+    redis = Redis.from_url(settings.redis_url.get_secret_value(), socket_timeout=interval_s,
+                           socket_connect_timeout=interval_s)
+    stack.push_async_callback(redis.aclose)
+    fence = FenceLease(conninfo, instance, timeout_s=interval_s)
+    stack.push_async_callback(fence.close)
+    node = HaNode(LeaderLease(redis, instance, ttl_ms=settings.lease_ttl_ms), fence, instance)
+    stack.push_async_callback(node.release)  # last of the term: after in-flight calls ended
+    return node
+
+
+async def stand_by(node: HaNode, db: DatabaseStateManager) -> None:
+    """Serve views of the book as the leader keeps it until this node is elected."""
+    log.info("standing_by", instance=node.instance)
+    while not node.elected.is_set():
+        try:
+            await db.load_cache()  # the views read the cache: keep it the leader's
+        except TRANSIENT_ERRORS as exc:
+            log.warning("database_unavailable", error=str(exc))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(node.elected.wait(), node.interval_s)
+    log.info("promoting", instance=node.instance, epoch=node.epoch)
+
+
+async def step_down_when_lost(node: HaNode, stop: asyncio.Event) -> None:
+    await node.lost.wait()
+    stop.set()  # demotion is a clean stop, then a fresh start as standby
+
+
+def restart_as_standby(listener: socket.socket | None) -> None:
+    """Start again in this process, as a standby: nothing of the lost term survives in memory.
+    The listening socket is handed over, so webhooks wait in its queue rather than fail."""
+    env = dict(os.environ)
+    if listener is not None:
+        kept = os.dup(listener.fileno())
+        os.set_inheritable(kept, True)
+        env[LISTEN_FD] = str(kept)
+    log.warning("restarting_as_standby")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
 
 
 async def open_book(settings: Settings, stack: AsyncExitStack
@@ -334,16 +410,26 @@ def assemble(settings: Settings, db: DatabaseStateManager, venue: Venue,
                  rollover, clock, flattener, snapshots, limits, square_off, stops)
 
 
-async def serve(settings: Settings, stack: AsyncExitStack, context: Context) -> None:
-    """Start the HTTP server (stopped first on the way out)."""
+async def serve(settings: Settings, stack: AsyncExitStack, context: Context
+                ) -> socket.socket:
+    """Start the HTTP server (stopped first on the way out); return its listening socket."""
     runner = web.AppRunner(build_app(context), access_log=None, handle_signals=False,
                            shutdown_timeout=settings.shutdown_timeout_s)
     await runner.setup()
     stack.push_async_callback(runner.cleanup)
-    # A deep accept queue: alerts arrive in bursts (one per instrument at a bar close).
-    await web.TCPSite(runner, settings.host, settings.port, backlog=1024).start()
+    inherited = os.environ.pop(LISTEN_FD, None)  # a node restarting as standby kept it
+    if inherited is not None:
+        listener = socket.socket(fileno=int(inherited))
+    else:
+        # A deep accept queue: alerts arrive in bursts (one per instrument at a bar close).
+        family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+        listener = socket.create_server((settings.host, settings.port), family=family,
+                                        backlog=1024)
+    # Kept open by a duplicate: the site closes its own when the server stops.
+    await web.SockSite(runner, socket.socket(fileno=os.dup(listener.fileno()))).start()
     url = f"http://{settings.host}:{settings.port}"
     log.info("serving", url=url, webhook_url=f"{url}/webhook", broker=context.broker.name)
+    return listener
 
 
 async def until_stopped(stop: asyncio.Event, recovery: Coroutine[Any, Any, None],

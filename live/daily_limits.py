@@ -94,9 +94,9 @@ class DailyLimits:
         """The day's P&L against its limit, or None before the day's first snapshot."""
         day = trading_day(now)
         book = await self._snapshots.book(now)
-        async with self._db.transaction() as tx:
-            start = await day_start(tx.conn, day)
-            realised = await realised_since(tx.conn, day_began(day))
+        async with self._db.reading() as conn:
+            start = await day_start(conn, day)
+            realised = await realised_since(conn, day_began(day))
         if start is None:
             return None
         return day_loss(start, realised, book.portfolio.unrealized,

@@ -9,7 +9,7 @@ its waiter hears, even when the handler fails unexpectedly.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Collection
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -17,7 +17,15 @@ from typing import Any, Protocol
 import structlog
 
 from core.book_store import BookStore
-from core.models import NewSignal, Outcome, SignalAdmission, SignalOutcome, SignalRecord
+from core.errors import Fenced
+from core.models import (
+    NewSignal,
+    Outcome,
+    SignalAdmission,
+    SignalOutcome,
+    SignalRecord,
+    SignalStatus,
+)
 from core.signals import InvalidSignal, Signal, freshness, parse_signal
 from core.specs import PortfolioConfig
 from live import failpoints
@@ -63,6 +71,9 @@ class Inbox:
         self._stopping = False
         # Nothing is processed until recovery has resolved what an earlier run left open.
         self._processing = asyncio.Event()
+        # A pair's standby stores each signal and hands it over (wakes the leader) instead
+        # of taking it: only the leader decides.
+        self.hand_over: Callable[[], Awaitable[None]] | None = None
 
     def start_processing(self) -> None:
         self._processing.set()
@@ -83,6 +94,9 @@ class Inbox:
         if late:
             self._count(signal, Outcome.REJECTED, 0.0)
             return admission, SignalOutcome(admission.signal_id, Outcome.REJECTED, late)
+        if self.hand_over is not None:
+            await self.hand_over()
+            return admission, None
         self.enqueue(InboxItem(admission.signal_id, signal, received_at))
         return admission, None
 
@@ -100,6 +114,15 @@ class Inbox:
             worker.add_done_callback(report_crash)
             self._workers[instrument] = worker
         queue.put_nowait(item)
+
+    async def enqueue_waiting(self) -> int:
+        """Queue every stored signal still waiting (recovery, a standby's hand-over);
+        return how many. One already queued, or decided meanwhile, is not taken twice."""
+        pending = [record for record in await self._store.load_pending_signals()
+                   if record.status is SignalStatus.RECEIVED]
+        for record in pending:
+            await self.enqueue_stored(record)
+        return len(pending)
 
     async def enqueue_stored(self, record: SignalRecord) -> None:
         """Queue a stored signal (recovery); one that no longer parses is rejected now."""
@@ -167,6 +190,10 @@ class Inbox:
                 # Shutdown: the signal keeps no outcome; the next start resumes it.
                 log.warning("processing_cancelled", signal_id=item.signal_id)
                 raise
+            except Fenced:
+                # A newer leader has the book: the signal is left undecided, for it to take.
+                log.warning("signal_left_to_new_leader", signal_id=item.signal_id)
+                return
             except Exception as exc:  # the task boundary: never limp past a broken consumer
                 log.exception("processing_failed", signal_id=item.signal_id,
                               instrument=item.signal.instrument, error=type(exc).__name__)

@@ -41,6 +41,18 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
+# A leader whose PostgreSQL lease still holds takes its key back when Redis lost it (Redis
+# restarted empty): the same term, and the epoch counter no lower than it.
+RECLAIM = """
+local held = redis.call('GET', KEYS[1])
+if held == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+if held then return 0 end
+if tonumber(redis.call('GET', KEYS[2]) or '0') < tonumber(ARGV[3]) then
+  redis.call('SET', KEYS[2], ARGV[3])
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
 RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -83,13 +95,19 @@ class LeaderLease:
         self._extend_from(sent)
         return epoch
 
-    async def renew(self) -> bool:
+    async def renew(self, reclaim: bool = False) -> bool:
         """Extend this term; False if it is no longer this node's (it lapsed, or another
-        term began). A Redis error propagates: the renewal is simply not confirmed."""
+        term began). With `reclaim` (the caller knows its term holds elsewhere) a lapsed
+        key is set again. A Redis error propagates: the renewal is simply not confirmed."""
         if self.epoch is None:
             return False
         sent = self._clock()
-        if not int(await self._redis.eval(RENEW, 1, LEADER_KEY, self._value, self.ttl_ms)):
+        if reclaim:
+            done = await self._redis.eval(RECLAIM, 2, LEADER_KEY, EPOCH_KEY, self._value,
+                                          self.ttl_ms, self.epoch)
+        else:
+            done = await self._redis.eval(RENEW, 1, LEADER_KEY, self._value, self.ttl_ms)
+        if not int(done):
             self._deadline = 0.0
             return False
         self._extend_from(sent)
@@ -104,6 +122,15 @@ class LeaderLease:
     def holds(self) -> bool:
         """Whether this node may still act as leader by its own clock."""
         return self._clock() < self._deadline
+
+    @property
+    def margin_s(self) -> float:
+        return self._margin_s
+
+    @property
+    def deadline(self) -> float:
+        """Until when, on the monotonic clock, this node may act by Redis's word."""
+        return self._deadline
 
     def ms_left(self) -> int:
         return max(0, int((self._deadline - self._clock()) * 1000))

@@ -15,7 +15,7 @@ import structlog
 from core.book_store import BookStore
 from core.db_pool import TRANSIENT_ERRORS
 from core.intents import EntryPurpose, Sacred
-from core.models import OrderIntent, SignalOutcome, SignalStatus
+from core.models import OrderIntent, SignalOutcome
 from core.signals import entry_deadline
 from core.specs import PortfolioConfig
 from live import failpoints
@@ -74,7 +74,7 @@ async def recover(db: BookStore, broker: Broker, inbox: Inbox, flow: OrderFlow,
     mismatches = await run_stage(readiness, "reconcile", stage_timeout_s,
                                  lambda: reconcile(reconciler, readiness))
     resumed = await run_stage(readiness, "resume_signals", stage_timeout_s,
-                              lambda: resume_signals(db, inbox))
+                              lambda: resume_signals(inbox))
     readiness.started()
     log.info("recovered", resumed_signals=resumed, mismatches=mismatches)
 
@@ -154,13 +154,10 @@ async def reconcile(reconciler: Reconciler, readiness: Readiness) -> int:
     return len(readiness.block_reasons(MISMATCH))
 
 
-async def resume_signals(db: BookStore, inbox: Inbox) -> int:
+async def resume_signals(inbox: Inbox) -> int:
     """Queue the signals still waiting, then let the workers run and drain them."""
-    pending = [record for record in await db.load_pending_signals()
-               if record.status is SignalStatus.RECEIVED]
-    for record in pending:
-        await inbox.enqueue_stored(record)
+    pending = await inbox.enqueue_waiting()
     # Stored signals are queued before any worker runs, so they go first (lower ids).
     inbox.start_processing()
     await inbox.drain()
-    return len(pending)
+    return pending

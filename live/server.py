@@ -28,6 +28,7 @@ from live.broker_stops import BrokerStops
 from live.brokers.base import Broker
 from live.engine import LiveTradingEngine
 from live.exit_retries import ExitRetries
+from live.ha_node import HaNode
 from live.inbox import Inbox
 from live.metrics import Metrics
 from live.rate_limit import RateLimiter
@@ -72,6 +73,7 @@ class Context:
     limits: DailyLimits | None = None  # the daily loss limit and entry count
     stops: BrokerStops | None = None  # the layers' broker-resident stops
     config_sha256: str | None = None  # the configuration this daemon decides under
+    ha: HaNode | None = None  # a pair's node (None: a single daemon)
     # Without a policy (tests that build a Context by hand) views are open and the admin
     # routes refuse everyone: the token is random and never shown. The daemon always sets it.
     access: AccessPolicy = field(
@@ -185,7 +187,10 @@ async def ready(request: web.Request) -> web.Response:
 
 
 def current_reasons(ctx: Context) -> list[str]:
-    """Why the daemon cannot trade right now: startup, blocks, database, broker."""
+    """Why the daemon cannot trade right now: standby, startup, blocks, database, broker."""
+    standby = ctx.ha.not_ready_reason() if ctx.ha else None
+    if standby is not None:  # load balancers route by /ready: only the leader says yes
+        return [standby]
     return ctx.readiness.reasons(ctx.broker.unavailable_reason)
 
 
@@ -198,7 +203,9 @@ async def status(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     report = await status_report(ctx.engine, ctx.metrics)
     reasons = current_reasons(ctx)
-    return reply({"broker": ctx.broker.name, "role": "single", "ready": not reasons,
+    return reply({"broker": ctx.broker.name, "ready": not reasons,
+                  "role": ctx.ha.role if ctx.ha else "single",
+                  "ha": ctx.ha.report() if ctx.ha else None,
                   "not_ready_reasons": reasons,
                   "paused": not ctx.readiness.database_available,
                   "discrepancies": ctx.readiness.block_reasons(MISMATCH),

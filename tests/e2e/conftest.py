@@ -2,9 +2,38 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from tests.support.daemon import TradingDaemon
+from tests.support.daemon import Daemon, TradingDaemon
+
+
+@pytest.fixture
+def daemons():
+    """Daemons a test started: whatever happens, none outlives it."""
+    started: list[Daemon] = []
+    yield started
+    for daemon in started:
+        daemon.ensure_stopped()
+
+
+@pytest.fixture
+def on_the_server(daemons, tmp_path, embedded_server, postgresql):
+    """Build daemons on this test's database of the session's server (`--db-config`)."""
+    address = embedded_server.address()
+    config = tmp_path / "database_config.json"
+    config.write_text(json.dumps({"local": {
+        "host": str(address.socket_dir), "port": address.port, "user": "postgres",
+        "database": "${PM_TEST_DATABASE}", "sslmode": "disable"}}))
+
+    def build(state_dir, *args: str, kind: type[Daemon] = Daemon,
+              env: dict[str, str] | None = None) -> Daemon:
+        daemon = kind(state_dir, "--db-config", str(config), "--db-env", "local", *args,
+                      env={"PM_TEST_DATABASE": postgresql.info.dbname, **(env or {})})
+        daemons.append(daemon)
+        return daemon
+    return build
 
 
 @pytest.fixture

@@ -7,22 +7,12 @@ import signal
 import subprocess
 import sys
 
-import pytest
-
 from live.embedded_db import EmbeddedPostgres
 from live.schema_migrations import MIGRATIONS_DIR
 from tests.support.daemon import REPO, Daemon
 
 LATEST_MIGRATION = max(p.name.removesuffix(".sql") for p in MIGRATIONS_DIR.glob("*.sql")
                        if not p.name.endswith(".rollback.sql"))
-
-
-@pytest.fixture
-def daemons():
-    started: list[Daemon] = []
-    yield started
-    for daemon in started:
-        daemon.ensure_stopped()
 
 
 def launch(daemons, state_dir, *args: str) -> Daemon:
@@ -117,23 +107,6 @@ def test_migrate_command_rolls_back_and_reapplies(state_dir):
     assert f"rolled back {LATEST_MIGRATION}" in migrate("--rollback", "1")
     assert f"applied {LATEST_MIGRATION}" in migrate()
     assert not embedded_server_running(state_dir)
-
-
-@pytest.fixture
-def on_the_server(daemons, tmp_path, embedded_server, postgresql):
-    """Build daemons on this test's database of the session's server (`--db-config`)."""
-    address = embedded_server.address()
-    config = tmp_path / "database_config.json"
-    config.write_text(json.dumps({"local": {
-        "host": str(address.socket_dir), "port": address.port, "user": "postgres",
-        "database": "${PM_TEST_DATABASE}", "sslmode": "disable"}}))
-
-    def build(state_dir) -> Daemon:
-        daemon = Daemon(state_dir, "--db-config", str(config), "--db-env", "local",
-                        env={"PM_TEST_DATABASE": postgresql.info.dbname})
-        daemons.append(daemon)
-        return daemon
-    return build
 
 
 def test_runs_against_a_configured_server(on_the_server, state_dir, postgresql):

@@ -3,6 +3,7 @@ the older one rolls back whole, and the intents a leader creates carry its epoch
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from decimal import Decimal
 
@@ -30,6 +31,13 @@ async def other(dsn) -> AsyncIterator[DatabaseStateManager]:
     await manager.close()
 
 
+async def promote(node: DatabaseStateManager, dsn: str, epoch: int) -> None:
+    """What a promotion does to the fence (`live.fence_lease`): move it to the new term."""
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        await conn.execute("UPDATE leader_fence SET epoch = %s WHERE epoch < %s", (epoch, epoch))
+    node.epoch = epoch
+
+
 async def count(dsn: str, query: str) -> int:
     async with await psycopg.AsyncConnection.connect(dsn) as conn:
         row = await (await conn.execute(query)).fetchone()
@@ -38,12 +46,12 @@ async def count(dsn: str, query: str) -> int:
 
 async def test_a_newer_leader_fences_the_older_ones_writes(db, other, dsn):
     old, new = db, other
-    old.epoch = 1
+    await promote(old, dsn, 1)
     async with old.transaction() as tx:
         first = await tx.insert_intent(intent())
     assert first.fencing_epoch == 1 and await old.fence_epoch() == 1
 
-    new.epoch = 2
+    await promote(new, dsn, 2)
     async with new.transaction() as tx:
         second = await tx.insert_intent(intent())
     assert second.fencing_epoch == 2 and await new.fence_epoch() == 2
@@ -61,10 +69,8 @@ async def test_a_newer_leader_fences_the_older_ones_writes(db, other, dsn):
 
 async def test_an_older_leaders_decision_is_not_recorded(db, other, dsn):
     admission = await db.admit_signal(new_signal(at=T0), window_s=60)
-    other.epoch = 5
-    async with other.transaction():
-        pass  # the new leader's first transaction moves the fence
     db.epoch = 4
+    await promote(other, dsn, 5)
     with pytest.raises(Fenced):
         await db.record_decision(admission.signal_id, Outcome.IGNORED, "late", "old", T0)
     assert await count(dsn, "SELECT count(*) FROM signal_log WHERE outcome IS NULL") == 1
@@ -78,3 +84,20 @@ async def test_a_single_daemon_leaves_the_fence_alone(db, dsn):
     async with db.transaction() as tx:
         made = await tx.insert_intent(intent())
     assert made.fencing_epoch == 0 and await db.fence_epoch() == 0
+
+
+async def test_a_promotion_waits_for_the_old_leaders_open_transaction(db, other, dsn):
+    """The fence is a share lock: the successor's move waits for the old leader's open
+    transaction, which commits in its own term; every later one rolls back."""
+    await promote(db, dsn, 1)
+    async with db.transaction() as tx:
+        await tx.insert_intent(intent())
+        moving = asyncio.create_task(promote(other, dsn, 2))
+        await asyncio.sleep(0.3)
+        assert not moving.done()  # it waits for this transaction
+    await moving
+    with pytest.raises(Fenced):
+        async with db.transaction() as tx:
+            await tx.insert_intent(intent())
+    epochs = await count(dsn, "SELECT count(*) FROM order_intents WHERE fencing_epoch = 1")
+    assert epochs == 1 and await other.fence_epoch() == 2

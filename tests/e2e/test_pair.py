@@ -1,0 +1,140 @@
+"""A pair as operators run it: two daemon processes, one PostgreSQL, one real Redis server.
+
+Whatever happens to a node or to Redis, at most one node trades, no acknowledged signal is
+lost and no order is sent twice.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+import pytest
+
+from tests.support.alerts import alert, ist
+from tests.support.daemon import TradingDaemon
+from tests.support.redis_server import RedisServer
+
+TTL_MS = 2000
+SECRET = "pair-webhook-secret"
+ADMIN = "pair-admin-token-0123456789"
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    server = RedisServer(tmp_path / "redis").start()
+    yield server
+    server.kill()
+
+
+@pytest.fixture
+def node(on_the_server, tmp_path, redis_server) -> Callable[..., TradingDaemon]:
+    """Build a node of the pair (its own state dir), on the shared book and Redis."""
+    def build(name: str, redis_url: str | None = None) -> TradingDaemon:
+        daemon = on_the_server(tmp_path / name / "state", "--redis-url",
+                               redis_url or redis_server.url, kind=TradingDaemon,
+                               env={"PM_WEBHOOK_SECRET": SECRET, "PM_ADMIN_TOKEN": ADMIN,
+                                    "PM_LEASE_TTL_MS": str(TTL_MS)})
+        return daemon
+    return build
+
+
+def wait_for(check: Callable[[], Any], timeout_s: float = 30, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            found = check()
+        except (OSError, ValueError):  # restarting, or a non-JSON answer
+            found = None
+        if found:
+            return found
+        time.sleep(0.05)
+    raise AssertionError(f"not within {timeout_s} s: {what}")
+
+
+def role(daemon: TradingDaemon) -> str | None:
+    code, status = daemon.get("/status")
+    return status.get("role") if code == 200 else None
+
+
+def leader_and_standby(first: TradingDaemon, second: TradingDaemon
+                       ) -> tuple[TradingDaemon, TradingDaemon]:
+    wait_for(lambda: {role(first), role(second)} == {"leader", "standby"}, 60,
+             "one leader, one standby")
+    return (first, second) if role(first) == "leader" else (second, first)
+
+
+def rows(dsn: str, query: str) -> list[tuple[Any, ...]]:
+    with psycopg.connect(dsn) as conn:
+        return conn.execute(query).fetchall()
+
+
+def orders(dsn: str) -> list[tuple[str, str]]:
+    """Every order the paper venue holds: (tag, side)."""
+    return rows(dsn, "SELECT tag, side FROM paper_orders ORDER BY id")
+
+
+def gold(kind: str, layer: str | None, price: int, minutes_ago: int, **extra: Any
+         ) -> dict[str, Any]:
+    return alert(kind, "GOLD_MINI", layer, price, ist(minutes_ago), **extra)
+
+
+def test_a_standby_takes_over_a_killed_leader_with_the_signals_it_stored(node, dsn):
+    first, second = node("a").start(), node("b").start()
+    leader, standby = leader_and_standby(first, second)
+    assert leader.wait_ready() and standby.get("/ready")[0] == 503
+    assert standby.get("/health")[0] == 200
+    status = standby.get("/status")[1]
+    assert status["ha"]["leader"] == (leader.state_dir / "instance_id").read_text().strip()
+
+    # The standby stores an alert and hands it to the leader, which decides it.
+    code, answer = standby.send(**gold("BASE_ENTRY", "Long_1", 78500, 240, stop=77800,
+                                       atr=700))
+    assert (code, answer["status"]) == (202, "accepted")
+    decided = wait_for(lambda: leader.get(f"/signals/{answer['signal_id']}")[1]
+                       .get("outcome"), 30, "the leader decides the handed-over signal")
+    assert decided == "executed"
+    epoch = leader.get("/status")[1]["ha"]["epoch"]
+
+    leader.kill()
+    # While no one leads, the standby keeps accepting alerts: stored, not lost.
+    code, exit_answer = standby.send(**gold("EXIT", "Long_1", 80500, 200))
+    assert (code, exit_answer["status"]) == (202, "accepted")
+    killed_at = time.monotonic()
+    assert standby.wait_ready(30)
+    took_s = time.monotonic() - killed_at
+    status = standby.get("/status")[1]
+    assert status["role"] == "leader" and status["ha"]["epoch"] > epoch
+    # The stored exit is taken by the new leader: the layer is closed once, by one order.
+    wait_for(lambda: standby.get(f"/signals/{exit_answer['signal_id']}")[1]
+             .get("outcome") == "executed", 30, "the stored exit is executed")
+    assert [side for _, side in orders(dsn)] == ["BUY", "SELL"]
+    epochs = rows(dsn, "SELECT fencing_epoch FROM order_intents ORDER BY id")
+    assert [e for (e,) in epochs] == [epoch, status["ha"]["epoch"]]
+    events = rows(dsn, "SELECT details->>'epoch' FROM execution_log "
+                       "WHERE event = 'leadership_acquired' ORDER BY id")
+    assert [int(e) for (e,) in events] == [epoch, status["ha"]["epoch"]]
+    print(f"failover took {took_s:.2f} s")  # measured properly by bench/failover.py
+
+
+def test_a_paused_leader_is_fenced_and_comes_back_as_standby(node, dsn):
+    first, second = node("a").start(), node("b").start()
+    leader, standby = leader_and_standby(first, second)
+    assert leader.wait_ready()
+    leader.process.send_signal(signal.SIGSTOP)
+    try:
+        assert standby.wait_ready(30)
+        code, answer = standby.send(**gold("BASE_ENTRY", "Long_1", 78500, 240, stop=77800,
+                                           atr=700))
+        assert code == 200 and answer["status"] == "executed"
+    finally:
+        leader.process.send_signal(signal.SIGCONT)
+    # The old leader finds its term gone and starts again as a standby, in the same process.
+    wait_for(lambda: role(leader) == "standby", 60, "the paused leader becomes standby")
+    assert leader.process.poll() is None
+    assert "restarting_as_standby" in leader.output()
+    assert [side for _, side in orders(dsn)] == ["BUY"]
+    assert standby.get("/status")[1]["role"] == "leader"
