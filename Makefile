@@ -32,5 +32,11 @@ clean:
 bench: $(VENV)/.installed
 	$(PY) -m bench.run $(if $(QUICK),--quick,)
 
+# A pair's failover time (leader SIGKILL → standby ready, TTL 5000 and 2000 ms) and the
+# fence's cost (single daemon vs pair leader, same load, same server). QUICK=1: a few minutes.
+.PHONY: bench-ha
+bench-ha: $(VENV)/.installed
+	$(PY) -m bench.ha $(if $(QUICK),--quick,)
+
 chaos: $(VENV)/.installed
 	$(PY) -m tests.chaos.campaign --broker both --crashes $(or $(CRASHES),200) $(if $(SEED),--seed $(SEED),)

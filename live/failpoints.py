@@ -1,7 +1,9 @@
 """Named fail points in the money path, for crash tests: the process SIGKILLs itself there.
 
-Disabled unless armed (`PM_FAILPOINT=name` or `name:N` for the Nth hit); disabled, a fail
-point costs one comparison. The points, in the order a signal meets them:
+Disabled unless armed (`PM_FAILPOINT=name` or `name:N` for the Nth hit; with `name:N:pause`
+it SIGSTOPs instead, for the pair's tests: a leader frozen mid-transition, thawed after its
+term has passed to the standby); disabled, a fail point costs one comparison.
+The points, in the order a signal meets them:
 
 - `after_signal_durable`   the signal is committed to the inbox; the webhook has not answered
 - `after_intent_commit`    the order intent is committed; the broker has not been called
@@ -50,25 +52,30 @@ POINTS = (SIGNAL_POINTS | RETRY_POINTS | frozenset(ROLL_POINTS) | frozenset(FLAT
 _armed: str | None = None
 _at_hit = 1
 _hits = 0
+_signal = signal.SIGKILL
 
 
 def arm(spec: str | None) -> None:
     """Arm one fail point from `name` or `name:N`; None disarms."""
-    global _armed, _at_hit, _hits
+    global _armed, _at_hit, _hits, _signal
     if not spec:
         _armed, _hits = None, 0
         return
-    name, _, nth = spec.partition(":")
+    name, _, rest = spec.partition(":")
+    nth, _, action = rest.partition(":")
     if name not in POINTS:
         raise ValueError(f"unknown fail point {name!r}; known: {', '.join(sorted(POINTS))}")
+    if action not in ("", "pause"):
+        raise ValueError(f"unknown fail point action {action!r}; known: pause")
     _armed, _at_hit, _hits = name, int(nth or 1), 0
+    _signal = signal.SIGSTOP if action else signal.SIGKILL
 
 
 def reached(name: str) -> None:
-    """Die here (SIGKILL, no cleanup) if this is the armed point's chosen hit."""
+    """Die here (SIGKILL, no cleanup; or freeze) if this is the armed point's chosen hit."""
     global _hits
     if name != _armed:
         return
     _hits += 1
     if _hits == _at_hit:
-        os.kill(os.getpid(), signal.SIGKILL)
+        os.kill(os.getpid(), _signal)

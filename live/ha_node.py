@@ -122,6 +122,7 @@ class HaNode:
         self._database(True)
         self._seen(state)
         if state.ms_left and state.instance != self.instance:
+            await self._probe_redis()  # could this node take over, were the leader to go?
             # Ask again just after the leader's lease would run out: failover within TTL.
             return min(self.interval_s, state.ms_left / 1000 + 0.02)
         try:
@@ -148,6 +149,14 @@ class HaNode:
                     previous=state.instance)
         self.elected.set()
         return self.interval_s
+
+    async def _probe_redis(self) -> None:
+        try:
+            async with asyncio.timeout(self.interval_s):
+                await self._lease.holder()
+            self._redis(True)
+        except UNREACHABLE as exc:
+            self._redis(False, exc)
 
     async def _keep(self) -> None:
         """One leader round: renew both halves; demote when neither holds."""

@@ -117,9 +117,12 @@ class Inbox:
 
     async def enqueue_waiting(self) -> int:
         """Queue every stored signal still waiting (recovery, a standby's hand-over);
-        return how many. One already queued, or decided meanwhile, is not taken twice."""
+        return how many were new here. A signal in hand when the query began is skipped:
+        it stays `received` in the database until its decision commits."""
+        in_hand = set(self._queued)
         pending = [record for record in await self._store.load_pending_signals()
-                   if record.status is SignalStatus.RECEIVED]
+                   if record.status is SignalStatus.RECEIVED
+                   and record.id not in in_hand and record.id not in self._queued]
         for record in pending:
             await self.enqueue_stored(record)
         return len(pending)

@@ -7,6 +7,7 @@ lost and no order is sent twice.
 from __future__ import annotations
 
 import signal
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -17,6 +18,7 @@ import pytest
 from tests.support.alerts import alert, ist
 from tests.support.daemon import TradingDaemon
 from tests.support.redis_server import RedisServer
+from tests.support.tcp_proxy import TcpProxy
 
 TTL_MS = 2000
 SECRET = "pair-webhook-secret"
@@ -138,3 +140,98 @@ def test_a_paused_leader_is_fenced_and_comes_back_as_standby(node, dsn):
     assert "restarting_as_standby" in leader.output()
     assert [side for _, side in orders(dsn)] == ["BUY"]
     assert standby.get("/status")[1]["role"] == "leader"
+
+
+def stopped(daemon: TradingDaemon) -> bool:
+    """Whether the process is frozen (SIGSTOP): state T in /proc."""
+    assert daemon.process is not None
+    with open(f"/proc/{daemon.process.pid}/stat") as handle:
+        stat = handle.read()
+    return stat.rsplit(")", 1)[1].split()[0] == "T"
+
+
+@pytest.mark.parametrize("point", ["after_intent_commit", "after_broker_accept"])
+def test_an_order_in_flight_when_the_leader_froze_is_sent_once(node, dsn, point):
+    """The leader freezes with an entry's intent committed (not sent / sent, unrecorded).
+    The standby takes over and resolves it by its tag; the old leader, thawed, sends
+    nothing: its term has passed, and the broker is called only within it."""
+    frozen = node("a")
+    frozen.env["PM_FAILPOINT"] = f"{point}:1:pause"
+    frozen.start()
+    wait_for(lambda: role(frozen) == "leader", 30, "the first node leads")
+    taker = node("b").start()
+    assert frozen.wait_ready()
+    sending = threading.Thread(target=lambda: frozen.send(**gold(
+        "BASE_ENTRY", "Long_1", 78500, 240, stop=77800, atr=700)), daemon=True)
+    sending.start()
+    wait_for(lambda: stopped(frozen), 30, "the leader freezes at the fail point")
+    try:
+        assert taker.wait_ready(30)
+        wait_for(lambda: taker.get("/signals/1")[1].get("outcome") == "executed", 30,
+                 "the new leader completes the frozen leader's entry")
+    finally:
+        frozen.process.send_signal(signal.SIGCONT)
+    wait_for(lambda: role(frozen) == "standby", 60, "the thawed leader becomes standby")
+    time.sleep(TTL_MS / 1000)  # whatever it still had queued would have gone by now
+    assert [side for _, side in orders(dsn)] == ["BUY"]
+    [layer] = taker.get("/positions")[1]["positions"]
+    assert layer["lots"] == 7
+    assert taker.get("/status")[1]["role"] == "leader"
+
+
+def test_redis_lost_and_back_the_leader_trades_throughout(node, dsn, redis_server):
+    first, second = node("a").start(), node("b").start()
+    leader, standby = leader_and_standby(first, second)
+    assert leader.wait_ready()
+    redis_server.kill()
+    # No Redis: the leader keeps trading on its database lease; the standby says it
+    # could not take over.
+    code, entry = leader.send(**gold("BASE_ENTRY", "Long_1", 78500, 240, stop=77800, atr=700))
+    assert (code, entry["status"]) == (200, "executed")
+    ha = wait_for(lambda: (lambda h: h if not h["failover_possible"] else None)(
+        standby.get("/status")[1]["ha"]), 30, "the standby reports failover impossible")
+    assert ha["redis_available"] is False and ha["leader"] == leader.get("/status")[1][
+        "ha"]["instance"]
+    time.sleep(3 * TTL_MS / 1000)  # several terms' worth: the leader still leads
+    assert leader.get("/ready")[0] == 200 and role(standby) == "standby"
+    code, exit_ = leader.send(**gold("EXIT", "Long_1", 80500, 200))
+    assert (code, exit_["status"]) == (200, "executed")
+
+    # Redis back (empty): no restart needed; the leader holds the key again, and a
+    # failover works once more.
+    redis_server.start()
+    wait_for(lambda: standby.get("/status")[1]["ha"]["failover_possible"], 30,
+             "the standby sees Redis again")
+    leader.kill()
+    assert standby.wait_ready(30)
+    assert [side for _, side in orders(dsn)] == ["BUY", "SELL"]
+    epochs = [e for (e,) in rows(dsn, "SELECT fencing_epoch FROM order_intents ORDER BY id")]
+    assert epochs == sorted(epochs) and epochs[-1] < standby.get("/status")[1]["ha"]["epoch"]
+
+
+def test_a_leader_cut_off_from_redis_alone_is_not_joined_by_a_second(node, dsn, redis_server):
+    proxy = TcpProxy(redis_server.port).start()
+    try:
+        first = node("a", redis_url=proxy.url).start()
+        wait_for(lambda: role(first) == "leader", 30, "the proxied node leads")
+        second = node("b").start()
+        assert first.wait_ready() and role(second) == "standby"
+        proxy.hold()  # the leader's Redis traffic goes nowhere; the standby's flows
+        time.sleep(3 * TTL_MS / 1000)
+        # The lease in Redis ran out, but the database's still holds: one leader.
+        assert (role(first), role(second)) == ("leader", "standby")
+        code, entry = second.send(**gold("BASE_ENTRY", "Long_1", 78500, 240, stop=77800,
+                                         atr=700))
+        assert (code, entry["status"]) == (202, "accepted")
+        wait_for(lambda: first.get(f"/signals/{entry['signal_id']}")[1].get("outcome")
+                 == "executed", 30, "the cut-off leader decides the handed-over entry")
+        # It dies while cut off: the standby, which can reach Redis, takes over.
+        first.kill()
+        assert second.wait_ready(30)
+        code, exit_ = second.send(**gold("EXIT", "Long_1", 80500, 200))
+        assert (code, exit_["status"]) == (200, "executed")
+        epochs = [e for (e,) in rows(dsn, "SELECT DISTINCT fencing_epoch FROM order_intents")]
+        assert len(epochs) == 2
+        assert [side for _, side in orders(dsn)] == ["BUY", "SELL"]
+    finally:
+        proxy.stop()
