@@ -401,12 +401,15 @@ class Transaction:
 
     # -- order intents and fills ----------------------------------------------------------
     async def insert_intent(self, new: NewIntent, tag_prefix: str = "PM") -> OrderIntent:
-        """Insert a pending intent whose broker tag is derived from its id."""
+        """Insert a pending intent whose broker tag is derived from its id and, in a pair,
+        its leader's epoch (PM12E3): the order at the broker says which term sent it."""
         query = sql.SQL(
             """INSERT INTO order_intents (id, tag, signal_id, instrument, tradingsymbol,
                position_ids, side, lots, quantity, order_type, price, fencing_epoch, purpose,
                exchange, expiry)
-               SELECT n.id, %(prefix)s || n.id, %(signal_id)s, %(instrument)s, %(tradingsymbol)s,
+               SELECT n.id, %(prefix)s || n.id || CASE WHEN %(fencing_epoch)s::bigint > 0
+                          THEN 'E' || %(fencing_epoch)s::bigint ELSE '' END,
+                      %(signal_id)s, %(instrument)s, %(tradingsymbol)s,
                       %(position_ids)s, %(side)s, %(lots)s, %(quantity)s, %(order_type)s,
                       %(price)s, %(fencing_epoch)s, %(purpose)s, %(exchange)s, %(expiry)s
                FROM (SELECT nextval('order_intents_id_seq') AS id) n RETURNING {}"""

@@ -62,6 +62,9 @@ class HaNode:
         self.elected = asyncio.Event()
         self.lost = asyncio.Event()
         self.lost_because: str | None = None
+        # Changes for the audit log (and so the events outbox), written by the loop: a lost
+        # term or a lost Redis is recorded even though neither is a transaction of the book.
+        self._notes: list[tuple[str, dict[str, Any]]] = []
 
     # -- what the rest of the daemon asks ---------------------------------------------------
     def may_act(self) -> bool:
@@ -99,7 +102,24 @@ class HaNode:
                 wait = self.interval_s
             else:
                 wait = await self._stand_by()
-            await asyncio.sleep(max(0.0, wait - (self._clock() - started)))
+            await self._write_notes()
+            try:  # a transaction fenced meanwhile ends the wait: the loss is written now
+                async with asyncio.timeout(max(0.0, wait - (self._clock() - started))):
+                    await self.lost.wait()
+            except TimeoutError:
+                pass
+        await self._write_notes()
+
+    async def _write_notes(self) -> None:
+        while self._notes:
+            event, details = self._notes[0]
+            try:
+                async with asyncio.timeout(self.interval_s):
+                    await self._fence.record(event, details, str(self.role))
+            except UNREACHABLE as exc:  # the next round writes it
+                log.warning("audit_write_failed", audit_event=event, error=str(exc))
+                return
+            self._notes.pop(0)
 
     async def release(self) -> None:
         """End this term at once (clean shutdown, demotion), so the standby need not wait."""
@@ -190,6 +210,9 @@ class HaNode:
         if not self.lost.is_set():
             self.lost_because = why
             log.critical("leadership_lost", instance=self.instance, epoch=self.epoch, why=why)
+            self.role = Role.STANDBY  # what this process restarts as
+            self._notes.append(("leadership_lost",
+                                {"instance": self.instance, "epoch": self.epoch, "why": why}))
             self.lost.set()
 
     def _deadline(self) -> float:
@@ -203,10 +226,15 @@ class HaNode:
         if available != self.redis_available:
             if available:
                 log.warning("redis_available", instance=self.instance)
+                self._notes.append(("redis_available", {"instance": self.instance,
+                                                        "failover_possible": True}))
             else:
                 # A standby cannot take over meanwhile: say so loudly, once.
                 log.error("redis_unavailable", instance=self.instance, role=self.role,
                           error=repr(exc), failover_possible=False)
+                self._notes.append(("redis_unavailable", {
+                    "instance": self.instance, "role": str(self.role),
+                    "error": type(exc).__name__, "failover_possible": False}))
         self.redis_available = available
 
     def _database(self, available: bool, exc: BaseException | None = None) -> None:

@@ -116,6 +116,8 @@ def test_a_standby_takes_over_a_killed_leader_with_the_signals_it_stored(node, d
     assert [side for _, side in orders(dsn)] == ["BUY", "SELL"]
     epochs = rows(dsn, "SELECT fencing_epoch FROM order_intents ORDER BY id")
     assert [e for (e,) in epochs] == [epoch, status["ha"]["epoch"]]
+    # Each order at the broker says which term sent it.
+    assert [tag for tag, _ in orders(dsn)] == [f"PM1E{epoch}", f"PM2E{status['ha']['epoch']}"]
     events = rows(dsn, "SELECT details->>'epoch' FROM execution_log "
                        "WHERE event = 'leadership_acquired' ORDER BY id")
     assert [int(e) for (e,) in events] == [epoch, status["ha"]["epoch"]]
@@ -126,6 +128,7 @@ def test_a_paused_leader_is_fenced_and_comes_back_as_standby(node, dsn):
     first, second = node("a").start(), node("b").start()
     leader, standby = leader_and_standby(first, second)
     assert leader.wait_ready()
+    paused = leader.get("/status")[1]["ha"]
     leader.process.send_signal(signal.SIGSTOP)
     try:
         assert standby.wait_ready(30)
@@ -140,6 +143,12 @@ def test_a_paused_leader_is_fenced_and_comes_back_as_standby(node, dsn):
     assert "restarting_as_standby" in leader.output()
     assert [side for _, side in orders(dsn)] == ["BUY"]
     assert standby.get("/status")[1]["role"] == "leader"
+    # The audit log says who lost which term, and why.
+    [(instance, epoch, why)] = rows(dsn, "SELECT details->>'instance', details->>'epoch', "
+                                         "details->>'why' FROM execution_log "
+                                         "WHERE event = 'leadership_lost'")
+    assert (instance, int(epoch)) == (paused["instance"], paused["epoch"])
+    assert "newer leader" in why or "lease ran out" in why
 
 
 def stopped(daemon: TradingDaemon) -> bool:
@@ -161,8 +170,13 @@ def test_an_order_in_flight_when_the_leader_froze_is_sent_once(node, dsn, point)
     wait_for(lambda: role(frozen) == "leader", 30, "the first node leads")
     taker = node("b").start()
     assert frozen.wait_ready()
-    sending = threading.Thread(target=lambda: frozen.send(**gold(
-        "BASE_ENTRY", "Long_1", 78500, 240, stop=77800, atr=700)), daemon=True)
+    def send() -> None:
+        try:
+            frozen.send(**gold("BASE_ENTRY", "Long_1", 78500, 240, stop=77800, atr=700))
+        except OSError:  # frozen past the sender's timeout: TradingView would give up too
+            pass
+
+    sending = threading.Thread(target=send, daemon=True)
     sending.start()
     wait_for(lambda: stopped(frozen), 30, "the leader freezes at the fail point")
     try:
@@ -196,12 +210,17 @@ def test_redis_lost_and_back_the_leader_trades_throughout(node, dsn, redis_serve
     assert leader.get("/ready")[0] == 200 and role(standby) == "standby"
     code, exit_ = leader.send(**gold("EXIT", "Long_1", 80500, 200))
     assert (code, exit_["status"]) == (200, "executed")
+    seen = {i for (i,) in rows(dsn, "SELECT details->>'instance' FROM execution_log "
+                                    "WHERE event = 'redis_unavailable'")}
+    assert standby.get("/status")[1]["ha"]["instance"] in seen
 
     # Redis back (empty): no restart needed; the leader holds the key again, and a
     # failover works once more.
     redis_server.start()
     wait_for(lambda: standby.get("/status")[1]["ha"]["failover_possible"], 30,
              "the standby sees Redis again")
+    wait_for(lambda: rows(dsn, "SELECT 1 FROM execution_log WHERE event = 'redis_available'"),
+             10, "Redis's return is in the audit log")
     leader.kill()
     assert standby.wait_ready(30)
     assert [side for _, side in orders(dsn)] == ["BUY", "SELL"]
