@@ -58,6 +58,11 @@ class AccessPolicy:
         return address is not None and _within(address, self.webhook_allow)
 
 
+# A generated secret lives in one node's state dir: after a failover the alerts and the
+# operator's token would be refused by the other.
+PAIR_NEEDS = "{} must be set, the same on both nodes, to run a pair"
+
+
 def admin_token(settings: Settings) -> tuple[str, bool]:
     """Return the admin token and whether it was generated (kept in the state dir) for paper."""
     if settings.admin_token is not None:
@@ -67,6 +72,8 @@ def admin_token(settings: Settings) -> tuple[str, bool]:
         return configured, False
     if settings.broker != "paper":
         raise ConfigError("PM_ADMIN_TOKEN must be set to trade with a live broker")
+    if settings.redis_url is not None:
+        raise ConfigError(PAIR_NEEDS.format("PM_ADMIN_TOKEN"))
     return paper_secret(settings.state_dir / TOKEN_FILE, 32), True
 
 
@@ -77,6 +84,8 @@ def webhook_secret(settings: Settings) -> tuple[str, bool]:
         return settings.webhook_secret.get_secret_value(), False
     if settings.broker != "paper":
         raise ConfigError("PM_WEBHOOK_SECRET must be set to trade with a live broker")
+    if settings.redis_url is not None:
+        raise ConfigError(PAIR_NEEDS.format("PM_WEBHOOK_SECRET"))
     return paper_secret(settings.state_dir / "webhook_secret", 24), True
 
 

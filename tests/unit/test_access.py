@@ -17,6 +17,7 @@ from live.access import (
     forwarded_client,
     is_loopback,
     networks,
+    webhook_secret,
 )
 
 PROXY = networks("127.0.0.1,10.0.0.0/8", "PM_TRUSTED_PROXIES")
@@ -154,3 +155,13 @@ def test_a_live_broker_needs_a_configured_token(settings):
         admin_token(settings(broker="zerodha"))
     with pytest.raises(ConfigError, match="PM_ADMIN_TOKEN is empty"):
         admin_token(settings(admin_token=" "))
+
+
+def test_a_pair_needs_secrets_both_nodes_share(settings):
+    """A generated secret would live on one node only: alerts refused after a failover."""
+    pair = {"redis_url": "redis://127.0.0.1:6379/0"}
+    with pytest.raises(ConfigError, match="PM_ADMIN_TOKEN must be set, the same on both"):
+        admin_token(settings(**pair))
+    with pytest.raises(ConfigError, match="PM_WEBHOOK_SECRET must be set, the same on both"):
+        webhook_secret(settings(**pair))
+    assert webhook_secret(settings(**pair, webhook_secret="shared")) == ("shared", False)
