@@ -10,12 +10,14 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import psycopg
 import pytest
 
-from tests.support.alerts import alert, ist
+from tests.fakes.kite_server import FakeKiteProcess
+from tests.support.alerts import alert, ist, trading_morning
 from tests.support.daemon import TradingDaemon
 from tests.support.redis_server import RedisServer
 from tests.support.tcp_proxy import TcpProxy
@@ -23,6 +25,8 @@ from tests.support.tcp_proxy import TcpProxy
 TTL_MS = 2000
 SECRET = "pair-webhook-secret"
 ADMIN = "pair-admin-token-0123456789"
+KITE_ENV = {"PM_KITE_API_KEY": "fake_api_key", "PM_KITE_API_SECRET": "fake_api_secret",
+            "PM_KITE_ACCESS_TOKEN": "fake_access_token", "PM_DECISION_WAIT_MS": "10000"}
 
 
 @pytest.fixture
@@ -34,13 +38,19 @@ def redis_server(tmp_path):
 
 @pytest.fixture
 def node(on_the_server, tmp_path, redis_server) -> Callable[..., TradingDaemon]:
-    """Build a node of the pair (its own state dir), on the shared book and Redis."""
-    def build(name: str, redis_url: str | None = None) -> TradingDaemon:
-        daemon = on_the_server(tmp_path / name / "state", "--redis-url",
-                               redis_url or redis_server.url, kind=TradingDaemon,
-                               env={"PM_WEBHOOK_SECRET": SECRET, "PM_ADMIN_TOKEN": ADMIN,
-                                    "PM_LEASE_TTL_MS": str(TTL_MS)})
-        return daemon
+    """Build a node of the pair (its own state dir), on the shared book and Redis; with
+    `kite`, both trade at that fake Kite server from `morning` on a drill clock."""
+    def build(name: str, redis_url: str | None = None, kite: FakeKiteProcess | None = None,
+              morning: datetime | None = None) -> TradingDaemon:
+        env = {"PM_WEBHOOK_SECRET": SECRET, "PM_ADMIN_TOKEN": ADMIN,
+               "PM_LEASE_TTL_MS": str(TTL_MS)}
+        args: tuple[str, ...] = ()
+        if kite is not None:
+            assert morning is not None
+            args = ("--broker", "zerodha", "--kite-root", kite.url)
+            env.update(KITE_ENV, PM_CLOCK_START=morning.isoformat())
+        return on_the_server(tmp_path / name / "state", "--redis-url",
+                             redis_url or redis_server.url, *args, kind=TradingDaemon, env=env)
     return build
 
 
@@ -79,9 +89,9 @@ def orders(dsn: str) -> list[tuple[str, str]]:
     return rows(dsn, "SELECT tag, side FROM paper_orders ORDER BY id")
 
 
-def gold(kind: str, layer: str | None, price: int, minutes_ago: int, **extra: Any
-         ) -> dict[str, Any]:
-    return alert(kind, "GOLD_MINI", layer, price, ist(minutes_ago), **extra)
+def gold(kind: str, layer: str | None, price: int, seconds_ago: int,
+         at: datetime | None = None, **extra: Any) -> dict[str, Any]:
+    return alert(kind, "GOLD_MINI", layer, price, ist(seconds_ago, at), **extra)
 
 
 def test_a_standby_takes_over_a_killed_leader_with_the_signals_it_stored(node, dsn):
@@ -159,20 +169,42 @@ def stopped(daemon: TradingDaemon) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] == "T"
 
 
-@pytest.mark.parametrize("point", ["after_intent_commit", "after_broker_accept"])
-def test_an_order_in_flight_when_the_leader_froze_is_sent_once(node, dsn, point):
+@pytest.mark.parametrize("point, broker", [("after_intent_commit", "paper"),
+                                           ("after_broker_accept", "paper"),
+                                           ("after_broker_accept", "zerodha")])
+def test_an_order_in_flight_when_the_leader_froze_is_sent_once(node, dsn, point, broker):
     """The leader freezes with an entry's intent committed (not sent / sent, unrecorded).
     The standby takes over and resolves it by its tag; the old leader, thawed, sends
     nothing: its term has passed, and the broker is called only within it."""
-    frozen = node("a")
+    kite = morning = None
+    if broker == "zerodha":
+        kite = FakeKiteProcess().start()
+        kite.control("cash", segment="equity", cash="50000000")
+        morning = trading_morning()
+        for key in kite.state()["prices"]:
+            if key.startswith("MCX:GOLDM"):
+                kite.control("price", tradingsymbol=key.split(":")[1], price="78500")
+    try:
+        in_flight(node, dsn, point, kite, morning)
+    finally:
+        if kite is not None:
+            kite.stop()
+
+
+def in_flight(node, dsn: str, point: str, kite: FakeKiteProcess | None,
+              morning: datetime | None) -> None:
+    frozen = node("a", kite=kite, morning=morning)
     frozen.env["PM_FAILPOINT"] = f"{point}:1:pause"
     frozen.start()
     wait_for(lambda: role(frozen) == "leader", 30, "the first node leads")
-    taker = node("b").start()
+    taker = node("b", kite=kite, morning=morning).start()
     assert frozen.wait_ready()
+    epoch = frozen.get("/status")[1]["ha"]["epoch"]
+
     def send() -> None:
         try:
-            frozen.send(**gold("BASE_ENTRY", "Long_1", 78500, 240, stop=77800, atr=700))
+            frozen.send(**gold("BASE_ENTRY", "Long_1", 78500, 240, morning, stop=77800,
+                               atr=700))
         except OSError:  # frozen past the sender's timeout: TradingView would give up too
             pass
 
@@ -187,7 +219,12 @@ def test_an_order_in_flight_when_the_leader_froze_is_sent_once(node, dsn, point)
         frozen.process.send_signal(signal.SIGCONT)
     wait_for(lambda: role(frozen) == "standby", 60, "the thawed leader becomes standby")
     time.sleep(TTL_MS / 1000)  # whatever it still had queued would have gone by now
-    assert [side for _, side in orders(dsn)] == ["BUY"]
+    if kite is None:
+        assert orders(dsn) == [(f"PM1E{epoch}", "BUY")]
+    else:  # at Kite: one entry, tagged with the frozen term that created its intent
+        placed = [(o["tag"], o["transaction_type"]) for o in kite.state()["orders"]
+                  if (o.get("tag") or "").startswith("PM")]
+        assert placed == [(f"PM1E{epoch}", "BUY")], placed
     [layer] = taker.get("/positions")[1]["positions"]
     assert layer["lots"] == 7
     assert taker.get("/status")[1]["role"] == "leader"
