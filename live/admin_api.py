@@ -81,6 +81,9 @@ def _handler(action: str) -> Callable[[Handle], Handler]:
     def wrap(handle: Handle) -> Handler:
         async def handler(request: web.Request) -> web.Response:
             ctx = request.app[CTX]
+            standby = ctx.ha.not_ready_reason() if ctx.ha else None
+            if standby:  # only the leader acts (and its cache is the book's): say where it is
+                return error(503, "standby", f"this node is the {standby}; send it there")
             if ctx.readiness.stage is not None:  # recovery still drives the book's orders
                 return error(503, "starting", "the daemon is still recovering; try again")
             try:

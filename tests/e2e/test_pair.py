@@ -110,6 +110,12 @@ def test_a_standby_takes_over_a_killed_leader_with_the_signals_it_stored(node, d
                        .get("outcome"), 30, "the leader decides the handed-over signal")
     assert decided == "executed"
     epoch = leader.get("/status")[1]["ha"]["epoch"]
+    # Operator actions are the leader's: the standby refuses them, names the leader and
+    # changes nothing.
+    code, refused = standby.admin("/admin/pause", reason="lunch")
+    assert (code, refused["error"]) == (503, "standby")
+    assert status["ha"]["leader"] in refused["detail"]
+    assert leader.get("/status")[1]["trading_state"]["state"] == "ACTIVE"
 
     leader.kill()
     # While no one leads, the standby keeps accepting alerts: stored, not lost.
