@@ -17,10 +17,7 @@ Each failover is cut into what it waited for, all on this machine's one clock:
 
 from __future__ import annotations
 
-import argparse
 import random
-import shutil
-import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
@@ -205,28 +202,3 @@ def rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
         ]
     return out
 
-
-def main() -> None:
-    """Run only the failover bench; keep the work dir (the daemons' logs)."""
-    from bench.ha import print_table, write_report
-
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--ttl", type=int, action="append", help="lease TTL ms (repeatable)")
-    parser.add_argument("--trials", type=int, default=20)
-    parser.add_argument("--seed", type=int, default=1)
-    args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="pm-bench-failover-"))
-    server = SharedServer(work).start()
-    try:
-        result = measure_failover(work, server, args.ttl or [5000], args.trials,
-                                  seed=args.seed)
-    finally:
-        server.stop()
-    path = write_report({"failover": result}, "failover")
-    print_table(rows(result))
-    shutil.rmtree(work / "pg", ignore_errors=True)
-    print(f"\nresults: {path}\ndaemon logs: {work}")
-
-
-if __name__ == "__main__":
-    main()

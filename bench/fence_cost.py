@@ -17,10 +17,7 @@ daemon's own histogram, as `make bench`), for executed signals and for all of th
 
 from __future__ import annotations
 
-import argparse
 import re
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -254,27 +251,3 @@ def rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
                 f"{floor['p50_ms']:.3f} / {floor['p99_ms']:.3f} ms", ""))
     return out
 
-
-def main() -> None:
-    """Run only the fence-cost bench; keep the work dir (the daemons' logs)."""
-    from bench.ha import print_table, write_report
-
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--duration", type=float, default=20.0)
-    parser.add_argument("--rate", type=int, default=200, help="measured alerts/s")
-    args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="pm-bench-fence-"))
-    server = SharedServer(work).start()
-    try:
-        result = measure_fence_cost(work, server, args.rounds, args.duration, args.rate)
-    finally:
-        server.stop()
-    path = write_report({"fence_cost": result}, "fence")
-    print_table(rows(result))
-    shutil.rmtree(work / "pg", ignore_errors=True)
-    print(f"\nresults: {path}\ndaemon logs: {work}")
-
-
-if __name__ == "__main__":
-    main()

@@ -17,6 +17,15 @@ TRANSIENT_ERRORS = (psycopg.OperationalError, PoolTimeout)
 TRUST_RECENT_S = 1.0
 
 
+async def close_quietly(conn: AsyncConnection[Any] | None) -> None:
+    """Close a connection being given up: it may be broken already, which is why."""
+    if conn is not None:
+        try:
+            await conn.close()
+        except psycopg.Error:
+            pass
+
+
 class PooledConnection(AsyncConnection[Any]):
     """A connection that remembers when it was last handed back to the pool."""
 

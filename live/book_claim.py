@@ -17,6 +17,8 @@ from datetime import datetime
 import psycopg
 import structlog
 
+from core.db_pool import close_quietly
+
 log = structlog.get_logger(__name__)
 
 # The advisory lock's key: the same for every daemon of this project on a database.
@@ -83,12 +85,8 @@ class BookClaim:
         return True
 
     async def _drop(self) -> None:
-        if self._conn is not None:
-            conn, self._conn = self._conn, None
-            try:
-                await conn.close()
-            except psycopg.Error:
-                pass
+        conn, self._conn = self._conn, None
+        await close_quietly(conn)
 
     async def _holder(self) -> str:
         """Who holds the claim, as its instance registered itself."""

@@ -23,6 +23,8 @@ from typing import Any, TypeVar
 import psycopg
 import structlog
 
+from core.db_pool import close_quietly
+
 T = TypeVar("T")
 log = structlog.get_logger(__name__)
 
@@ -118,12 +120,8 @@ class FenceLease:
         await self._call(run)
 
     async def close(self) -> None:
-        if self._conn is not None:
-            conn, self._conn = self._conn, None
-            try:
-                await conn.close()
-            except psycopg.Error:
-                pass
+        conn, self._conn = self._conn, None
+        await close_quietly(conn)
 
     async def _call(self, run: Callable[[psycopg.AsyncConnection[Any]], Awaitable[T]],
                     timeout_s: float | None = None) -> T:

@@ -17,6 +17,7 @@ from pytest_postgresql.executors import NoopExecutor
 from core.db_state_manager import DatabaseStateManager
 from live.embedded_db import EmbeddedPostgres
 from live.schema_migrations import apply_migrations
+from tests.support.redis_server import RedisServer
 
 # Test databases are thrown away: skip the fsyncs (commits stay synchronous).
 TEST_SERVER_SETTINGS = {"fsync": "off", "full_page_writes": "off"}
@@ -106,3 +107,11 @@ async def db(dsn: str) -> AsyncIterator[DatabaseStateManager]:
         yield manager
     finally:
         await manager.close()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A real Redis-protocol server process of this test's own (never a fake)."""
+    server = RedisServer(tmp_path / "redis").start()
+    yield server
+    server.kill()

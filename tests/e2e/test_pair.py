@@ -19,7 +19,6 @@ import pytest
 from tests.fakes.kite_server import FakeKiteProcess
 from tests.support.alerts import alert, ist, trading_morning
 from tests.support.daemon import TradingDaemon
-from tests.support.redis_server import RedisServer
 from tests.support.tcp_proxy import TcpProxy
 
 TTL_MS = 2000
@@ -27,13 +26,6 @@ SECRET = "pair-webhook-secret"
 ADMIN = "pair-admin-token-0123456789"
 KITE_ENV = {"PM_KITE_API_KEY": "fake_api_key", "PM_KITE_API_SECRET": "fake_api_secret",
             "PM_KITE_ACCESS_TOKEN": "fake_access_token", "PM_DECISION_WAIT_MS": "10000"}
-
-
-@pytest.fixture
-def redis_server(tmp_path):
-    server = RedisServer(tmp_path / "redis").start()
-    yield server
-    server.kill()
 
 
 @pytest.fixture

@@ -10,19 +10,11 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from live.leader_lease import LeaderLease
-from tests.support.redis_server import RedisServer
 
 
 @pytest.fixture
-def server(tmp_path):
-    server = RedisServer(tmp_path / "redis").start()
-    yield server
-    server.kill()
-
-
-@pytest.fixture
-async def client(server):
-    redis = Redis.from_url(server.url, socket_timeout=1, socket_connect_timeout=1)
+async def client(redis_server):
+    redis = Redis.from_url(redis_server.url, socket_timeout=1, socket_connect_timeout=1)
     yield redis
     await redis.aclose()
 
@@ -73,16 +65,16 @@ async def test_release_lets_a_standby_take_over_at_once(client):
 
 
 async def test_without_redis_the_holder_stops_trusting_its_term_and_epochs_still_rise(
-        server, client):
+        redis_server, client):
     a = node(client, "a", ttl_ms=500)
     assert await a.acquire() == 1
-    server.kill()
+    redis_server.kill()
     with pytest.raises(RedisConnectionError):
         await a.renew()
     assert a.holds()  # the term it was granted has not run out yet...
     await asyncio.sleep(0.45)
     assert not a.holds()  # ...and now has, less the safety margin, with no renewal seen
-    server.start()  # on the same port, empty: its epoch counter is gone
+    redis_server.start()  # on the same port, empty: its epoch counter is gone
     b = node(client, "b", ttl_ms=500)
     # PostgreSQL's fence saw epoch 1: the next term is above it, not a second epoch 1.
     assert await b.acquire(floor=1) == 2
