@@ -42,6 +42,9 @@ from live.brokers.paper import PaperBroker
 from live.daily_limits import DailyLimits
 from live.database_server import DatabaseTarget, database_target
 from live.engine import LiveTradingEngine
+from live.event_outbox import EventPublisher
+from live.event_outbox import trim as trim_events
+from live.every import every
 from live.exit_retries import ExitRetries
 from live.fence_lease import FenceLease
 from live.flatten import Flattener
@@ -235,6 +238,7 @@ async def run_live(settings: Settings) -> None:
             workers = parts.workers()  # what runs beside the signals, once recovered
             if node is not None:
                 workers.append(("inbox-wake", follow_standby(target.conninfo, parts.inbox)))
+                workers.append(("events", EventPublisher(target.conninfo, node.redis).run()))
             for name, work in workers:
                 start_task(stack, work, name)
             stack.push_async_callback(parts.flattener.close)
@@ -350,7 +354,8 @@ class Parts:
         return [("exit-retries", self.exits.run()), ("reconciler", self.reconciler.run()),
                 ("rollover", self.rollover.run()), ("snapshots", self.snapshots.run()),
                 ("daily-limits", self.limits.run()), ("square-off", self.square_off.run()),
-                ("broker-stops", self.stops.run())]
+                ("broker-stops", self.stops.run()),
+                ("events-trim", every(3600, lambda: trim_events(self.db), "events_trim_failed"))]
 
     def context(self, settings: Settings, secret: str,
                 instruments: dict[str, InstrumentSpec], access: AccessPolicy,

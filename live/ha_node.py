@@ -45,6 +45,7 @@ class HaNode:
     def __init__(self, lease: LeaderLease, fence: FenceLease, instance: str, *,
                  clock: Callable[[], float] = time.monotonic):
         self._lease = lease
+        self.redis = lease.redis  # the pair's Redis: the leader publishes the events there
         self._fence = fence
         self.instance = instance
         self._clock = clock

@@ -71,7 +71,7 @@ class LeaderLease:
                  margin_ms: int | None = None, clock: Callable[[], float] = time.monotonic):
         if " " in instance:
             raise ValueError("an instance id has no spaces")
-        self._redis = redis
+        self.redis = redis
         self._instance = instance
         self.ttl_ms = ttl_ms
         self._margin_s = (ttl_ms // 5 if margin_ms is None else margin_ms) / 1000
@@ -87,7 +87,7 @@ class LeaderLease:
         """Start a term if no one holds the lease; return its epoch (above `floor`, the
         fencing epoch in PostgreSQL), or None."""
         sent = self._clock()
-        epoch = int(await self._redis.eval(ACQUIRE, 2, LEADER_KEY, EPOCH_KEY, self._instance,
+        epoch = int(await self.redis.eval(ACQUIRE, 2, LEADER_KEY, EPOCH_KEY, self._instance,
                                            self.ttl_ms, floor))
         if not epoch:
             return None
@@ -103,10 +103,10 @@ class LeaderLease:
             return False
         sent = self._clock()
         if reclaim:
-            done = await self._redis.eval(RECLAIM, 2, LEADER_KEY, EPOCH_KEY, self._value,
+            done = await self.redis.eval(RECLAIM, 2, LEADER_KEY, EPOCH_KEY, self._value,
                                           self.ttl_ms, self.epoch)
         else:
-            done = await self._redis.eval(RENEW, 1, LEADER_KEY, self._value, self.ttl_ms)
+            done = await self.redis.eval(RENEW, 1, LEADER_KEY, self._value, self.ttl_ms)
         if not int(done):
             self._deadline = 0.0
             return False
@@ -117,7 +117,7 @@ class LeaderLease:
         """End this term at once (a clean shutdown), so a standby need not wait it out."""
         self._deadline = 0.0
         if self.epoch is not None:
-            await self._redis.eval(RELEASE, 1, LEADER_KEY, self._value)
+            await self.redis.eval(RELEASE, 1, LEADER_KEY, self._value)
 
     def holds(self) -> bool:
         """Whether this node may still act as leader by its own clock."""
@@ -137,7 +137,7 @@ class LeaderLease:
 
     async def holder(self) -> Holder | None:
         """Who holds the lease now, as Redis says."""
-        async with self._redis.pipeline(transaction=True) as pipe:
+        async with self.redis.pipeline(transaction=True) as pipe:
             pipe.get(LEADER_KEY)
             pipe.pttl(LEADER_KEY)
             value, ttl = await pipe.execute()

@@ -6,6 +6,7 @@ lost and no order is sent twice.
 
 from __future__ import annotations
 
+import json
 import signal
 import threading
 import time
@@ -15,6 +16,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from redis import Redis
 
 from tests.fakes.kite_server import FakeKiteProcess
 from tests.support.alerts import alert, ist, trading_morning
@@ -86,7 +88,8 @@ def gold(kind: str, layer: str | None, price: int, seconds_ago: int,
     return alert(kind, "GOLD_MINI", layer, price, ist(seconds_ago, at), **extra)
 
 
-def test_a_standby_takes_over_a_killed_leader_with_the_signals_it_stored(node, dsn):
+def test_a_standby_takes_over_a_killed_leader_with_the_signals_it_stored(node, dsn,
+                                                                         redis_server):
     first, second = node("a").start(), node("b").start()
     leader, standby = leader_and_standby(first, second)
     assert leader.wait_ready() and standby.get("/ready")[0] == 503
@@ -130,6 +133,27 @@ def test_a_standby_takes_over_a_killed_leader_with_the_signals_it_stored(node, d
                        "WHERE event = 'leadership_acquired' ORDER BY id")
     assert [int(e) for (e,) in events] == [epoch, status["ha"]["epoch"]]
     print(f"failover took {took_s:.2f} s")  # measured properly by bench/failover.py
+
+    # A consumer outside the daemons followed the book on Redis across the failover: both
+    # terms, both signals' decisions, the layer opened by one leader and closed by the next.
+    def published() -> list[tuple[str, dict[str, Any]]]:
+        client = Redis.from_url(redis_server.url)
+        try:  # at least once: a consumer skips an event id it has seen
+            seen = {int(f[b"id"]): (f[b"type"].decode(), json.loads(f[b"data"]))
+                    for _, f in reversed(client.xrange("pm:events"))}
+            return [seen[event_id] for event_id in sorted(seen)]
+        finally:
+            client.close()
+
+    events = wait_for(lambda: (lambda found: found if [d["outcome"] for t, d in found
+                                                        if t == "signal.decided"] ==
+                               ["executed", "executed"] else None)(published()),
+                      30, "both decisions on pm:events")
+    types = [t for t, _ in events]
+    assert [d["epoch"] for t, d in events if t == "leadership.changed"] == [
+        epoch, status["ha"]["epoch"]]
+    assert types.index("layer.opened") < types.index("leadership.changed", 1) < \
+        types.index("layer.closed")
 
 
 def test_a_paused_leader_is_fenced_and_comes_back_as_standby(node, dsn):
