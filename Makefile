@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: run test lint migrate bench chaos clean
+.PHONY: run test lint migrate bench chaos chaos-ha clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required")'
@@ -40,3 +40,6 @@ bench-ha: $(VENV)/.installed
 
 chaos: $(VENV)/.installed
 	$(PY) -m tests.chaos.campaign --broker both --crashes $(or $(CRASHES),200) $(if $(SEED),--seed $(SEED),)
+
+chaos-ha: $(VENV)/.installed
+	$(PY) -m tests.chaos.ha_campaign --events $(or $(EVENTS),100) $(if $(SEED),--seed $(SEED),)
