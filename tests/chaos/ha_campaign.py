@@ -65,6 +65,7 @@ DATABASE = "portfolio_manager"
 SETTLE_TIMEOUT_S = 90  # one leader ready and every acknowledged alert decided, within this
 START_TIMEOUT_S = 90
 FREEZE_POINTS = ("after_intent_commit", "after_broker_accept", "after_fill_recorded")
+FREEZE_WITHIN = 60  # alerts: about one in ten sends an order, so most freezes are reached
 # Each event kind and its weight in the draw.
 KINDS = {"kill leader": 3, "kill standby": 2, "stop leader > ttl": 3, "stop leader < ttl": 2,
          "stop standby": 1, "kill redis": 2, "stop redis": 1, "leader frozen at fail point": 2}
@@ -370,7 +371,7 @@ class HaCampaign:
         self._wait(lambda: self._role(leader) == "standby", START_TIMEOUT_S,
                    "the killed leader comes back as standby")
         sent = 0
-        while sent < 12 and not standby.frozen():
+        while sent < FREEZE_WITHIN and not standby.frozen():
             sender = threading.Thread(target=self._send_batch, args=(1, [standby]), daemon=True)
             sender.start()
             sender.join(timeout=12)
@@ -549,7 +550,6 @@ def table(report: Report) -> str:
                          ("seed", report.seed)):
         lines.append(f"{label:<30}{value:>12}")
     return "\n".join(lines)
-
 
 
 def main() -> int:
