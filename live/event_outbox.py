@@ -37,6 +37,7 @@ STREAM = "pm:events"
 CHANNEL = "pm_outbox"
 STREAM_MAXLEN = 100_000  # approximate: a consumer further behind reads the outbox table
 RETENTION = "7 days"
+SLOW_TRANSACTION_ROUNDS = 2000  # of 5 ms: say so when the events wait 10 s for one
 
 READ = """SELECT id, type, occurred_at, data, pg_current_snapshot()::text
           FROM event_outbox WHERE id > %s ORDER BY id LIMIT %s"""
@@ -136,7 +137,11 @@ class EventPublisher:
         return [(r[0], r[1], r[2], r[3]) for r in found], snapshot
 
     async def _settle(self, conn: psycopg.AsyncConnection[Any], snapshot: str) -> None:
+        waited = 0
         while (await (await conn.execute(RUNNING, (snapshot,))).fetchone() or (0,))[0]:
+            waited += 1
+            if waited == SLOW_TRANSACTION_ROUNDS:  # a session left open in a transaction?
+                log.warning("events_wait_for_a_transaction", after=self.last)
             await self._sleep(0.005)
 
     async def _send(self, conn: psycopg.AsyncConnection[Any], rows: list[Row]) -> None:

@@ -20,17 +20,24 @@ BEGIN
 END;
 $$;
 
+-- A signal refused at admission (stale, paused, …) is stored decided: the INSERT says it.
 CREATE FUNCTION outbox_signal() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    IF NEW.status = 'processed' AND OLD.status IS DISTINCT FROM 'processed' THEN
-        PERFORM outbox_add('signal.decided', jsonb_build_object(
-            'signal_id', NEW.id, 'type', NEW.signal_type, 'instrument', NEW.instrument,
-            'position', NEW.position, 'outcome', NEW.outcome, 'reason', NEW.reason));
+    IF NEW.status <> 'processed' THEN
+        RETURN NULL;
     END IF;
+    IF TG_OP = 'UPDATE' THEN  -- decided again: an `error` outcome retried
+        IF OLD.status = 'processed' AND OLD.outcome IS NOT DISTINCT FROM NEW.outcome THEN
+            RETURN NULL;
+        END IF;
+    END IF;
+    PERFORM outbox_add('signal.decided', jsonb_build_object(
+        'signal_id', NEW.id, 'type', NEW.signal_type, 'instrument', NEW.instrument,
+        'position', NEW.position, 'outcome', NEW.outcome, 'reason', NEW.reason));
     RETURN NULL;
 END;
 $$;
-CREATE TRIGGER signal_log_outbox AFTER UPDATE OF status ON signal_log
+CREATE TRIGGER signal_log_outbox AFTER INSERT OR UPDATE OF status, outcome ON signal_log
     FOR EACH ROW EXECUTE FUNCTION outbox_signal();
 
 -- Money and prices go out as JSON strings (NUMERIC kept exact, never a float).

@@ -12,7 +12,7 @@ import pytest
 from redis.asyncio import Redis
 
 from live.event_outbox import STREAM, EventPublisher, trim
-from tests.support.factories import open_layer
+from tests.support.factories import new_signal, open_layer
 
 
 @pytest.fixture
@@ -70,6 +70,17 @@ async def test_a_trade_is_on_the_stream_after_commit_in_order(runs, dsn, redis, 
     assert closed["data"]["position_id"] == opened["data"]["position_id"]
     assert all(published for _, _, published in outbox(dsn))
     assert await publisher.publish_committed() == 0  # nothing twice in one life
+
+
+async def test_a_signal_refused_at_the_door_is_decided_on_the_stream(db, redis, publisher):
+    admission = await db.admit_signal(new_signal(), window_s=60, rejection="stale",
+                                      processed_by="test")
+    await publisher.publish_committed()
+    [event] = await stream(redis)
+    assert event["type"] == "signal.decided"
+    assert event["data"] == {"signal_id": admission.signal_id, "type": "BASE_ENTRY",
+                             "instrument": "GOLD_MINI", "position": "Long_1",
+                             "outcome": "rejected", "reason": "stale"}
 
 
 async def test_a_rolled_back_change_has_no_event(db, dsn, publisher, redis):
