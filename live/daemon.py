@@ -9,6 +9,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
@@ -51,7 +52,7 @@ from live.flatten import Flattener
 from live.ha_node import HaNode
 from live.inbox import Inbox, report_crash
 from live.inbox_wake import follow_standby
-from live.leader_broker import LeaderOnlyBroker
+from live.leader_broker import LeaderOnlyBroker, leader_gate
 from live.leader_lease import LeaderLease
 from live.metrics import Metrics
 from live.order_flow import OrderFlow
@@ -119,11 +120,13 @@ class Venue:
 def build_broker(settings: Settings, instruments: dict[str, InstrumentSpec],
                  portfolio: PortfolioConfig, conninfo: str, metrics: Metrics,
                  calendar: TradingCalendar | None = None,
-                 clock: Callable[[], datetime] = now_utc) -> Venue:
-    """Return the venue chosen for this run, with how the engine should work with it."""
+                 clock: Callable[[], datetime] = now_utc,
+                 gate: Callable[[], None] = lambda: None) -> Venue:
+    """Return the venue chosen for this run, with how the engine should work with it;
+    `gate` is asked the instant before each request leaves for the venue."""
     if settings.broker == "paper":
         return Venue(PaperBroker(conninfo, instruments, portfolio, clock=clock,
-                                 calendar=calendar))
+                                 calendar=calendar, gate=gate))
     from live.brokers.kite import KiteBroker
     from live.brokers.kite_client import KiteCalls
 
@@ -133,7 +136,8 @@ def build_broker(settings: Settings, instruments: dict[str, InstrumentSpec],
     configured = settings.kite_access_token
     session = KiteSession(settings.state_dir,
                           configured.get_secret_value() if configured else None)
-    calls = KiteCalls(settings.kite_api_key, settings.kite_root, config.request_timeout_s)
+    calls = KiteCalls(settings.kite_api_key, settings.kite_root, config.request_timeout_s,
+                      gate)
     broker = KiteBroker(calls, session, config, instruments,
                         api_secret=settings.kite_api_secret.get_secret_value(), clock=clock,
                         metrics=metrics, calendar=calendar)
@@ -201,7 +205,7 @@ async def run_live(settings: Settings) -> None:
         metrics = Metrics()
         clock = daemon_clock(settings)
         venue = build_broker(settings, instruments, portfolio, target.conninfo, metrics,
-                             calendar, clock)
+                             calendar, clock, leader_gate(node.may_act) if node else lambda: None)
         if node is not None:  # a node calls the broker only while it leads
             venue = replace(venue, broker=cast(Broker, LeaderOnlyBroker(venue.broker,
                                                                         node.may_act)))
@@ -222,7 +226,8 @@ async def run_live(settings: Settings) -> None:
         if node is not None:
             parts.inbox.hand_over = db.notify_inbox  # until elected: the leader decides
             start_task(stack, node.run(), "ha-node")
-            start_task(stack, step_down_when_lost(node, stop), "ha-lost")
+            start_task(stack, step_down_when_lost(node, stop, listener,
+                                                  3 * settings.shutdown_timeout_s), "ha-lost")
 
         async def recover_then_work() -> None:
             if node is not None:
@@ -291,9 +296,41 @@ async def stand_by(node: HaNode, db: DatabaseStateManager) -> None:
     log.info("promoting", instance=node.instance, epoch=node.epoch)
 
 
-async def step_down_when_lost(node: HaNode, stop: asyncio.Event) -> None:
+async def step_down_when_lost(node: HaNode, stop: asyncio.Event,
+                              listener: socket.socket | None, grace_s: float) -> None:
     await node.lost.wait()
     stop.set()  # demotion is a clean stop, then a fresh start as standby
+    # The clean stop lets in-flight calls end and be recorded. One that hangs must not keep
+    # the node out of the pair: past the grace it starts again regardless (from a thread,
+    # should the loop itself be stuck). Nothing it abandons can reach the broker: the term
+    # is over, and every request asks first.
+    loop = asyncio.get_running_loop()
+
+    def force() -> None:
+        loop.call_soon_threadsafe(log_pending_tasks)
+        time.sleep(0.5)
+        log.error("demotion_forced", after_s=grace_s)
+        restart_as_standby(listener)
+
+    timer = threading.Timer(grace_s, force)
+    timer.daemon = True
+    timer.start()
+
+
+def log_pending_tasks() -> None:
+    """What a stop that did not finish was waiting for: each task's chain of awaits."""
+    for task in asyncio.all_tasks():
+        chain: list[str] = []
+        awaited: Any = task.get_coro()
+        while awaited is not None and len(chain) < 12:
+            frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "gi_frame", None)
+            if frame is None:
+                break
+            chain.append(f"{frame.f_code.co_filename.rsplit('/', 1)[-1]}:{frame.f_lineno} "
+                         f"{frame.f_code.co_name}")
+            awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "gi_yieldfrom",
+                                                                     None)
+        log.error("stop_waiting_for", task=task.get_name(), awaits=chain)
 
 
 def restart_as_standby(listener: socket.socket | None) -> None:

@@ -168,6 +168,13 @@ class HaNode:
         self._pg_deadline = sent + self.ttl_ms / 1000 - self._margin_s
         log.warning("leadership_acquired", instance=self.instance, epoch=epoch,
                     previous=state.instance)
+        if self.ms_left() < (self.interval_s + self._margin_s) * 1000:
+            # Moving the fence waited for the old leader's open transactions (it was frozen
+            # inside one): the term is used up before it began. Renew it before promoting,
+            # or the promotion would meet a broker this node may not call.
+            await self._keep()
+            if self.lost.is_set():
+                return self.interval_s
         self.elected.set()
         return self.interval_s
 

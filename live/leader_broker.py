@@ -22,6 +22,16 @@ class NotLeader(BrokerUnavailable):
     """This node does not lead (or no longer knows it does): nothing was sent."""
 
 
+def leader_gate(may_act: Callable[[], bool]) -> Callable[[], None]:
+    """The check a venue makes the instant before a request leaves: a node frozen inside a
+    call (after the check at its start, while it awaited a quote or a connection) must not
+    send when it wakes, its term gone and its order perhaps placed by the next leader."""
+    def check() -> None:
+        if not may_act():
+            raise NotLeader("this node's term ended before the request left")
+    return check
+
+
 class LeaderOnlyBroker:
     def __init__(self, broker: Any, may_act: Callable[[], bool]):
         self._broker = broker

@@ -74,8 +74,9 @@ CREATE TRIGGER fills_outbox AFTER INSERT ON fills
 CREATE FUNCTION outbox_layer() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF TG_OP = 'INSERT' OR (NEW.status = 'closed' AND OLD.status <> 'closed') THEN
-        PERFORM outbox_add(CASE WHEN TG_OP = 'INSERT' THEN 'layer.opened'
-                                ELSE 'layer.closed' END, jsonb_build_object(
+        -- A partial exit inserts the part it sold as a row already closed.
+        PERFORM outbox_add(CASE WHEN NEW.status = 'closed' THEN 'layer.closed'
+                                ELSE 'layer.opened' END, jsonb_build_object(
             'position_id', NEW.id, 'instrument', NEW.instrument, 'layer', NEW.layer,
             'tradingsymbol', NEW.tradingsymbol, 'lots', NEW.lots,
             'entry_price', NEW.entry_price::text, 'stop', NEW.current_stop::text,

@@ -9,6 +9,7 @@ BrokerAuthExpired.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import requests
@@ -44,9 +45,11 @@ def translate(exc: Exception, *, placing: bool) -> BrokerError:
 class KiteCalls:
     """Throttled, translated, off-loop calls on one KiteConnect client."""
 
-    def __init__(self, api_key: str, root: str, timeout_s: float):
+    def __init__(self, api_key: str, root: str, timeout_s: float,
+                 gate: Callable[[], None] = lambda: None):
         from kiteconnect import KiteConnect  # imported here: it pulls in Twisted
 
+        self._gate = gate  # raises when this node may no longer send (a pair's old leader)
         self.client = KiteConnect(api_key, root=root, timeout=timeout_s)
         self._throttles = {"order": Throttle(*ORDER_LIMITS), "quote": Throttle(*QUOTE_LIMITS),
                            "other": Throttle(*OTHER_LIMITS)}
@@ -58,6 +61,7 @@ class KiteCalls:
                    **kwargs: Any) -> Any:
         """Run `client.<method>(*args, **kwargs)` within its rate limit, in a thread."""
         await self._throttles[category].acquire()
+        self._gate()  # after every wait: nothing but the thread's start is left before it goes
         try:
             return await asyncio.to_thread(getattr(self.client, method), *args, **kwargs)
         except Exception as exc:  # the client raises bare requests/kite/parsing errors

@@ -49,8 +49,10 @@ class PaperBroker:
 
     def __init__(self, conninfo: str, instruments: dict[str, InstrumentSpec],
                  config: PortfolioConfig, clock: Callable[[], datetime] | None = None,
-                 calendar: TradingCalendar | None = None):
+                 calendar: TradingCalendar | None = None,
+                 gate: Callable[[], None] = lambda: None):
         self._pool = make_pool(conninfo, name="paper_broker", min_size=1, max_size=10)
+        self._gate = gate  # raises when this node may no longer send (a pair's old leader)
         self._instruments = instruments
         self._config = config
         self._clock = clock or (lambda: datetime.now(INDIA))
@@ -123,6 +125,7 @@ class PaperBroker:
         status = OrderStatus.REJECTED if rejected else OrderStatus.COMPLETE
         try:
             async with self._pool.connection() as conn:
+                self._gate()
                 # One statement: the order and its trade commit together, in one round trip.
                 cur = await conn.execute(
                     """WITH o AS (
@@ -324,6 +327,7 @@ class PaperBroker:
     async def _stop_write(self, query: str, params: tuple[Any, ...]) -> tuple[Any, ...] | None:
         try:
             async with self._pool.connection() as conn:
+                self._gate()
                 cur = await conn.execute(query, params)
                 row: tuple[Any, ...] | None = await cur.fetchone()
                 return row

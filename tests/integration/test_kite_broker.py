@@ -48,11 +48,11 @@ async def fake():
 
 
 async def start_trading(db, dsn, fake, tmp_path, capital="5000000", clock=None,
-                        calendar=None, **policy):
+                        calendar=None, gate=lambda: None, **policy):
     clock = clock or Clock(datetime.now(UTC))
     calendar = calendar or TradingCalendar({})
     session = KiteSession(tmp_path, "fake_access_token")
-    broker = KiteBroker(KiteCalls("fake_api_key", fake.url, 1.5), session,
+    broker = KiteBroker(KiteCalls("fake_api_key", fake.url, 1.5, gate), session,
                         kite_config(**policy), INSTRUMENTS,
                         api_secret=SECRET, clock=clock, metrics=Metrics(),
                         session_check_s=0.1, calendar=calendar)
@@ -321,3 +321,29 @@ async def test_client_side_limits_never_provoke_a_429(kite, fake):
     assert len(state["orders"]) == 14
     assert state["rate_limits"]["enforced"]
     assert state["rate_limits"]["total_violations"] == 0
+
+
+async def test_a_term_that_ends_inside_a_placement_sends_nothing(db, dsn, fake, tmp_path):
+    """A pair's leader asks its gate the instant before each request, not once per call: a
+    node frozen while `place` awaited the quote for its limit price must not send the order
+    when it wakes, its term gone (the next leader may have placed it already)."""
+    from live.brokers.base import OrderRequest
+    from live.leader_broker import NotLeader, leader_gate
+
+    requests_left = [1_000_000]
+
+    def may_act() -> bool:
+        requests_left[0] -= 1
+        return requests_left[0] >= 0
+
+    trading = await start_trading(db, dsn, fake, tmp_path, gate=leader_gate(may_act))
+    try:
+        symbol = trading.broker.contract("GOLD_MINI", datetime.now(UTC)).tradingsymbol
+        requests_left[0] = 1  # the quote goes; the term ends before the order
+        with pytest.raises(NotLeader):
+            await trading.broker.place(OrderRequest("PM1E3", "GOLD_MINI", symbol, "BUY", 1,
+                                                    "LIMIT", D("72000")))
+        assert requests_left[0] < 0  # it did ask again, after the quote
+        assert fake_orders(fake) == []
+    finally:
+        await trading.close()
