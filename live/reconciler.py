@@ -143,7 +143,7 @@ class Reconciler:
                     view = await self._view()
                 found += await self._check_instrument(instrument, layers, view, waived,
                                                       compare_in_flight)
-        return found + self._check_unassigned(view, waived)
+        return found + await self._check_unassigned(view, waived)
 
     async def _view(self) -> _View:
         """The book's layers and unresolved intents, then the venue's positions."""
@@ -179,16 +179,16 @@ class Reconciler:
                 continue
             if (difference.tradingsymbol, difference.book, difference.broker) not in waived:
                 left.append(difference)
-        self._show(instrument, left)
+        await self._audit(instrument, self._show(instrument, left))
         return left
 
-    def _check_unassigned(self, view: _View, waived: Waived) -> list[Discrepancy]:
+    async def _check_unassigned(self, view: _View, waived: Waived) -> list[Discrepancy]:
         """Broker positions in contracts no instrument holds or trades today block every
         entry: which instrument's risk they carry is unknown."""
         left = [Discrepancy(symbol, 0, quantity)
                 for symbol, quantity in sorted(view.positions.items())
                 if symbol not in view.holders and (symbol, 0, quantity) not in waived]
-        self._show(None, left)
+        await self._audit(None, self._show(None, left))
         return left
 
     def _holders(self, layers: list[Layer]) -> dict[str, str]:
@@ -216,8 +216,10 @@ class Reconciler:
         return await book_square_off(self._db, instrument, self._instruments[instrument],
                                      square_off, self._clock())
 
-    def _show(self, instrument: str | None, differences: list[Discrepancy]) -> None:
-        """Block entries for each difference (logged when new or changed); clear the rest."""
+    def _show(self, instrument: str | None, differences: list[Discrepancy]
+              ) -> list[Discrepancy]:
+        """Block entries for each difference (logged when new or changed); clear the rest.
+        Return the new or changed ones."""
         wanted = {MISMATCH + d.tradingsymbol: d for d in differences}
         for key, block in self._readiness.blocks(MISMATCH).items():
             if block.instrument == instrument and key not in wanted:
@@ -225,6 +227,7 @@ class Reconciler:
                 log.info("reconciliation_agreed", instrument=instrument,
                          tradingsymbol=key.removeprefix(MISMATCH))
         current = self._readiness.blocks(MISMATCH)
+        news = []
         for key, difference in wanted.items():
             reason = f"position mismatch {difference.describe()}"
             shown = current.get(key)
@@ -233,8 +236,25 @@ class Reconciler:
                           tradingsymbol=difference.tradingsymbol, book=difference.book,
                           broker=difference.broker, detail=reason)
                 self._readiness.block_entries(key, reason, instrument)
+                news.append(difference)
         self._metrics.reconciliation_mismatches.labels(instrument or UNASSIGNED).set(
             len(differences))
+        return news
+
+    async def _audit(self, instrument: str | None, news: list[Discrepancy]) -> None:
+        """Put a new mismatch in the audit log (and so on the events stream); a failure to
+        write it never stops the check."""
+        if not news:
+            return
+        try:
+            async with self._db.transaction() as tx:
+                for difference in news:
+                    await tx.log_event("reconciliation_mismatch",
+                                       instrument=instrument,
+                                       tradingsymbol=difference.tradingsymbol,
+                                       book=difference.book, broker=difference.broker)
+        except Exception:  # noqa: BLE001 - the block and the log line above still stand
+            log.warning("reconciliation_mismatch_not_audited", exc_info=True)
 
 
 def _symbol(layer: Layer) -> str:

@@ -180,6 +180,11 @@ async def test_unexplained_difference_blocks_only_its_instrument_until_the_venue
          "tradingsymbol": GOLD, "book": layer.quantity, "broker": layer.quantity + 2,
          "detail": reason}]
     assert paper.readiness.reasons() == [reason]
+    # Once in the audit log (and so on the events stream), not at every check.
+    assert rows(postgresql, "SELECT count(*) FROM execution_log "
+                            "WHERE event = 'reconciliation_mismatch'") == [(1,)]
+    assert rows(postgresql, "SELECT count(*) FROM event_outbox "
+                            "WHERE type = 'audit.reconciliation_mismatch'") == [(1,)]
     assert rows(postgresql, "SELECT count(*) FROM paper_orders") == orders_before
     assert await paper.db.load_live_layers() == [layer]  # the book is not "fixed" either
     gauge = paper.metrics.registry.get_sample_value
