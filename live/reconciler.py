@@ -73,6 +73,7 @@ class Reconciler:
         self._after_fill_delay_s = after_fill_delay_s
         self._due: set[str] = set()
         self._after_fills: asyncio.Task[None] | None = None
+        self._audits: set[asyncio.Task[None]] = set()  # mismatches being written down
         # The layers' broker stops: a shortfall their firing explains is theirs to book.
         self.stops: FiredStops | None = None
 
@@ -115,6 +116,7 @@ class Reconciler:
         if self._after_fills is not None:
             self._after_fills.cancel()
             await asyncio.gather(self._after_fills, return_exceptions=True)
+        await asyncio.gather(*self._audits, return_exceptions=True)
 
     # -- the check ------------------------------------------------------------------------
     async def check(self, instruments: Iterable[str] | None = None, *,
@@ -143,7 +145,7 @@ class Reconciler:
                     view = await self._view()
                 found += await self._check_instrument(instrument, layers, view, waived,
                                                       compare_in_flight)
-        return found + await self._check_unassigned(view, waived)
+        return found + self._check_unassigned(view, waived)
 
     async def _view(self) -> _View:
         """The book's layers and unresolved intents, then the venue's positions."""
@@ -179,16 +181,16 @@ class Reconciler:
                 continue
             if (difference.tradingsymbol, difference.book, difference.broker) not in waived:
                 left.append(difference)
-        await self._audit(instrument, self._show(instrument, left))
+        self._show(instrument, left)
         return left
 
-    async def _check_unassigned(self, view: _View, waived: Waived) -> list[Discrepancy]:
+    def _check_unassigned(self, view: _View, waived: Waived) -> list[Discrepancy]:
         """Broker positions in contracts no instrument holds or trades today block every
         entry: which instrument's risk they carry is unknown."""
         left = [Discrepancy(symbol, 0, quantity)
                 for symbol, quantity in sorted(view.positions.items())
                 if symbol not in view.holders and (symbol, 0, quantity) not in waived]
-        await self._audit(None, self._show(None, left))
+        self._show(None, left)
         return left
 
     def _holders(self, layers: list[Layer]) -> dict[str, str]:
@@ -216,10 +218,9 @@ class Reconciler:
         return await book_square_off(self._db, instrument, self._instruments[instrument],
                                      square_off, self._clock())
 
-    def _show(self, instrument: str | None, differences: list[Discrepancy]
-              ) -> list[Discrepancy]:
-        """Block entries for each difference (logged when new or changed); clear the rest.
-        Return the new or changed ones."""
+    def _show(self, instrument: str | None, differences: list[Discrepancy]) -> None:
+        """Block entries for each difference (logged and audited when new or changed);
+        clear the rest."""
         wanted = {MISMATCH + d.tradingsymbol: d for d in differences}
         for key, block in self._readiness.blocks(MISMATCH).items():
             if block.instrument == instrument and key not in wanted:
@@ -239,7 +240,10 @@ class Reconciler:
                 news.append(difference)
         self._metrics.reconciliation_mismatches.labels(instrument or UNASSIGNED).set(
             len(differences))
-        return news
+        if news:  # beside the check, which may be a decision's: the audit never delays it
+            task = asyncio.create_task(self._audit(instrument, news), name="mismatch-audit")
+            self._audits.add(task)
+            task.add_done_callback(self._audits.discard)
 
     async def _audit(self, instrument: str | None, news: list[Discrepancy]) -> None:
         """Put a new mismatch in the audit log (and so on the events stream); a failure to

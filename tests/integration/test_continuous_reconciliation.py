@@ -181,6 +181,7 @@ async def test_unexplained_difference_blocks_only_its_instrument_until_the_venue
          "detail": reason}]
     assert paper.readiness.reasons() == [reason]
     # Once in the audit log (and so on the events stream), not at every check.
+    await paper.reconciler.close()  # the audit is written beside the check: let it land
     assert rows(postgresql, "SELECT count(*) FROM execution_log "
                             "WHERE event = 'reconciliation_mismatch'") == [(1,)]
     assert rows(postgresql, "SELECT count(*) FROM event_outbox "
