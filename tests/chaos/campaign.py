@@ -111,6 +111,25 @@ def plan(rng: Random, crashes: int) -> list[Crash]:
     return out
 
 
+def move_market(fake: FakeKiteProcess, priced: dict[str, str], alert: dict[str, Any]) -> None:
+    """At Kite the front month trades at the alert's price when it arrives, each later
+    month 0.5 % higher (a contango, so that a roll has a spread). A resend is a copy of an
+    old alert: the market does not go back to its price (`priced`: each instrument's
+    newest alert so far)."""
+    if alert["timestamp"] < priced.get(alert["instrument"], ""):
+        return
+    priced[alert["instrument"]] = alert["timestamp"]
+    series = {"GOLD_MINI": "MCX:GOLDM", "SILVER_MINI": "MCX:SILVERM",
+              "COPPER": "MCX:COPPER", "BANK_NIFTY": "NFO:BANKNIFTY"}[alert["instrument"]]
+    tick = Decimal("0.05") if "." in alert["price"] else Decimal(1)
+    listed = sorted((key for key in fake.state()["prices"] if key.startswith(series)),
+                    key=month_order)
+    for months, key in enumerate(listed):
+        price = Decimal(alert["price"]) * (1 + Decimal("0.005") * months)
+        fake.control("price", tradingsymbol=key.split(":")[1],
+                     price=str((price / tick).to_integral_value() * tick))
+
+
 class Campaign:
     def __init__(self, broker: str, seed: int, crashes: int, workdir: Path,
                  log: Any = print, roll_index: int | None = None):
@@ -161,21 +180,8 @@ class Campaign:
         return kite_broker(self.fake.state())
 
     def _price(self, alert: dict[str, Any]) -> None:
-        """At Kite the front month trades at the alert's price when it arrives, each later
-        month 0.5 % higher (a contango, so that a roll has a spread). A resend is a copy
-        of an old alert: the market does not go back to its price."""
-        if self.fake is None or alert["timestamp"] < self.priced.get(alert["instrument"], ""):
-            return
-        self.priced[alert["instrument"]] = alert["timestamp"]
-        series = {"GOLD_MINI": "MCX:GOLDM", "SILVER_MINI": "MCX:SILVERM",
-                  "COPPER": "MCX:COPPER", "BANK_NIFTY": "NFO:BANKNIFTY"}[alert["instrument"]]
-        tick = Decimal("0.05") if "." in alert["price"] else Decimal(1)
-        listed = sorted((key for key in self.fake.state()["prices"] if key.startswith(series)),
-                        key=month_order)
-        for months, key in enumerate(listed):
-            price = Decimal(alert["price"]) * (1 + Decimal("0.005") * months)
-            self.fake.control("price", tradingsymbol=key.split(":")[1],
-                              price=str((price / tick).to_integral_value() * tick))
+        if self.fake is not None:
+            move_market(self.fake, self.priced, alert)
 
     # -- one run ----------------------------------------------------------------------------
     def run(self, stream: list[dict[str, Any]]) -> tuple[tuple, int]:

@@ -39,7 +39,6 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from decimal import Decimal
 from pathlib import Path
 from random import Random
 from typing import Any
@@ -48,7 +47,8 @@ import psycopg
 
 from live.embedded_db import EmbeddedPostgres
 from live.schema_migrations import apply_migrations
-from tests.chaos.roll_phase import SCHEDULES, month_order
+from tests.chaos.campaign import move_market
+from tests.chaos.roll_phase import SCHEDULES
 from tests.chaos.stream import alerts, chaos_config
 from tests.fakes.kite_server import FakeKiteProcess
 from tests.support.daemon import TradingDaemon
@@ -258,21 +258,9 @@ class HaCampaign:
         return positions, orders, list(state["orders"])
 
     def _price(self, alert: dict[str, Any]) -> None:
-        """As the crash campaign: the front month trades at the alert's price when it
-        arrives, each later month 0.5 % higher; a resend does not move the market back."""
-        with self.lock:
-            if self.fake is None or alert["timestamp"] < self.priced.get(alert["instrument"], ""):
-                return
-            self.priced[alert["instrument"]] = alert["timestamp"]
-            series = {"GOLD_MINI": "MCX:GOLDM", "SILVER_MINI": "MCX:SILVERM",
-                      "COPPER": "MCX:COPPER", "BANK_NIFTY": "NFO:BANKNIFTY"}[alert["instrument"]]
-            tick = Decimal("0.05") if "." in alert["price"] else Decimal(1)
-            listed = sorted((key for key in self.fake.state()["prices"]
-                             if key.startswith(series)), key=month_order)
-            for months, key in enumerate(listed):
-                price = Decimal(alert["price"]) * (1 + Decimal("0.005") * months)
-                self.fake.control("price", tradingsymbol=key.split(":")[1],
-                                  price=str((price / tick).to_integral_value() * tick))
+        with self.lock:  # the strike's thread and the sender's
+            if self.fake is not None:
+                move_market(self.fake, self.priced, alert)
 
     def _send(self, index: int, nodes: list[Node] | None = None) -> bool:
         """Send one alert to a random live node; True if it was acknowledged (or is a
