@@ -124,6 +124,9 @@ class HaNode:
 
     async def release(self) -> None:
         """End this term at once (clean shutdown, demotion), so the standby need not wait."""
+        # The loop may have been cancelled by the stop before writing its last notes (a lost
+        # term, typically): they are written here, before the restart forgets them.
+        await self._write_notes()
         if self.epoch is None:
             return
         for release in (self._lease.release(), self._fence.release(self.epoch)):
