@@ -17,6 +17,7 @@ from aiohttp.typedefs import Middleware
 from config.errors import ConfigError
 from config.settings import Settings
 from live.operator_client import TOKEN_FILE
+from live.web_session import COOKIE, CSRF_HEADER, Grant, Session, SessionKeys
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -24,8 +25,11 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 # Each of these authenticates its caller its own way (the alert's secret, Kite's checksum) or
 # says nothing worth hiding; a load balancer's probes must not need a token.
-OPEN_PATHS = frozenset({"/webhook", "/kite/postback", "/health", "/ready"})
+# The login page and the page's static assets (htmx, the chart library, styles) too.
+OPEN_PATHS = frozenset({"/webhook", "/kite/postback", "/health", "/ready", "/login"})
+STATIC_PREFIX = "/static/"
 ADMIN_PREFIX = "/admin/"
+SESSION = web.RequestKey("session", Session)  # the dashboard session a request proved
 log = structlog.get_logger(__name__)
 
 
@@ -41,6 +45,10 @@ class AccessPolicy:
     views_open_via_proxy: bool = False
     webhook_allow: tuple[Network, ...] = ()
     trusted_proxies: tuple[Network, ...] = ()
+    sessions: SessionKeys = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sessions", SessionKeys(self.admin_token))
 
     def admits_admin(self, presented: str | None) -> bool:
         return _matches(presented, self.admin_token)
@@ -173,17 +181,42 @@ def access_control(policy: AccessPolicy) -> Middleware:
     @web.middleware
     async def check_access(request: web.Request, handler: Handler) -> web.StreamResponse:
         route_path = _route_path(request)
-        if route_path in OPEN_PATHS:
-            return await handler(request)
+        if route_path in OPEN_PATHS or request.path.startswith(STATIC_PREFIX):
+            return await _with_session(request, policy, handler)
         presented = bearer_token(request)
-        if _is_admin(route_path) or _is_admin(request.path):
-            if not policy.admits_admin(presented):
+        session = None if presented else _session(request, policy)
+        if _is_admin(route_path) or _is_admin(request.path) or request.path == "/logout":
+            if presented is not None:
+                if not policy.admits_admin(presented):
+                    return _refuse(request, "admin token required")
+            elif session is None or (session.grant is not Grant.ADMIN
+                                     and request.path != "/logout"):
                 return _refuse(request, "admin token required")
-        elif not policy.admits_view(presented, via_proxy(request, policy.trusted_proxies)):
+            elif not _matches(request.headers.get(CSRF_HEADER), session.csrf):
+                # The cookie alone is ambient: another site's form could make it go along.
+                return _refuse(request, "CSRF token required", status=403)
+        elif session is None and not policy.admits_view(
+                presented, via_proxy(request, policy.trusted_proxies)):
+            if request.path == "/" and presented is None:
+                raise web.HTTPSeeOther("/login")
             return _refuse(request, "view token required")
         return await handler(request)
 
     return check_access
+
+
+async def _with_session(request: web.Request, policy: AccessPolicy,
+                        handler: Handler) -> web.StreamResponse:
+    _session(request, policy)
+    return await handler(request)
+
+
+def _session(request: web.Request, policy: AccessPolicy) -> Session | None:
+    """The dashboard session the request's cookie proves (kept on the request), or None."""
+    session = policy.sessions.verify(request.cookies.get(COOKIE))
+    if session is not None:
+        request[SESSION] = session
+    return session
 
 
 def via_proxy(request: web.BaseRequest, trusted: tuple[Network, ...]) -> bool:
@@ -201,11 +234,12 @@ def bearer_token(request: web.BaseRequest) -> str | None:
     return token if scheme.lower() == "bearer" and token else None
 
 
-def _refuse(request: web.Request, detail: str) -> web.Response:
+def _refuse(request: web.Request, detail: str, status: int = 401) -> web.Response:
     # Path and caller only: the presented token is never logged, right or wrong.
     log.info("access_refused", path=request.path, client=request.remote, detail=detail)
-    return web.json_response({"status": "error", "error": "unauthorized", "detail": detail},
-                             status=401, headers={"WWW-Authenticate": "Bearer"})
+    return web.json_response(
+        {"status": "error", "error": "unauthorized" if status == 401 else "forbidden",
+         "detail": detail}, status=status, headers={"WWW-Authenticate": "Bearer"})
 
 
 def _route_path(request: web.Request) -> str:

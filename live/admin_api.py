@@ -17,6 +17,7 @@ from aiohttp import web
 from core.errors import InsufficientEquity
 from core.models import LedgerEntry, LedgerType
 from core.trading_state import MANUAL, Actor, TradingState
+from live.access import SESSION
 from live.server import CTX, Context, error, outcome_reply, reply
 from live.webhook_body import BadBody, parse_body
 
@@ -25,6 +26,8 @@ MAX_REASON_CHARS = 500
 MAX_AMOUNT = Decimal("1e15")
 POSITION = re.compile(r"Long_[1-6]|ALL")
 OPERATOR_ACTION = "operator_action"
+# What a browser session must type to confirm (a click alone is too easy to make).
+TYPED_CONFIRMATION = {"flatten": "FLATTEN"}
 log = structlog.get_logger(__name__)
 
 
@@ -88,6 +91,7 @@ def _handler(action: str) -> Callable[[Handle], Handler]:
                 return error(503, "starting", "the daemon is still recovering; try again")
             try:
                 body = await _body(request)
+                _confirmed(request, action, body)
                 response, details = await handle(ctx, body)
             except BadRequest as exc:
                 return error(400, "validation_error", exc.detail)
@@ -101,6 +105,12 @@ def _handler(action: str) -> Callable[[Handle], Handler]:
             return response
         return handler
     return wrap
+
+
+def _confirmed(request: web.Request, action: str, body: dict[str, Any]) -> None:
+    word = TYPED_CONFIRMATION.get(action)
+    if word is not None and request.get(SESSION) is not None and body.get("confirm") != word:
+        raise BadRequest(f"type {word} to confirm")
 
 
 def _state_handler(action: str, wanted: TradingState) -> Handler:

@@ -40,6 +40,7 @@ from live.brokers.paper import PaperBroker
 from live.daily_limits import DailyLimits
 from live.database_server import DatabaseTarget, database_target
 from live.engine import LiveTradingEngine
+from live.event_feed import EventFeed
 from live.event_outbox import EventPublisher
 from live.event_outbox import trim as trim_events
 from live.every import every
@@ -216,7 +217,11 @@ async def run_live(settings: Settings) -> None:
         stack.push_async_callback(parts.inbox.stop, settings.shutdown_timeout_s)
         context = parts.context(settings, secret, instruments, access, config_hash)
         context.ha = node
+        # The dashboard's stream and the book's log lines; logged only by the node that acts.
+        context.feed = EventFeed(target.conninfo, lambda: node is None or node.may_act())
         listener = await serve(settings, stack, context)
+        start_task(stack, context.feed.run(), "event-feed")
+        stack.callback(context.feed.close_subscriptions)  # before the server waits on them
         announce(f"http://{settings.host}:{settings.port}", secret if generated else None,
                  admin if admin_generated else None)
         start_task(stack, watch_database(db, parts.readiness, metrics,
@@ -320,7 +325,7 @@ class Parts:
             metrics=self.metrics, readiness=self.readiness, broker=self.broker, clock=self.clock,
             limiter=RateLimiter(settings.rate_limit_per_min), exits=self.exits,
             rollover=self.rollover, control=self.engine.control, flattener=self.flattener,
-            limits=self.limits, stops=self.stops,
+            limits=self.limits, stops=self.stops, reconciler=self.reconciler,
             policy=WebhookPolicy(secret=secret, max_bytes=settings.webhook_max_bytes,
                                  decision_wait_ms=settings.decision_wait_ms,
                                  rate_limit_per_min=settings.rate_limit_per_min))

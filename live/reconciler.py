@@ -69,6 +69,7 @@ class Reconciler:
         self._clock = clock
         self._in_session = in_session or TradingCalendar({}).in_session
         self._interval_s = interval_s
+        self.last_check: tuple[datetime, int] | None = None  # when, and differences found
         # Fills come in bursts (an exit of several contracts): one check after the last.
         self._after_fill_delay_s = after_fill_delay_s
         self._due: set[str] = set()
@@ -145,7 +146,9 @@ class Reconciler:
                     view = await self._view()
                 found += await self._check_instrument(instrument, layers, view, waived,
                                                       compare_in_flight)
-        return found + self._check_unassigned(view, waived)
+        found += self._check_unassigned(view, waived)
+        self.last_check = (self._clock(), len(found))  # what the dashboard's health shows
+        return found
 
     async def _view(self) -> _View:
         """The book's layers and unresolved intents, then the venue's positions."""

@@ -39,7 +39,9 @@ from live.trading_control import TradingControl
 
 if TYPE_CHECKING:
     from live.daily_limits import DailyLimits
+    from live.event_feed import EventFeed
     from live.flatten import Flattener
+    from live.reconciler import Reconciler
 from live.webhook_body import BadBody, parse_body
 
 MAX_LIST_LIMIT = 1000
@@ -74,6 +76,8 @@ class Context:
     stops: BrokerStops | None = None  # the layers' broker-resident stops
     config_sha256: str | None = None  # the configuration this daemon decides under
     ha: HaNode | None = None  # a pair's node (None: a single daemon)
+    feed: EventFeed | None = None  # the outbox as it happens: the dashboard's live stream
+    reconciler: Reconciler | None = None
     # Without a policy (tests that build a Context by hand) views are open and the admin
     # routes refuse everyone: the token is random and never shown. The daemon always sets it.
     access: AccessPolicy = field(
@@ -330,7 +334,9 @@ def build_app(ctx: Context) -> web.Application:
     app.router.add_get("/orders", orders)
     app.router.add_get("/metrics", make_aiohttp_handler(ctx.metrics.registry))
     app.router.add_post("/kite/postback", kite_postback)
-    from live.admin_api import add_admin_routes  # it builds on this module's replies
+    from live.admin_api import add_admin_routes  # they build on this module's replies
+    from live.dashboard import add_dashboard_routes
 
     add_admin_routes(app)
+    add_dashboard_routes(app)
     return app

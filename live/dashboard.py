@@ -1,0 +1,234 @@
+"""The dashboard (DESIGN.md §12): the page, its panels as htmx fragments, the equity data,
+the login, and `GET /events`, the outbox as Server-Sent Events.
+
+The page and its fragments are views: the access middleware lets them through under the
+same rules as the JSON views (loopback, a view or admin token, or a session cookie). The
+controls are the admin API's own routes, called with the session cookie and its CSRF
+header; the page shows them only to an admin session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import structlog
+from aiohttp import web
+
+from live import dashboard_views as views
+from live.access import SESSION
+from live.event_feed import replay
+from live.outbox_follower import Row
+from live.rate_limit import RateLimiter
+from live.server import CTX, Context, error, reply
+from live.web_format import ist, number, percent, rupees, signed_rupees
+from live.web_session import COOKIE, SESSION_S, Grant, Session
+
+WEB = Path(__file__).parent / "web"
+KEEPALIVE_S = 15.0
+LOGIN_ATTEMPTS_PER_MIN = 10
+HEADERS = {
+    # Everything the page runs is served from here: no inline script, no other origin.
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; "
+                               "style-src 'self' 'unsafe-inline'; frame-ancestors 'none'; "
+                               "form-action 'self'; base-uri 'none'",
+    "X-Frame-Options": "DENY", "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin", "Cache-Control": "no-store",
+}
+PANELS = {"banner", "equity", "positions", "signals", "health"}
+LOGINS = web.AppKey("dashboard_logins", RateLimiter)
+log = structlog.get_logger(__name__)
+
+
+def _moment(value: datetime | str | None) -> str:
+    return ist(datetime.fromisoformat(value) if isinstance(value, str) else value)
+
+
+def _tone(value: Any) -> str:
+    return "" if value is None or value == 0 else ("good" if value > 0 else "bad")
+
+
+TEMPLATES = jinja2.Environment(loader=jinja2.FileSystemLoader(WEB / "templates"),
+                               autoescape=True, undefined=jinja2.StrictUndefined)
+TEMPLATES.filters.update(rupees=rupees, signed_rupees=signed_rupees, price=number,
+                         percent=percent, ist=_moment, tone=_tone)
+
+
+def session_of(request: web.Request) -> Session | None:
+    return request.get(SESSION)
+
+
+def render(request: web.Request, template: str, status: int = 200,
+           **values: Any) -> web.Response:
+    session = session_of(request)
+    body = TEMPLATES.get_template(template).render(
+        session=session, admin=session is not None and session.grant is Grant.ADMIN, **values)
+    return web.Response(text=body, status=status, content_type="text/html", headers=HEADERS)
+
+
+async def _panel_values(ctx: Context, panel: str) -> dict[str, Any]:
+    if panel == "banner":
+        return {"banner": views.banner(ctx)}
+    if panel == "equity":
+        return {"equity": await views.equity(ctx)}
+    if panel == "positions":
+        return {"layers": await views.open_layers(ctx)}
+    if panel == "signals":
+        return {"signals": await views.recent_signals(ctx)}
+    return {"health": await views.health(ctx)}
+
+
+async def page(request: web.Request) -> web.Response:
+    ctx = request.app[CTX]
+    values: dict[str, Any] = {}
+    for panel in sorted(PANELS):
+        values.update(await _panel_values(ctx, panel))
+    return render(request, "dashboard.html", **values)
+
+
+async def fragment(request: web.Request) -> web.Response:
+    panel = request.match_info["panel"]
+    if panel not in PANELS:
+        return error(404, "not_found", f"no panel {panel}")
+    values = await _panel_values(request.app[CTX], panel)
+    return render(request, f"_{panel}.html", **values)
+
+
+async def signal_fragment(request: web.Request) -> web.Response:
+    try:
+        signal_id = int(request.match_info["signal_id"])
+    except ValueError:
+        return error(400, "validation_error", "Invalid signal id")
+    detail = await views.signal_detail(request.app[CTX], signal_id)
+    if detail is None:
+        return error(404, "not_found", f"no signal {signal_id}")
+    return render(request, "_signal_detail.html", detail=detail)
+
+
+async def equity_data(request: web.Request) -> web.Response:
+    return reply(await views.equity_series(request.app[CTX]))
+
+
+# -- login ------------------------------------------------------------------------------
+async def login_page(request: web.Request) -> web.Response:
+    return render(request, "login.html", error=None)
+
+
+async def login(request: web.Request) -> web.Response:
+    ctx = request.app[CTX]
+    if not request.app[LOGINS].allow(request.remote or "unknown", time.monotonic()):
+        return render(request, "login.html", 429, error="Too many attempts; wait a minute.")
+    form = await request.post()
+    token = form.get("token")
+    grant = _grant_for(ctx, token.strip() if isinstance(token, str) else "")
+    if grant is None:
+        log.info("dashboard_login_refused", client=request.remote)  # never the token
+        return render(request, "login.html", 401, error="That token is not valid.")
+    cookie, _ = ctx.access.sessions.issue(grant)
+    response = web.Response(status=303, headers={**HEADERS, "Location": "/"})
+    response.set_cookie(COOKIE, cookie, max_age=SESSION_S, path="/", httponly=True,
+                        samesite="Strict", secure=request.secure)
+    log.info("dashboard_login", grant=str(grant), client=request.remote)
+    return response
+
+
+def _grant_for(ctx: Context, token: str) -> Grant | None:
+    if ctx.access.admits_admin(token):
+        return Grant.ADMIN
+    view = ctx.access.view_token
+    if view is not None and hmac.compare_digest(token.encode(), view.encode()):
+        return Grant.VIEW
+    return None
+
+
+async def logout(request: web.Request) -> web.Response:
+    session = session_of(request)
+    if session is not None:
+        request.app[CTX].access.sessions.revoke(session)
+    response = reply({"status": "ok"})
+    response.del_cookie(COOKIE, path="/")
+    return response
+
+
+# -- the live stream --------------------------------------------------------------------
+async def events(request: web.Request) -> web.StreamResponse:
+    """The outbox as Server-Sent Events, from now on or after `Last-Event-ID` (`?after=`):
+    a browser that reconnects gets what it missed, in id order, at least once."""
+    ctx = request.app[CTX]
+    if ctx.feed is None:
+        return error(503, "unavailable", "no event feed")
+    try:
+        after = _after(request)
+    except ValueError:
+        return error(400, "validation_error", "Invalid Last-Event-ID")
+    subscription = ctx.feed.subscribe()  # before the replay: nothing falls between the two
+    response = web.StreamResponse(headers={
+        "Content-Type": "text/event-stream", "Cache-Control": "no-store",
+        "X-Accel-Buffering": "no"})
+    try:
+        await response.prepare(request)
+        await response.write(b"retry: 2000\n\n")
+        sent = ctx.feed.last if after is None else after
+        if after is not None and after < ctx.feed.last:
+            async with ctx.db.reading() as conn:
+                sent = await _write(response, await replay(conn, after, ctx.feed.last), sent)
+        while True:
+            try:
+                rows = await asyncio.wait_for(subscription.queue.get(), KEEPALIVE_S)
+            except TimeoutError:
+                await response.write(b": keepalive\n\n")
+                continue
+            if rows is None:  # cut off (too far behind) or the daemon stopping
+                break
+            sent = await _write(response, rows, sent)
+    except ConnectionResetError:
+        pass  # the reader went away
+    finally:
+        ctx.feed.unsubscribe(subscription)
+    with contextlib.suppress(ConnectionResetError):
+        await response.write_eof()
+    return response
+
+
+def _after(request: web.Request) -> int | None:
+    text = request.headers.get("Last-Event-ID") or request.query.get("after")
+    if text is None or not text.strip():
+        return None
+    value = int(text.strip())
+    if value < 0:
+        raise ValueError(text)
+    return value
+
+
+async def _write(response: web.StreamResponse, rows: list[Row], sent: int) -> int:
+    chunks = []
+    for event_id, kind, occurred_at, data in rows:
+        if event_id <= sent:
+            continue  # a replayed event also queued, or one sent before a reconnect
+        body = json.dumps({"id": event_id, "type": kind, "time": occurred_at.isoformat(),
+                           "data": data}, sort_keys=True)
+        chunks.append(f"id: {event_id}\ndata: {body}\n\n")
+        sent = event_id
+    if chunks:
+        await response.write("".join(chunks).encode())
+    return sent
+
+
+def add_dashboard_routes(app: web.Application) -> None:
+    app[LOGINS] = RateLimiter(LOGIN_ATTEMPTS_PER_MIN)
+    app.router.add_get("/", page)
+    app.router.add_get("/ui/equity.json", equity_data)
+    app.router.add_get("/ui/signals/{signal_id}", signal_fragment)
+    app.router.add_get("/ui/{panel}", fragment)
+    app.router.add_get("/events", events)
+    app.router.add_get("/login", login_page)
+    app.router.add_post("/login", login)
+    app.router.add_post("/logout", logout)
+    app.router.add_static("/static", WEB / "static", append_version=False)
