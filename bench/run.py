@@ -26,6 +26,7 @@ from typing import Any
 
 import psycopg
 
+from bench.dashboard import measure_dashboard
 from bench.flatten import measure_flatten
 from bench.recovery_seed import seed_book
 from bench.stream import bench_instruments, write_bench_config
@@ -37,7 +38,8 @@ RESULTS = REPO / "bench" / "results"
 STREAM_INSTRUMENTS = 40
 STORM_INSTRUMENT = STREAM_INSTRUMENTS  # a flat instrument outside the stream
 TARGETS = {"ack_p99_ms": 10.0, "ack_p99_floor_ratio": 5.0, "sustained_per_s": 1500,
-           "decision_p99_ms": 20.0, "recovery_10k_s": 1.0, "flatten_p99_ms": 2000.0}
+           "decision_p99_ms": 20.0, "recovery_10k_s": 1.0, "flatten_p99_ms": 2000.0,
+           "dashboard_render_ms": 200.0, "dashboard_assets_kb": 300}
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -285,6 +287,7 @@ def run(quick: bool) -> dict[str, Any]:
         best, steps, _ = sustained(daemon, rates, duration, start + int(200 * duration))
         report["sustained_throughput"] = {"per_s": best, "steps": steps,
                                           "duration_s": duration}
+        report["dashboard"] = measure_dashboard(daemon.url, 10 if quick else 30)
     finally:
         daemon.stop()
     sizes = [(1000, 10_000)] if quick else [(1000, 10_000), (10_000, 100_000)]
@@ -330,6 +333,17 @@ def table(report: dict[str, Any]) -> str:
                      f"{client['max']:.0f} ms to flat (daemon's own {daemon['p50']:.0f} / "
                      f"{daemon['p99']:.0f} / {daemon['max']:.0f} ms, {item['runs']} runs)",
                      f"p99 ≤ {TARGETS['flatten_p99_ms']:.0f} ms"))
+    board = report["dashboard"]
+    paint = (board["browser"] or {}).get("first_contentful_paint")
+    rows.append((f"dashboard / ({board['open_layers']} layers) p50 / p99",
+                 f"server {board['server_render']['p50_ms']:.1f} / "
+                 f"{board['server_render']['p99_ms']:.1f} ms; first paint "
+                 + (f"{paint['p50_ms']:.0f} / {paint['p99_ms']:.0f} ms (Chromium)" if paint
+                    else "not measured (no Chromium)"),
+                 f"< {TARGETS['dashboard_render_ms']:.0f} ms"))
+    rows.append(("dashboard assets", f"{(board['page_bytes'] + board['assets_bytes']) / 1024:.0f}"
+                 " KB (page and its own scripts and styles)",
+                 f"< {TARGETS['dashboard_assets_kb']} KB"))
     width = max(len(r[0]) for r in rows)
     lines = [f"{'metric'.ljust(width)}  value  [target]"]
     lines += [f"{name.ljust(width)}  {value}" + (f"  [{target}]" if target else "")

@@ -421,6 +421,8 @@ async def _cancel(task: asyncio.Task[Any]) -> None:
 def announce(url: str, generated_secret: str | None,
              generated_admin_token: str | None = None) -> None:
     """Tell the operator where to point TradingView (stderr: kept out of the JSON log)."""
+    print(f"Dashboard: {url}/  (read only; log in with the admin token for the controls)",
+          file=sys.stderr, flush=True)
     print(f"Webhook URL: {url}/webhook", file=sys.stderr, flush=True)
     if generated_secret is not None:
         print(f"Paper-mode webhook secret (put it in the alert's JSON as \"secret\"): "

@@ -43,3 +43,26 @@ def daemon(state_dir):
     running.wait_ready()
     yield running
     running.ensure_stopped()
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    """A headless Chromium driven by Playwright: the system's, or installed (root). Module
+    scope: Playwright's sync API keeps an event loop of its own while it runs."""
+    import os
+
+    from playwright.sync_api import sync_playwright
+
+    from tests.support.chromium import find_chromium, install_chromium, launch_args
+
+    path = find_chromium() or install_chromium()
+    if path is None:
+        message = ("no Chromium: install Debian's `chromium` package (or set PM_CHROMIUM); "
+                   "Playwright cannot download one here")
+        if os.environ.get("CI"):
+            pytest.fail(message)  # CI runs the browser tests, never skips them
+        pytest.skip(message)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=path, args=launch_args())
+        yield browser
+        browser.close()

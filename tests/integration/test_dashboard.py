@@ -251,6 +251,8 @@ async def test_every_event_of_a_trade_leaves_one_log_line_with_its_ids(dsn, trad
     assert created["signal_id"] == decided["signal_id"] == opened["signal_id"]
     assert created["tag"].startswith("PM") and created["instrument"] == "GOLD_MINI"
     assert filled["intent_id"] == created["intent_id"] and Decimal(filled["price"]) > 0
+    assert (filled["tag"], filled["instrument"], filled["signal_id"]) == (
+        created["tag"], "GOLD_MINI", decided["signal_id"])
     assert "intent_filled" in by_event
     text = json.dumps(lines, default=str)
     assert SECRET not in text and TOKEN not in text

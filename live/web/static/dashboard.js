@@ -96,6 +96,12 @@
           tzDate: function (ts) { return uPlot.tzDate(new Date(ts * 1e3), "Asia/Kolkata"); },
           series: [{}, {label: "Closed ₹", stroke: "#1d4ed8", spanGaps: true},
                    {label: "Blended ₹", stroke: "#11774a", spanGaps: true}],
+          // A flat book would otherwise be drawn from zero: keep its level readable.
+          scales: {y: {range: function (u, min, max) {
+            if (min === null || max === null) return [0, 1];
+            var pad = Math.max((max - min) * 0.1, Math.abs(max) * 0.002, 1);
+            return [min - pad, max + pad];
+          }}},
           axes: [{}, {size: 80}]
         }, series, chartBox);
       })
