@@ -33,3 +33,17 @@ async def runs(dsn, runs_config):
     for db, trading in started:
         await trading.close()
         await db.close()
+
+
+@pytest.fixture
+async def trading_in_operation(db, dsn):
+    """A system with room for every entry, as the daemon runs it once recovered: its inbox
+    processes, its trading state is loaded and it is ready."""
+    from tests.integration.test_operator_controls import ROOMY
+
+    trading = await Trading(db, dsn, config=ROOMY).start()
+    trading.inbox.start_processing()
+    await trading.control.load()
+    trading.readiness.started()
+    yield trading
+    await trading.close()

@@ -14,21 +14,16 @@ from aiohttp.test_utils import TestClient, TestServer
 from live.access import AccessPolicy
 from live.rate_limit import RateLimiter
 from live.server import Context, WebhookPolicy, build_app
-from tests.integration.test_operator_controls import ROOMY, enter
-from tests.support.trading import INSTRUMENTS, Trading
+from tests.integration.test_operator_controls import enter
+from tests.support.trading import INSTRUMENTS
 
 TOKEN = "admin-token-for-tests"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 @pytest.fixture
-async def trading(db, dsn):
-    trading = await Trading(db, dsn, config=ROOMY).start()
-    trading.inbox.start_processing()
-    await trading.control.load()
-    trading.readiness.started()
-    yield trading
-    await trading.close()
+def trading(trading_in_operation):
+    return trading_in_operation
 
 
 @pytest.fixture

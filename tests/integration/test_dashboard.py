@@ -14,13 +14,14 @@ import pytest
 import structlog
 from aiohttp.test_utils import TestClient, TestServer
 
+from core.trading_state import Actor, TradingState
 from live.access import AccessPolicy
 from live.dashboard import WEB
 from live.event_feed import EventFeed
 from live.rate_limit import RateLimiter
 from live.server import Context, WebhookPolicy, build_app
-from tests.integration.test_operator_controls import ROOMY, enter
-from tests.support.trading import INSTRUMENTS, Trading
+from tests.integration.test_operator_controls import enter
+from tests.support.trading import INSTRUMENTS
 
 TOKEN = "admin-token-for-the-dashboard"
 VIEW = "view-token-for-the-dashboard"
@@ -29,13 +30,8 @@ PAGE_ASSETS_LIMIT = 300 * 1024
 
 
 @pytest.fixture
-async def trading(db, dsn):
-    trading = await Trading(db, dsn, config=ROOMY).start()
-    trading.inbox.start_processing()
-    await trading.control.load()
-    trading.readiness.started()
-    yield trading
-    await trading.close()
+def trading(trading_in_operation):
+    return trading_in_operation
 
 
 @pytest.fixture
@@ -222,8 +218,7 @@ async def test_the_stream_sends_each_commit_and_replays_what_a_reconnect_missed(
     stream.close()
 
     first = seen[0]["id"]
-    await trading.control.set(trading.control.record.state.__class__("REDUCING"), "lunch",
-                              "operator")
+    await trading.control.set(TradingState.REDUCING, "lunch", Actor.OPERATOR)
     again = await client.get("/events", headers={"Last-Event-ID": str(first)})
     replayed = await read_events(again, len(seen))  # what came after `first`, and the pause
     assert [e["id"] for e in replayed][:len(seen) - 1] == [e["id"] for e in seen[1:]]
