@@ -26,8 +26,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # Each of these authenticates its caller its own way (the alert's secret, Kite's checksum) or
 # says nothing worth hiding; a load balancer's probes must not need a token.
 # The login page and the page's static assets (htmx, the chart library, styles) too.
-OPEN_PATHS = frozenset({"/webhook", "/kite/postback", "/health", "/ready", "/login"})
-STATIC_PREFIX = "/static/"
+OPEN_PATHS = frozenset({"/webhook", "/kite/postback", "/health", "/ready", "/login",
+                        "/logout"})
 ADMIN_PREFIX = "/admin/"
 SESSION = web.RequestKey("session", Session)  # the dashboard session a request proved
 log = structlog.get_logger(__name__)
@@ -181,24 +181,23 @@ def access_control(policy: AccessPolicy) -> Middleware:
     @web.middleware
     async def check_access(request: web.Request, handler: Handler) -> web.StreamResponse:
         route_path = _route_path(request)
-        if route_path in OPEN_PATHS or request.path.startswith(STATIC_PREFIX):
+        if route_path in OPEN_PATHS or _is_static(request):
             return await _with_session(request, policy, handler)
         presented = bearer_token(request)
         session = None if presented else _session(request, policy)
-        if _is_admin(route_path) or _is_admin(request.path) or request.path == "/logout":
+        if _is_admin(route_path) or _is_admin(request.path):
             if presented is not None:
                 if not policy.admits_admin(presented):
                     return _refuse(request, "admin token required")
-            elif session is None or (session.grant is not Grant.ADMIN
-                                     and request.path != "/logout"):
+            elif session is None or session.grant is not Grant.ADMIN:
                 return _refuse(request, "admin token required")
-            elif not _matches(request.headers.get(CSRF_HEADER), session.csrf):
+            elif not csrf_matches(request, session):
                 # The cookie alone is ambient: another site's form could make it go along.
                 return _refuse(request, "CSRF token required", status=403)
         elif session is None and not policy.admits_view(
                 presented, via_proxy(request, policy.trusted_proxies)):
-            if request.path == "/" and presented is None:
-                raise web.HTTPSeeOther("/login")
+            if request.path == "/" and "text/html" in request.headers.get("Accept", ""):
+                raise web.HTTPSeeOther("/login")  # a browser: to the login form
             return _refuse(request, "view token required")
         return await handler(request)
 
@@ -217,6 +216,10 @@ def _session(request: web.Request, policy: AccessPolicy) -> Session | None:
     if session is not None:
         request[SESSION] = session
     return session
+
+
+def csrf_matches(request: web.Request, session: Session) -> bool:
+    return _matches(request.headers.get(CSRF_HEADER), session.csrf)
 
 
 def via_proxy(request: web.BaseRequest, trusted: tuple[Network, ...]) -> bool:
@@ -247,6 +250,11 @@ def _route_path(request: web.Request) -> str:
     # handler is let through untokened.
     resource = request.match_info.route.resource
     return resource.canonical if resource is not None else request.path
+
+
+def _is_static(request: web.Request) -> bool:
+    # By the resource the router chose: a path that merely starts like one is not let in.
+    return isinstance(request.match_info.route.resource, web.StaticResource)
 
 
 def _is_admin(path: str) -> bool:

@@ -14,6 +14,7 @@ import contextlib
 import hmac
 import json
 import time
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ import structlog
 from aiohttp import web
 
 from live import dashboard_views as views
-from live.access import SESSION
+from live.access import SESSION, csrf_matches
 from live.event_feed import replay
 from live.outbox_follower import Row
 from live.rate_limit import RateLimiter
@@ -93,12 +94,12 @@ async def page(request: web.Request) -> web.Response:
     return render(request, "dashboard.html", **values)
 
 
-async def fragment(request: web.Request) -> web.Response:
-    panel = request.match_info["panel"]
-    if panel not in PANELS:
-        return error(404, "not_found", f"no panel {panel}")
-    values = await _panel_values(request.app[CTX], panel)
-    return render(request, f"_{panel}.html", **values)
+def fragment(panel: str) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """The handler of one panel alone: what htmx swaps in on each event."""
+    async def handler(request: web.Request) -> web.Response:
+        values = await _panel_values(request.app[CTX], panel)
+        return render(request, f"_{panel}.html", **values)
+    return handler
 
 
 async def signal_fragment(request: web.Request) -> web.Response:
@@ -149,8 +150,11 @@ def _grant_for(ctx: Context, token: str) -> Grant | None:
 
 
 async def logout(request: web.Request) -> web.Response:
+    """End the cookie's session (the page's CSRF header proves the page asked)."""
     session = session_of(request)
     if session is not None:
+        if not csrf_matches(request, session):
+            return error(403, "forbidden", "CSRF token required")
         request.app[CTX].access.sessions.revoke(session)
     response = reply({"status": "ok"})
     response.del_cookie(COOKIE, path="/")
@@ -226,7 +230,8 @@ def add_dashboard_routes(app: web.Application) -> None:
     app.router.add_get("/", page)
     app.router.add_get("/ui/equity.json", equity_data)
     app.router.add_get("/ui/signals/{signal_id}", signal_fragment)
-    app.router.add_get("/ui/{panel}", fragment)
+    for panel in sorted(PANELS):
+        app.router.add_get(f"/ui/{panel}", fragment(panel))
     app.router.add_get("/events", events)
     app.router.add_get("/login", login_page)
     app.router.add_post("/login", login)

@@ -17,6 +17,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from config.settings import Settings
 from live.access import OPEN_PATHS, AccessPolicy, access_policy, networks
+from live.event_feed import EventFeed
 from live.rate_limit import RateLimiter
 from live.server import Context, WebhookPolicy, build_app
 from tests.support.alerts import alert, ist
@@ -45,7 +46,8 @@ async def serve(db, dsn) -> AsyncIterator[Serve]:
                       instruments=INSTRUMENTS, metrics=trading.metrics,
                       readiness=trading.readiness, broker=trading.broker,
                       limiter=RateLimiter(rate_limit_per_min), access=access,
-                      policy=WebhookPolicy(SECRET, 16384, 5000, rate_limit_per_min))
+                      policy=WebhookPolicy(SECRET, 16384, 5000, rate_limit_per_min),
+                      feed=EventFeed(trading.dsn, lambda: False))  # not following: no events
         client = TestClient(TestServer(build_app(ctx)))
         await client.start_server()
         clients.append(client)
@@ -141,7 +143,9 @@ async def test_operator_actions_are_refused_without_the_admin_token(serve, actio
 async def test_views_need_the_view_or_admin_token_when_not_open(serve):
     client = await serve(CLOSED)
     await one_signal(client)
-    views = [r for r in routes(client) if r[1] not in OPEN_PATHS and not is_admin(r[1])]
+    # The page's static assets (scripts, styles) are open: they say nothing of the book.
+    views = [r for r in routes(client) if r[1] not in OPEN_PATHS and not is_admin(r[1])
+             and r[1] != "/static"]
     assert {"/status", "/positions", "/signals", "/signals/1", "/orders", "/metrics",
             "/db/status"} <= {p for _, p in views}
     for method, path in views:
@@ -151,6 +155,7 @@ async def test_views_need_the_view_or_admin_token_when_not_open(serve):
         for token in (VIEW, ADMIN):
             response = await call(client, method, path, token)
             assert response.status == 200, (method, path, await response.text())
+            response.close()  # /events streams until the reader leaves
     # A wrong scheme is no token at all.
     response = await client.get("/positions", headers={"Authorization": f"Basic {VIEW}"})
     assert await refused(response, "view token required")

@@ -125,13 +125,14 @@ async def test_a_signal_expands_to_its_intents_orders_and_fills(served, trading)
     assert (await client.get("/ui/signals/999999")).status == 404
     assert (await client.get("/ui/signals/x")).status == 400
     assert (await client.get("/ui/nonsense")).status == 404
+    assert (await client.get("/ui/health")).status == 200
 
 
 async def test_off_loopback_the_page_needs_a_login_and_controls_need_an_admin_one(
         served, dsn):
     client = await served(views_open=False)
-    response = await client.get("/", allow_redirects=False)
-    assert (response.status, response.headers["Location"]) == (303, "/login")
+    response = await client.get("/", allow_redirects=False, headers={"Accept": "text/html"})
+    assert (response.status, response.headers["Location"]) == (303, "/login")  # a browser
     for path in ("/ui/positions", "/ui/equity.json", "/events", "/positions"):
         assert (await client.get(path)).status == 401, path
     assert (await client.get("/login")).status == 200
@@ -140,11 +141,17 @@ async def test_off_loopback_the_page_needs_a_login_and_controls_need_an_admin_on
     refused = await client.post("/login", data={"token": "guess"}, allow_redirects=False)
     assert refused.status == 401 and "pm_session" not in refused.cookies
 
-    await logged_in(client, VIEW)  # read only: the views, no controls
+    csrf = await logged_in(client, VIEW)  # read only: the views, no controls
     page = await (await client.get("/")).text()
-    assert 'hx-post="/admin/' not in page and 'name="csrf-token"' not in page
-    assert (await client.post("/admin/pause", json={})).status == 401
+    assert 'hx-post="/admin/' not in page and "Log in</a> with the admin token" in page
+    for path in ("/admin/pause", "/admin/flatten"):
+        refused = await client.post(path, json={"confirm": "FLATTEN"},
+                                    headers={"X-CSRF-Token": csrf})
+        assert refused.status == 401, path
     assert trading_state(dsn) == "ACTIVE"
+    assert (await client.get("/ui/positions")).status == 200
+    assert (await client.post("/logout", headers={"X-CSRF-Token": csrf})).status == 200
+    assert (await client.get("/ui/positions")).status == 401
 
 
 async def test_the_session_cookie_is_httponly_strict_and_never_the_token(served):
