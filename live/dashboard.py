@@ -28,7 +28,7 @@ from live.access import SESSION, csrf_matches
 from live.event_feed import replay
 from live.outbox_follower import Row
 from live.rate_limit import RateLimiter
-from live.server import CTX, Context, error, reply
+from live.server import CTX, Context, error, reply, signal_id_of
 from live.web_format import ist, number, percent, rupees, signed_rupees
 from live.web_session import COOKIE, SESSION_S, Grant, Session
 
@@ -103,9 +103,8 @@ def fragment(panel: str) -> Callable[[web.Request], Awaitable[web.Response]]:
 
 
 async def signal_fragment(request: web.Request) -> web.Response:
-    try:
-        signal_id = int(request.match_info["signal_id"])
-    except ValueError:
+    signal_id = signal_id_of(request)
+    if signal_id is None:
         return error(400, "validation_error", "Invalid signal id")
     detail = await views.signal_detail(request.app[CTX], signal_id)
     if detail is None:

@@ -264,11 +264,19 @@ async def signals(request: web.Request) -> web.Response:
     return reply({"signals": [signal_view(record) for record in records]})
 
 
-async def signal_detail(request: web.Request) -> web.Response:
-    db = request.app[CTX].db
+def signal_id_of(request: web.Request) -> int | None:
+    """The path's signal id, or None when it cannot be one (not a bigint)."""
     try:
         signal_id = int(request.match_info["signal_id"])
     except ValueError:
+        return None
+    return signal_id if 0 <= signal_id < 2**63 else None
+
+
+async def signal_detail(request: web.Request) -> web.Response:
+    db = request.app[CTX].db
+    signal_id = signal_id_of(request)
+    if signal_id is None:
         return error(400, "validation_error", "Invalid signal id")
     record = await db.signal(signal_id)
     if record is None:

@@ -123,7 +123,9 @@ async def test_a_signal_expands_to_its_intents_orders_and_fills(served, trading)
                                   (intent.id,)).fetchone()
     assert trade_id in detail
     assert (await client.get("/ui/signals/999999")).status == 404
-    assert (await client.get("/ui/signals/x")).status == 400
+    for bad in ("x", "99999999999999999999", "-1"):
+        assert (await client.get(f"/ui/signals/{bad}")).status == 400, bad
+        assert (await client.get(f"/signals/{bad}")).status == 400, bad
     assert (await client.get("/ui/nonsense")).status == 404
     assert (await client.get("/ui/health")).status == 200
 
