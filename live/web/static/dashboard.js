@@ -97,7 +97,10 @@
           series: [{}, {label: "Closed ₹", stroke: "#1d4ed8", spanGaps: true},
                    {label: "Blended ₹", stroke: "#11774a", spanGaps: true}],
           // A flat book would otherwise be drawn from zero: keep its level readable.
-          scales: {y: {range: function (u, min, max) {
+          scales: {x: {time: true, range: function (u, min, max) {
+            // One point (a new book) would otherwise stretch the axis over years.
+            return min === max ? [min - 3600, max + 3600] : [min, max];
+          }}, y: {range: function (u, min, max) {
             if (min === null || max === null) return [0, 1];
             var pad = Math.max((max - min) * 0.1, Math.abs(max) * 0.002, 1);
             return [min - pad, max + pad];
