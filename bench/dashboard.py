@@ -30,7 +30,20 @@ def _percentiles(values: list[float]) -> dict[str, float]:
             "max_ms": max(values), "n": len(values)}
 
 
+def settle(url: str, timeout_s: float = 120) -> float:
+    """Wait until the daemon has decided every signal it took (a load phase's backlog);
+    return the seconds waited."""
+    started = time.perf_counter()
+    while time.perf_counter() - started < timeout_s:
+        latest = json.loads(_get(url + "/signals?limit=1"))["signals"]
+        if not latest or latest[0]["status"] == "processed":
+            break
+        time.sleep(0.2)
+    return time.perf_counter() - started
+
+
 def measure_dashboard(url: str, runs: int) -> dict[str, Any]:
+    settled_s = settle(url)  # the page is measured alone, not against the load's tail
     page = _get(url + "/")
     assets = sorted(set(PAGE_ASSETS.findall(page.decode())))
     sizes = {asset: len(_get(url + asset)) for asset in assets}
@@ -40,7 +53,8 @@ def measure_dashboard(url: str, runs: int) -> dict[str, Any]:
         started = time.perf_counter()
         _get(url + "/")
         server.append((time.perf_counter() - started) * 1000)
-    return {"open_layers": status["open_positions"], "page_bytes": len(page),
+    return {"open_layers": status["open_positions"], "settled_s": settled_s,
+            "page_bytes": len(page),
             "assets_bytes": sum(sizes.values()), "assets": sizes,
             "server_render": _percentiles(server), "browser": _in_browser(url, runs)}
 

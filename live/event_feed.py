@@ -51,6 +51,9 @@ class EventFeed(OutboxFollower):
     the book (`logs()`), and hand it to every subscriber."""
 
     name = "event-feed"
+    # A page refreshes within a second of a commit; reading ten times a second at most keeps
+    # a stream of alerts from costing the event loop a round trip per commit.
+    gather_s = 0.1
 
     def __init__(self, conninfo: str, logs: Callable[[], bool], **kwargs: Any):
         super().__init__(conninfo, **kwargs)

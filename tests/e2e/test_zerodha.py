@@ -4,6 +4,7 @@ Kite server running as its own process, driven through the real kiteconnect clie
 from __future__ import annotations
 
 import time
+import urllib.request
 
 import pytest
 
@@ -87,6 +88,11 @@ def test_a_full_gold_mini_trade_on_zerodha(fake, state_dir):
         positions, tags = kite_book(fake)
         assert positions == {}
         assert book_violations(daemon.book_conninfo(), positions, tags) == []
+        # The dashboard says the money is real, and when Kite's session ends.
+        with urllib.request.urlopen(daemon.url + "/", timeout=10) as response:
+            page = response.read().decode()
+        assert 'class="banner mode-live"' in page and ">LIVE<" in page
+        assert "session ok · expires" in page and "06:00:00 IST" in page
     finally:
         daemon.stop()
 
