@@ -48,7 +48,7 @@ class AccessPolicy:
     sessions: SessionKeys = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "sessions", SessionKeys(self.admin_token))
+        object.__setattr__(self, "sessions", SessionKeys(self.admin_token, self.view_token))
 
     def admits_admin(self, presented: str | None) -> bool:
         return _matches(presented, self.admin_token)
@@ -226,6 +226,11 @@ def via_proxy(request: web.BaseRequest, trusted: tuple[Network, ...]) -> bool:
     """Whether the request came through a proxy: from a trusted one, or forwarded at all."""
     if "X-Forwarded-For" in request.headers or "Forwarded" in request.headers:
         return True
+    return via_trusted_proxy(request, trusted)
+
+
+def via_trusted_proxy(request: web.BaseRequest, trusted: tuple[Network, ...]) -> bool:
+    """Whether the peer is one of the trusted proxies (whose headers can be believed)."""
     peer = _address(request.remote or "")
     return peer is not None and _within(peer, trusted)
 

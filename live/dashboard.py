@@ -24,7 +24,7 @@ import structlog
 from aiohttp import web
 
 from live import dashboard_views as views
-from live.access import SESSION, csrf_matches
+from live.access import SESSION, client_address, csrf_matches, via_trusted_proxy
 from live.event_feed import replay
 from live.outbox_follower import Row
 from live.rate_limit import RateLimiter
@@ -34,6 +34,9 @@ from live.web_session import COOKIE, SESSION_S, Grant, Session
 
 WEB = Path(__file__).parent / "web"
 KEEPALIVE_S = 15.0
+WRITE_TIMEOUT_S = 10.0
+FEED_START_WAIT_S = 5.0
+REPLAY_PAGE = 1000
 LOGIN_ATTEMPTS_PER_MIN = 10
 HEADERS = {
     # Everything the page runs is served from here: no inline script, no other origin.
@@ -123,20 +126,29 @@ async def login_page(request: web.Request) -> web.Response:
 
 async def login(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
-    if not request.app[LOGINS].allow(request.remote or "unknown", time.monotonic()):
+    client = client_address(request, ctx.access.trusted_proxies)  # behind a proxy: the user
+    if not request.app[LOGINS].allow(client, time.monotonic()):
         return render(request, "login.html", 429, error="Too many attempts; wait a minute.")
     form = await request.post()
     token = form.get("token")
     grant = _grant_for(ctx, token.strip() if isinstance(token, str) else "")
     if grant is None:
-        log.info("dashboard_login_refused", client=request.remote)  # never the token
+        log.info("dashboard_login_refused", client=client)  # never the token
         return render(request, "login.html", 401, error="That token is not valid.")
     cookie, _ = ctx.access.sessions.issue(grant)
     response = web.Response(status=303, headers={**HEADERS, "Location": "/"})
     response.set_cookie(COOKIE, cookie, max_age=SESSION_S, path="/", httponly=True,
-                        samesite="Strict", secure=request.secure)
-    log.info("dashboard_login", grant=str(grant), client=request.remote)
+                        samesite="Strict", secure=_over_tls(request, ctx))
+    log.info("dashboard_login", grant=str(grant), client=client)
     return response
+
+
+def _over_tls(request: web.Request, ctx: Context) -> bool:
+    """HTTPS here, or at a trusted proxy in front (the cookie then never goes in clear)."""
+    if request.secure:
+        return True
+    return (request.headers.get("X-Forwarded-Proto", "").lower() == "https"
+            and via_trusted_proxy(request, ctx.access.trusted_proxies))
 
 
 def _grant_for(ctx: Context, token: str) -> Grant | None:
@@ -171,33 +183,55 @@ async def events(request: web.Request) -> web.StreamResponse:
         after = _after(request)
     except ValueError:
         return error(400, "validation_error", "Invalid Last-Event-ID")
+    try:  # where the feed stands: without it a replay's end is unknown
+        await asyncio.wait_for(ctx.feed.started.wait(), FEED_START_WAIT_S)
+    except TimeoutError:
+        return error(503, "unavailable", "the event feed has not started; try again")
     subscription = ctx.feed.subscribe()  # before the replay: nothing falls between the two
     response = web.StreamResponse(headers={
         "Content-Type": "text/event-stream", "Cache-Control": "no-store",
         "X-Accel-Buffering": "no"})
     try:
         await response.prepare(request)
-        await response.write(b"retry: 2000\n\n")
-        sent = ctx.feed.last if after is None else after
-        if after is not None and after < ctx.feed.last:
-            async with ctx.db.reading() as conn:
-                sent = await _write(response, await replay(conn, after, ctx.feed.last), sent)
+        await _send(response, b"retry: 2000\n\n")
+        # An id past the feed's (a restored database) replays from where the feed stands.
+        sent = ctx.feed.last if after is None else min(after, ctx.feed.last)
+        sent = await _replay(ctx, response, sent, ctx.feed.last)
         while True:
             try:
                 rows = await asyncio.wait_for(subscription.queue.get(), KEEPALIVE_S)
             except TimeoutError:
-                await response.write(b": keepalive\n\n")
+                await _send(response, b": keepalive\n\n")
                 continue
             if rows is None:  # cut off (too far behind) or the daemon stopping
                 break
             sent = await _write(response, rows, sent)
-    except ConnectionResetError:
-        pass  # the reader went away
+    except (ConnectionResetError, TimeoutError):
+        return response  # the reader went away, or stopped reading
     finally:
         ctx.feed.unsubscribe(subscription)
-    with contextlib.suppress(ConnectionResetError):
-        await response.write_eof()
+    with contextlib.suppress(ConnectionResetError, TimeoutError):
+        async with asyncio.timeout(WRITE_TIMEOUT_S):
+            await response.write_eof()
     return response
+
+
+async def _replay(ctx: Context, response: web.StreamResponse, sent: int, upto: int) -> int:
+    """Send the events after `sent` up to `upto`, a page at a time; the database
+    connection is held for each read only, never while a slow reader takes the rows."""
+    while sent < upto:
+        async with ctx.db.reading() as conn:
+            rows = await replay(conn, sent, upto, REPLAY_PAGE)
+        if not rows:
+            break
+        sent = await _write(response, rows, sent)
+    return sent
+
+
+async def _send(response: web.StreamResponse, data: bytes) -> None:
+    # A reader that stops reading must not hold the handler (nor the daemon's shutdown).
+    async with asyncio.timeout(WRITE_TIMEOUT_S):
+        await response.write(data)
 
 
 def _after(request: web.Request) -> int | None:
@@ -220,7 +254,7 @@ async def _write(response: web.StreamResponse, rows: list[Row], sent: int) -> in
         chunks.append(f"id: {event_id}\ndata: {body}\n\n")
         sent = event_id
     if chunks:
-        await response.write("".join(chunks).encode())
+        await _send(response, "".join(chunks).encode())
     return sent
 
 

@@ -59,10 +59,15 @@ class EventFeed(OutboxFollower):
         super().__init__(conninfo, **kwargs)
         self._logs = logs
         self._subscribers: set[Subscription] = set()
+        self._closed = False
+        self.started = asyncio.Event()  # `last` says where the outbox stood at the start
 
     def subscribe(self) -> Subscription:
         subscription = Subscription()
-        self._subscribers.add(subscription)
+        if self._closed:  # the daemon is stopping: a stream that starts now ends at once
+            subscription.end()
+        else:
+            self._subscribers.add(subscription)
         return subscription
 
     def unsubscribe(self, subscription: Subscription) -> None:
@@ -70,9 +75,15 @@ class EventFeed(OutboxFollower):
 
     def close_subscriptions(self) -> None:
         """End every stream (the daemon is stopping): readers return, browsers reconnect."""
+        self._closed = True
         for subscription in self._subscribers:
             subscription.end()
         self._subscribers.clear()
+
+    async def follow_committed(self) -> int:
+        delivered = await super().follow_committed()
+        self.started.set()
+        return delivered
 
     async def deliver(self, conn: psycopg.AsyncConnection[Any], rows: list[Row]) -> None:
         if self._logs():

@@ -1,10 +1,12 @@
 """The dashboard's login (DESIGN.md §12): a session cookie that proves the admin (or view)
 token was given, without holding it.
 
-The cookie is `v1.<grant>.<expires>.<nonce>.<mac>`, signed with a key derived from the admin
-token: both nodes of a pair accept it (they share the token), a restart keeps it, and
-changing the token ends every session. Nothing is stored, so no token or session reaches a
-log or the database; a logout forgets its nonce in this process until the cookie expires.
+The cookie is `v1.<grant>.<expires>.<nonce>.<mac>`, signed with a key derived from the tokens:
+both nodes of a pair accept it (they share them), a restart keeps it, and changing a token
+ends every session. Nothing is stored, so no token or session reaches a log or the database.
+A logout revokes its session in this process only (until the cookie expires): the browser
+drops the cookie, but a copy taken earlier still works on the other node or after a
+restart.
 
 State-changing calls made with the cookie must also carry `X-CSRF-Token`, derived from the
 session: another site can make a browser send the cookie's requests (SameSite=Strict
@@ -40,9 +42,11 @@ class Session:
 
 
 class SessionKeys:
-    def __init__(self, admin_token: str, clock: Callable[[], float] = time.time):
-        self._key = hmac.new(admin_token.encode(), b"pm dashboard session",
-                             hashlib.sha256).digest()
+    def __init__(self, admin_token: str, view_token: str | None = None,
+                 clock: Callable[[], float] = time.time):
+        # Both tokens make the key: changing either ends the sessions it opened.
+        salt = b"pm dashboard session\0" + (view_token or "").encode()
+        self._key = hmac.new(admin_token.encode(), salt, hashlib.sha256).digest()
         self._clock = clock
         self._revoked: dict[str, int] = {}
 

@@ -42,12 +42,15 @@ async def serve(db, dsn) -> AsyncIterator[Serve]:
     clients: list[TestClient] = []
 
     async def start(access: AccessPolicy, rate_limit_per_min: int = 10**9) -> TestClient:
+        feed = EventFeed(dsn, lambda: False)  # read once, so /events knows where it stands
+        await feed.follow_committed()
+        await feed.close()
         ctx = Context(db=db, inbox=trading.inbox, engine=trading.engine,
                       instruments=INSTRUMENTS, metrics=trading.metrics,
                       readiness=trading.readiness, broker=trading.broker,
                       limiter=RateLimiter(rate_limit_per_min), access=access,
                       policy=WebhookPolicy(SECRET, 16384, 5000, rate_limit_per_min),
-                      feed=EventFeed(trading.dsn, lambda: False))  # not following: no events
+                      feed=feed)
         client = TestClient(TestServer(build_app(ctx)))
         await client.start_server()
         clients.append(client)

@@ -214,7 +214,8 @@ async def read_events(response, count: int, timeout_s: float = 10) -> list[dict]
 
 
 async def test_the_stream_sends_each_commit_and_replays_what_a_reconnect_missed(
-        served, trading):
+        served, trading, monkeypatch):
+    monkeypatch.setattr("live.dashboard.REPLAY_PAGE", 2)  # a replay of several pages
     client = await served()
     stream = await client.get("/events")
     assert stream.headers["Content-Type"].startswith("text/event-stream")
@@ -235,6 +236,14 @@ async def test_the_stream_sends_each_commit_and_replays_what_a_reconnect_missed(
     assert replayed[-1]["data"]["state"] == "REDUCING"
     again.close()
     assert (await client.get("/events", headers={"Last-Event-ID": "x"})).status == 400
+
+    # An id the outbox never reached (a restored database): the stream goes on from where
+    # the feed stands rather than waiting for ids to pass it.
+    ahead = await client.get("/events", headers={"Last-Event-ID": "999999"})
+    await trading.control.set(TradingState.ACTIVE, "back", Actor.OPERATOR)
+    [resumed] = await read_events(ahead, 1)
+    assert resumed["type"] == "trading_state.changed" and resumed["data"]["state"] == "ACTIVE"
+    ahead.close()
 
 
 async def test_every_event_of_a_trade_leaves_one_log_line_with_its_ids(dsn, trading):

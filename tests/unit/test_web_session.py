@@ -19,7 +19,7 @@ class Clock:
 
 def test_a_cookie_proves_its_grant_until_it_expires():
     clock = Clock()
-    keys = SessionKeys("the-admin-token", clock)
+    keys = SessionKeys("the-admin-token", clock=clock)
     cookie, session = keys.issue(Grant.ADMIN)
     assert "the-admin-token" not in cookie
     assert keys.verify(cookie) == session and session.grant is Grant.ADMIN
@@ -37,6 +37,14 @@ def test_a_cookie_cannot_be_raised_from_view_to_admin_or_carried_to_another_toke
     assert SessionKeys("another-token").verify(cookie) is None
     # Both nodes of a pair share the token: either accepts the other's cookie.
     assert SessionKeys("the-admin-token").verify(cookie) is not None
+
+
+def test_changing_the_view_token_ends_the_sessions_it_opened():
+    keys = SessionKeys("the-admin-token", "the-view-token")
+    cookie, _ = keys.issue(Grant.VIEW)
+    assert SessionKeys("the-admin-token", "the-view-token").verify(cookie) is not None
+    assert SessionKeys("the-admin-token", "a-new-view-token").verify(cookie) is None
+    assert SessionKeys("the-admin-token").verify(cookie) is None
 
 
 def test_a_longer_life_cannot_be_written_in():
