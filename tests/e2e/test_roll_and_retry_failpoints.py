@@ -72,6 +72,9 @@ def test_crash_in_an_exit_retry_then_restart(state_dir, drill_config, point):
         code, entry = first.send(**alert("BASE_ENTRY", "GOLD_MINI", "Long_1", 78500,
                                          at(friday), stop=77800))
         assert code == 200 and entry["status"] == "executed", entry
+        # The layer's stop rests before the kill: a placement cut off unanswered would be
+        # looked for by the next start for its whole grace, past Monday's open.
+        until(lambda: first.get("/status")[1]["broker_stops"]["in_step"])
     finally:
         first.kill()
     # Monday before the open: the EXIT is refused (market closed) and kept; the retry goes
