@@ -75,6 +75,15 @@ class Settings(BaseSettings):
     kite_api_secret: SecretStr | None = None
     kite_access_token: SecretStr | None = None
     kite_root: str = "https://api.kite.trade"
+    # Telegram (DESIGN.md §11): alerts to one chat and commands from it, both off without a
+    # token. `telegram_events`: the kinds that notify, comma-separated (None: all of them;
+    # see live/notification_text.py). A message not delivered within its ttl is given up.
+    telegram_bot_token: SecretStr | None = None
+    telegram_chat_id: str | None = None
+    telegram_api_url: str = "https://api.telegram.org"
+    telegram_events: str | None = None
+    telegram_message_ttl_s: float = Field(default=3600.0, gt=0)
+    telegram_pace_s: float = Field(default=1.0, ge=0)  # per chat: Telegram allows one a second
     failpoint: str | None = None  # crash tests only: see live/failpoints.py
     # Drills and crash campaigns only: the daemon's clock starts here (timezone required)
     # and runs at real speed, so that a roll day or a closed session can be met on demand.

@@ -67,6 +67,7 @@ from live.schema_migrations import apply_migrations
 from live.server import Context, WebhookPolicy, build_app
 from live.snapshots import Snapshots
 from live.square_off import SquareOff
+from live.telegram import build_telegram, telegram_configured
 
 VERSION = "0.1.0"
 log = structlog.get_logger(__name__)
@@ -182,8 +183,11 @@ async def run_live(settings: Settings) -> None:
     config_body = effective_config(instruments, portfolio, calendar)
     config_hash = config_sha256(config_body)
     failpoints.arm(settings.failpoint)
+    telegram_configured(settings)  # a half-configured bot stops startup here
+    expiry_warning_min = 30
     if settings.broker == "zerodha":
-        load_kite_config(settings.config_dir / "kite.json")
+        expiry_warning_min = load_kite_config(
+            settings.config_dir / "kite.json").token_expiry_warning_minutes
     stop = stop_requested()
     async with AsyncExitStack() as stack:
         stack.enter_context(state_dir_lock(settings.state_dir))
@@ -219,6 +223,10 @@ async def run_live(settings: Settings) -> None:
         context.ha = node
         # The dashboard's stream and the book's log lines; logged only by the node that acts.
         context.feed = EventFeed(target.conninfo, lambda: node is None or node.may_act())
+        # Alerts and commands, on the node that acts (started with the other workers).
+        telegram = build_telegram(settings, context, target.conninfo, expiry_warning_min)
+        if telegram is not None:
+            stack.push_async_callback(telegram.close)
         listener = await serve(settings, stack, context)
         start_task(stack, context.feed.run(), "event-feed")
         stack.callback(context.feed.close_subscriptions)  # before the server waits on them
@@ -249,6 +257,8 @@ async def run_live(settings: Settings) -> None:
             if node is not None:
                 workers.append(("inbox-wake", follow_standby(target.conninfo, parts.inbox)))
                 workers.append(("events", EventPublisher(target.conninfo, node.redis).run()))
+            if telegram is not None:
+                workers += telegram.workers()
             for name, work in workers:
                 start_task(stack, work, name)
             stack.push_async_callback(parts.flattener.close)

@@ -1,0 +1,2 @@
+DROP TABLE IF EXISTS stream_cursors;
+DROP TABLE IF EXISTS notifications;
