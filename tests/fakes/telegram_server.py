@@ -247,7 +247,10 @@ class FakeTelegramThread:
                 self.url = fake.url
                 self._ready.set()
                 await self._stop.wait()
-        self._loop.run_until_complete(serve())
+        try:
+            self._loop.run_until_complete(serve())
+        finally:
+            self._loop.close()
 
     # -- control ------------------------------------------------------------------------
     def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:

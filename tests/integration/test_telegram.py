@@ -286,3 +286,40 @@ async def test_the_token_never_reaches_a_log_line(fake):
             await api.send_message(CHAT_ID, "hello")
         await api.close()
     assert fake.token not in str(refused.value) and fake.token not in repr(logs)
+
+
+# -- conditions the daemon sees ---------------------------------------------------------------
+async def test_a_roll_overdue_and_the_broker_session_are_told_once_each(trading, dsn, fake):
+    from datetime import datetime
+    from types import SimpleNamespace
+    from zoneinfo import ZoneInfo
+
+    from live.notification_conditions import Conditions
+    from live.notification_store import NotificationStore
+    from live.notification_text import KINDS, Texts
+    from live.rollover import ROLL_OVERDUE
+
+    # A live venue's session as the Kite broker reports it: 05:40 IST, 20 min before 06:00.
+    venue = SimpleNamespace(name="zerodha", unavailable_reason=None)
+    clock = datetime(2026, 12, 4, 5, 40, tzinfo=ZoneInfo("Asia/Kolkata"))
+    ctx = SimpleNamespace(broker=venue, readiness=trading.readiness, stops=trading.stops,
+                          clock=lambda: clock)
+    store = NotificationStore(dsn, "telegram", 60)
+    conditions = Conditions(ctx, store, Texts("LIVE", INSTRUMENTS), KINDS)
+    try:
+        assert await conditions.check() == 1  # expiring
+        assert await conditions.check() == 0  # said once
+        trading.readiness.block_entries(ROLL_OVERDUE + "GOLD_MINI", "overdue", "GOLD_MINI")
+        venue.unavailable_reason = "token_expired"
+        assert await conditions.check() == 2
+        trading.readiness.unblock(ROLL_OVERDUE + "GOLD_MINI")
+        venue.unavailable_reason = None
+        assert await conditions.check() == 2  # both over
+    finally:
+        await store.close()
+    with psycopg.connect(dsn) as conn:
+        said = [plain(b).split("\n")[0] for (b,) in conn.execute(
+            "SELECT body FROM notifications ORDER BY id")]
+    assert said == ["[LIVE] Broker session expiring", "[LIVE] Roll overdue: GOLD_MINI",
+                    "[LIVE] Broker session expired", "[LIVE] Roll no longer overdue: GOLD_MINI",
+                    "[LIVE] Broker session restored"]
