@@ -14,12 +14,12 @@ from structlog.testing import capture_logs
 
 from config.settings import build_settings
 from core.accounting import open_risk
-from live.rate_limit import RateLimiter
-from live.web_format import rupees
-from live.server import Context, WebhookPolicy
 from live.notification_text import plain
+from live.rate_limit import RateLimiter
+from live.server import Context, WebhookPolicy
 from live.telegram import Telegram, build_telegram
 from live.telegram_api import BotApi, Unavailable
+from live.web_format import rupees
 from tests.fakes.telegram_server import CHAT_ID, Fault, running_fake_telegram
 from tests.integration.test_operator_controls import BASES, enter
 from tests.support.trading import INSTRUMENTS
