@@ -81,7 +81,13 @@ class TelegramCommands:
             # Marked read before it is acted on: a crash in between loses one command (the
             # operator sees no answer and asks again) rather than running it twice.
             await self._store.set_cursor(self._consumer, update_id)
-            await self.handle(update)
+            try:
+                await self.handle(update)
+            except (TelegramError, psycopg.Error, OSError):
+                raise
+            except Exception:  # a command that failed is answered, and the poller goes on
+                log.exception("telegram_command_failed", update_id=update_id)
+                await self.reply("That command failed; the daemon's log says why.")
         return len(updates)
 
     async def handle(self, update: dict[str, Any]) -> None:
