@@ -56,7 +56,23 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     reconcile.add_argument("--accept", choices=["book", "broker"],
                            help="resolve the differences by accepting one side")
     _operator_verbs(commands)
+    _replay_commands(commands)
     return parser.parse_args(argv)
+
+
+def _replay_commands(commands: Any) -> None:
+    """Export a daemon's signals; replay a signals file on an isolated paper book (§13)."""
+    export = commands.add_parser("export-signals",
+                                 help="write the daemon's signal_log as JSONL (replay's input)")
+    _database_flags(export)
+    export.add_argument("--out", type=Path, required=True, metavar="FILE.jsonl")
+    replay = commands.add_parser("replay", help="run a signals file through the engine on an "
+                                                "isolated paper book; write a report")
+    replay.add_argument("signals", type=Path, metavar="SIGNALS.jsonl")
+    replay.add_argument("--out", type=Path, required=True, metavar="DIR")
+    replay.add_argument("--set", action="append", default=[], metavar="portfolio.FIELD=VALUE",
+                        dest="overrides", help="override a portfolio field (repeatable)")
+    replay.add_argument("--capital", type=Decimal, help="opening capital")
 
 
 def _operator_verbs(commands: Any) -> None:
@@ -83,6 +99,12 @@ def _operator_verbs(commands: Any) -> None:
     capital.add_argument("amount", metavar="AMOUNT", help="e.g. 100000.00")
     capital.add_argument("--note")
     verb("status", "one line: trading state, layers, equity, day P&L, readiness")
+    imports = verb("import-positions", "bring an existing book of open layers in "
+                                       "(a JSON list of objects or a CSV with a header)")
+    imports.add_argument("file", type=Path, metavar="FILE")
+    imports.add_argument("--dry-run", action="store_true",
+                         help="show the layers, their risk and the book after; write nothing")
+    imports.add_argument("--reason")
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -99,7 +121,16 @@ def run_command(args: argparse.Namespace, settings: Settings) -> int:
         reply = run_verb(args.command, vars(args), settings)
         print(reply.line, file=sys.stderr if reply.code == NOT_ASKED else sys.stdout)
         return reply.code
-    if args.command == "migrate":
+    if args.command == "replay":
+        from live.replay import ReplayRequest, replay_command
+
+        return replay_command(settings, ReplayRequest(args.signals, args.out,
+                                                      tuple(args.overrides), args.capital))
+    if args.command == "export-signals":
+        from live.signal_export import export_signals
+
+        lines = asyncio.run(export_signals(settings, args.out))
+    elif args.command == "migrate":
         from live.migrate_command import run_migrate
 
         lines = asyncio.run(run_migrate(settings, args.rollback))

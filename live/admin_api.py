@@ -18,6 +18,7 @@ from core.errors import InsufficientEquity
 from core.models import LedgerEntry, LedgerType
 from core.trading_state import MANUAL, Actor, TradingState
 from live.access import SESSION
+from live.operator_actions import OPERATOR_ACTION, StateRefused, change_state
 from live.server import CTX, Context, error, outcome_reply, reply
 from live.webhook_body import BadBody, parse_body
 
@@ -25,7 +26,6 @@ FLATTEN_ANSWER_WAIT_S = 10.0  # past this a flatten answers 202 and carries on
 MAX_REASON_CHARS = 500
 MAX_AMOUNT = Decimal("1e15")
 POSITION = re.compile(r"Long_[1-6]|ALL")
-OPERATOR_ACTION = "operator_action"
 # What a browser session must type to confirm (a click alone is too easy to make).
 TYPED_CONFIRMATION = {"flatten": "FLATTEN"}
 log = structlog.get_logger(__name__)
@@ -118,11 +118,10 @@ def _state_handler(action: str, wanted: TradingState) -> Handler:
     async def handle(ctx: Context, body: dict[str, Any]) -> tuple[web.Response, dict[str, Any]]:
         reason = _text(body, "reason")
         assert ctx.control is not None
-        running = ctx.flattener.current if ctx.flattener else None
-        if wanted is not TradingState.HALTED and running and running.status == "flattening":
-            return error(409, "refused", f"flatten {running.id} is under way: the book "
-                                         "stays HALTED until it is flat"), {"reason": reason}
-        record, changed = await ctx.control.set(wanted, reason or action, Actor.OPERATOR)
+        try:
+            record, changed = await change_state(ctx, wanted, reason or action)
+        except StateRefused as exc:
+            return error(409, "refused", str(exc)), {"reason": reason}
         return reply({"status": "ok", "changed": changed,
                       "trading_state": ctx.control.report()}), {
             "reason": reason, "changed": changed, "state": record.state}
@@ -201,3 +200,6 @@ def add_admin_routes(app: web.Application) -> None:
     app.router.add_post("/admin/flatten", flatten)
     app.router.add_post("/admin/exit", manual_exit)
     app.router.add_post("/admin/capital", capital)
+    from live.position_import import import_positions  # it builds on this module's helpers
+
+    app.router.add_post("/admin/import-positions", import_positions)

@@ -468,6 +468,11 @@ class LiveTradingEngine:
     def last_price(self, layer: Layer) -> Decimal:
         return self._last_price.get(layer.instrument, layer.entry_price)
 
+    @property
+    def config(self) -> PortfolioConfig:
+        """The portfolio configuration the engine decides under."""
+        return self._config
+
     async def exposure(self) -> Exposure:
         """Return the book's exposure at the last prices the engine has seen."""
         return exposure(await self._db.portfolio_state(), await self._db.all_live_layers(),

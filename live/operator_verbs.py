@@ -1,6 +1,8 @@
-"""The operator verbs (DESIGN.md §9): pause, resume, halt, flatten, exit, capital, status.
+"""The operator verbs (DESIGN.md §9): pause, resume, halt, flatten, exit, capital, status,
+import-positions (`live.position_import_cli`).
 
-Each asks the running daemon one thing and answers with one line and an exit code: 0 done,
+Each asks the running daemon one thing and answers with one line (an import: one per layer
+and a summary) and an exit code: 0 done,
 1 refused (the daemon answered no), 2 not asked (bad usage, no token, no daemon).
 """
 
@@ -13,9 +15,11 @@ from typing import Any
 
 from config.settings import Settings
 from live.operator_client import Answer, CannotAsk, OperatorClient, admin_token
+from live.position_import_cli import import_positions
 
 DONE, REFUSED, NOT_ASKED = 0, 1, 2
-VERBS = ("pause", "resume", "halt", "flatten", "exit", "capital", "status")
+VERBS = ("pause", "resume", "halt", "flatten", "exit", "capital", "status",
+         "import-positions")
 UNAUTHORISED = (401, 403)
 
 
@@ -146,6 +150,8 @@ _ASK: dict[str, Callable[[OperatorClient, Mapping[str, Any]], Reply]] = {
     "exit": lambda client, o: exit_position(client, o["instrument"], o.get("position") or "ALL",
                                             o.get("reason")),
     "capital": lambda client, o: capital(client, o["kind"], o["amount"], o.get("note")),
+    "import-positions": lambda client, o: Reply(*import_positions(
+        client, o["file"], bool(o.get("dry_run")), o.get("reason"))),
 }
 
 

@@ -77,3 +77,33 @@ def test_every_decision_names_the_configuration_the_daemon_started_with(daemon):
                                       ("blocked", expected)]
         [(body,)] = conn.execute("SELECT body FROM configurations").fetchall()
     assert config_sha256(body) == expected
+
+
+def test_import_positions_dry_run_then_refused_then_imported(daemon, tmp_path):
+    book = REPO / "tests" / "fixtures" / "legacy_book.csv"
+    dry = pm(daemon, "import-positions", str(book), "--dry-run")
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    lines = dry.stdout.splitlines()
+    assert lines[0] == "dry run of legacy_book.csv: 6 layers in 3 trades; nothing written"
+    assert "open risk 0.00 -> 77655.00 (imported 77655.00)" in dry.stdout
+    assert daemon.get("/status")[1]["open_positions"] == 0
+
+    bad = tmp_path / "book.csv"
+    bad.write_text(book.read_text().replace("COPPER,Long_1,1,", "COPPER,Long_1,0,"))
+    refused = pm(daemon, "import-positions", str(bad))
+    assert refused.returncode == 1 and refused.stdout.splitlines() == [
+        "import-positions refused: 1 rejection: nothing imported",
+        "  row 6, lots: 0 is not a positive whole number of lots (1 to 1000000)"]
+    unreadable = tmp_path / "broken.csv"
+    unreadable.write_text("instrument,layer,lots\nGOLD_MINI,Long_1\n")
+    not_asked = pm(daemon, "import-positions", str(unreadable))
+    assert not_asked.returncode == 2 and "row 1 (line 2) has 2 cells" in not_asked.stderr
+
+    done = pm(daemon, "import-positions", str(book), "--reason", "legacy")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.startswith("imported 6 layers from legacy_book.csv")
+    # The paper venue never bought them: reconciliation says so, and blocks their entries.
+    assert "reconciliation: MISMATCH" in done.stdout
+    assert pm(daemon, "status").stdout.startswith("status: ACTIVE, 6 open layers")
+    token = (daemon.state_dir / "admin_token").read_text().strip()
+    assert all(token not in run.stdout + run.stderr for run in (dry, refused, done))
