@@ -18,10 +18,8 @@ from core.trading_state import Actor, TradingState
 from live.access import AccessPolicy
 from live.dashboard import WEB
 from live.event_feed import EventFeed
-from live.rate_limit import RateLimiter
-from live.server import Context, WebhookPolicy, build_app
+from live.server import build_app
 from tests.integration.test_operator_controls import enter
-from tests.support.trading import INSTRUMENTS
 
 TOKEN = "admin-token-for-the-dashboard"
 VIEW = "view-token-for-the-dashboard"
@@ -41,14 +39,8 @@ async def served(trading, dsn):
 
     async def build(views_open: bool = True) -> TestClient:
         feed = EventFeed(dsn, lambda: True, poll_s=0.2)
-        ctx = Context(db=trading.db, inbox=trading.inbox, engine=trading.engine,
-                      instruments=INSTRUMENTS, metrics=trading.metrics,
-                      readiness=trading.readiness, broker=trading.broker,
-                      limiter=RateLimiter(1000), policy=WebhookPolicy(SECRET, 16384, 2000, 1000),
-                      exits=trading.exits, rollover=trading.rollover, control=trading.control,
-                      flattener=trading.flattener, limits=trading.limits, stops=trading.stops,
-                      reconciler=trading.reconciler, feed=feed,
-                      access=AccessPolicy(TOKEN, view_token=VIEW, views_open=views_open))
+        ctx = trading.context(SECRET, feed=feed, access=AccessPolicy(
+            TOKEN, view_token=VIEW, views_open=views_open))
         task = asyncio.create_task(feed.run())
         client = TestClient(TestServer(build_app(ctx)))
         await client.start_server()

@@ -16,9 +16,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from core.models import Side
 from live.access import AccessPolicy
 from live.brokers.base import OrderRequest
-from live.rate_limit import RateLimiter
-from live.server import Context, WebhookPolicy, build_app
-from tests.support.trading import INSTRUMENTS, Trading
+from live.server import build_app
+from tests.support.trading import Trading
 
 TOKEN = "admin-token-for-tests"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -44,14 +43,7 @@ async def trading(db, dsn):
 
 @pytest.fixture
 async def client(trading):
-    ctx = Context(db=trading.db, inbox=trading.inbox, engine=trading.engine,
-                  instruments=INSTRUMENTS, metrics=trading.metrics,
-                  readiness=trading.readiness, broker=trading.broker,
-                  limiter=RateLimiter(1000), policy=WebhookPolicy("s3cret", 16384, 2000, 1000),
-                  exits=trading.exits, rollover=trading.rollover, control=trading.control,
-                  flattener=trading.flattener, stops=trading.stops,
-                  reconciler=trading.reconciler, clock=trading.clock,
-                  access=AccessPolicy(TOKEN, views_open=True))
+    ctx = trading.context(access=AccessPolicy(TOKEN, views_open=True))
     client = TestClient(TestServer(build_app(ctx)))
     await client.start_server()
     yield client

@@ -15,8 +15,6 @@ from structlog.testing import capture_logs
 from config.settings import build_settings
 from core.accounting import open_risk
 from live.notification_text import plain
-from live.rate_limit import RateLimiter
-from live.server import Context, WebhookPolicy
 from live.telegram import Telegram, build_telegram
 from live.telegram_api import BotApi, Unavailable
 from live.web_format import rupees
@@ -50,13 +48,7 @@ class Runs:
         values = {"telegram_bot_token": fake.token, "telegram_chat_id": CHAT_ID,
                   "telegram_api_url": fake.url, "telegram_pace_s": 0,
                   "webhook_secret": SECRET, **settings}
-        ctx = Context(db=trading.db, inbox=trading.inbox, engine=trading.engine,
-                      instruments=INSTRUMENTS, metrics=trading.metrics,
-                      readiness=trading.readiness, broker=trading.broker,
-                      limiter=RateLimiter(1000), policy=WebhookPolicy(SECRET, 16384, 2000, 1000),
-                      exits=trading.exits, rollover=trading.rollover, control=trading.control,
-                      flattener=trading.flattener, limits=trading.limits, stops=trading.stops,
-                      reconciler=trading.reconciler, clock=trading.clock)
+        ctx = trading.context(SECRET)
         parts = build_telegram(build_settings(values), ctx, self.dsn)
         assert parts is not None
         parts.writer._poll_s = 0.05  # noqa: SLF001 - tests need not wait a second per look

@@ -129,6 +129,20 @@ class Trading:
         self._keeper: asyncio.Task[None] | None = None
         return self
 
+    def context(self, secret: str = "s3cret", **extra: Any) -> Any:
+        """The HTTP layer's Context over these parts, as the daemon wires it (`extra`: the
+        access policy, the feed, …)."""
+        from live.rate_limit import RateLimiter
+        from live.server import Context, WebhookPolicy
+
+        return Context(db=self.db, inbox=self.inbox, engine=self.engine,
+                       instruments=INSTRUMENTS, metrics=self.metrics,
+                       readiness=self.readiness, broker=self.broker,
+                       limiter=RateLimiter(1000), policy=WebhookPolicy(secret, 16384, 2000, 1000),
+                       exits=self.exits, rollover=self.rollover, control=self.control,
+                       flattener=self.flattener, limits=self.limits, stops=self.stops,
+                       reconciler=self.reconciler, clock=self.clock, **extra)
+
     def keep_stops(self) -> None:
         """Run the broker-stop keeper as the daemon does: poked by decisions and fills."""
         self.engine.decision_listeners.append(self.stops.poke)
