@@ -224,7 +224,8 @@ async def run_live(settings: Settings) -> None:
         # The dashboard's stream and the book's log lines; logged only by the node that acts.
         context.feed = EventFeed(target.conninfo, lambda: node is None or node.may_act())
         # Alerts and commands, on the node that acts (started with the other workers).
-        telegram = build_telegram(settings, context, target.conninfo, expiry_warning_min)
+        telegram = build_telegram(settings, context, target.conninfo, expiry_warning_min,
+                                  node.may_act if node else lambda: True)
         if telegram is not None:
             stack.push_async_callback(telegram.close)
         listener = await serve(settings, stack, context)

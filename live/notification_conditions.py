@@ -24,13 +24,15 @@ SESSION_EXPIRED = "token_expired"  # the live broker's /ready reason
 class Conditions:
     def __init__(self, ctx: Context, store: NotificationStore, texts: Texts,
                  kinds: Collection[str], *, wake: Callable[[], None] = lambda: None,
-                 expiry_warning_min: int = 30) -> None:
+                 expiry_warning_min: int = 30,
+                 may_act: Callable[[], bool] = lambda: True) -> None:
         self._ctx = ctx
         self._store = store
         self._texts = texts
         self._kinds = set(kinds)
         self._wake = wake
         self._warning_s = expiry_warning_min * 60
+        self._may_act = may_act
         self._unprotected: dict[str, str] = {}
         self._overdue: set[str] = set()
         self._expired = False
@@ -38,10 +40,18 @@ class Conditions:
 
     async def check(self) -> int:
         """Note what started or ended since the last look; return how many messages."""
+        if not self._may_act():
+            return 0
+        seen = (self._unprotected, self._overdue, self._expired, self._warned_for)
         news = self._stops() + self._rolls() + self._session()
         wanted = [(kind, text) for kind, text in news if kind in self._kinds]
-        for kind, text in wanted:
-            await self._store.add(kind, text)
+        try:
+            for kind, text in wanted:
+                await self._store.add(kind, text)
+        except BaseException:
+            # Not kept: look again next round, so the news is told once it can be.
+            self._unprotected, self._overdue, self._expired, self._warned_for = seen
+            raise
         if wanted:
             self._wake()
         return len(wanted)

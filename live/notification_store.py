@@ -16,6 +16,7 @@ import psycopg
 
 from core.db_pool import close_quietly
 
+MAX_CHARS = 4096  # a Telegram message's limit (the tags are counted by it only loosely)
 ADD = """INSERT INTO notifications (channel, event_id, kind, body, expires_at)
          VALUES (%s, %s, %s, %s, now() + make_interval(secs => %s))
          ON CONFLICT (channel, event_id) DO NOTHING"""
@@ -75,6 +76,8 @@ class NotificationStore:
     async def add(self, kind: str, body: str, event_id: int | None = None,
                   conn: psycopg.AsyncConnection[Any] | None = None) -> None:
         """Keep a message to send (once per event: a repeat of an event adds nothing)."""
+        if len(body) > MAX_CHARS:  # Telegram refuses longer ones outright
+            body = body[:MAX_CHARS - 1] + "…"
         target = conn or await self.connection()
         await target.execute(ADD, (self.channel, event_id, kind, body, self.ttl_s))
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any
+
+import structlog
 
 from core.accounting import open_risk
 from core.specs import InstrumentSpec
@@ -29,6 +31,7 @@ KINDS = (ENTRY, EXIT, TRADING_STATE, DAILY_LOSS, MISMATCH, EXIT_PENDING, ROLL, B
 DEFAULT_KINDS = KINDS  # every one of them matters with real money; switch off what is noise
 
 TAG = re.compile(r"<[^>]+>")
+log = structlog.get_logger(__name__)
 
 
 def plain(text: str) -> str:
@@ -45,6 +48,10 @@ def _dec(value: object) -> Decimal | None:
         return Decimal(str(value)) if value is not None else None
     except InvalidOperation:
         return None
+
+
+def lots_text(value: object) -> str:
+    return "1 lot" if str(value) == "1" else f"{value} lots"
 
 
 def _price(value: object) -> str:
@@ -84,12 +91,28 @@ class Texts:
                     out.append((EXIT, event_id, ""))  # filled in once the batch is read
                 exits[key].append(data)
                 continue
-            message = self.event(kind, data)
+            message = self._rendered(event_id, kind, self.event, kind, data)
             if message is not None:
                 out.append((message[0], event_id, message[1]))
         groups = iter(exits.values())
-        return [(k, i, self.exit(next(groups)) if k == EXIT and not t else t)
+        told = [(k, i, self._exit_text(i, next(groups)) if k == EXIT and not t else t)
                 for k, i, t in out]
+        return [(k, i, t) for k, i, t in told if t]
+
+    def _exit_text(self, event_id: int, layers: list[dict[str, Any]]) -> str:
+        told = self._rendered(event_id, "layer.closed", lambda: (EXIT, self.exit(layers)))
+        return told[1] if told else ""
+
+    @staticmethod
+    def _rendered(event_id: int, kind: str, render: Callable[..., tuple[str, str] | None],
+                  *args: Any) -> tuple[str, str] | None:
+        """One event's message; an event it cannot read is logged and left out, so one odd
+        event never stops the news after it."""
+        try:
+            return render(*args)
+        except Exception:  # noqa: BLE001
+            log.exception("notification_not_rendered", event_id=event_id, kind=kind)
+            return None
 
     def event(self, kind: str, d: dict[str, Any]) -> tuple[str, str] | None:
         """The message of one event, or None when it is not news for a phone."""
@@ -102,7 +125,7 @@ class Texts:
         if kind == "layer.rolled":
             return ROLL, self.say(
                 f"Rolled {d.get('instrument')}",
-                f"{_e(d.get('from'))} → {_e(d.get('to'))}, {d.get('lots')} lots, spread "
+                f"{_e(d.get('from'))} → {_e(d.get('to'))}, {lots_text(d.get('lots'))}, spread "
                 f"{_price(d.get('spread'))}, P&L {signed_rupees(_dec(d.get('pnl')))}")
         if kind == "leadership.changed":
             return FAILOVER, self.say("Leader changed", f"instance {_e(d.get('instance'))} "
@@ -127,13 +150,14 @@ class Texts:
                 if spec is not None and entry is not None and stop is not None else None)
         return self.say(
             f"Entry {instrument} {d.get('layer')}",
-            f"{lots} lots @ {_price(entry)} ({_e(d.get('tradingsymbol') or instrument)})",
+            f"{lots_text(lots)} @ {_price(entry)} ({_e(d.get('tradingsymbol') or instrument)})",
             f"stop {_price(stop)}, risk {rupees(risk)}")
 
     def exit(self, layers: list[dict[str, Any]]) -> str:
         first = layers[0]
         total = sum((_dec(x.get("realized_pnl")) or Decimal(0) for x in layers), Decimal(0))
-        lines = [f"{_e(x.get('layer'))}: {x.get('lots')} lots {_price(x.get('entry_price'))} → "
+        lines = [f"{_e(x.get('layer'))}: {lots_text(x.get('lots'))} "
+                 f"{_price(x.get('entry_price'))} → "
                  f"{_price(x.get('exit_price'))}, P&L {signed_rupees(_dec(x.get('realized_pnl')))}"
                  for x in layers]
         if len(layers) > 1:

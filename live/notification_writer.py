@@ -38,7 +38,7 @@ class NotificationWriter(OutboxFollower):
 
     def __init__(self, conninfo: str, store: NotificationStore, texts: Texts,
                  kinds: Collection[str], *, wake: Callable[[], None] = lambda: None,
-                 **kwargs: Any) -> None:
+                 may_act: Callable[[], bool] = lambda: True, **kwargs: Any) -> None:
         super().__init__(conninfo, **kwargs)
         self.name = f"{store.channel}-notifier"
         self.consumer = f"{store.channel}:events"
@@ -47,8 +47,11 @@ class NotificationWriter(OutboxFollower):
         self._texts = texts
         self._kinds = set(kinds)
         self._wake = wake
+        self._may_act = may_act
 
     async def follow_committed(self) -> int:
+        if not self._may_act():  # a node whose term ended leaves the cursor to its successor
+            return 0
         if self.last >= 0:  # the start is taken at once: what follows is told
             await self._sleep(self.settle_s)
         return await super().follow_committed()

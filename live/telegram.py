@@ -6,7 +6,7 @@ its own: Telegram away, slow or refusing changes no trade's timing.
 
 from __future__ import annotations
 
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -80,6 +80,7 @@ class Telegram:
         log.info("telegram_ready", bot=me.get("username"))
 
     async def close(self) -> None:
+        await self.commands.close()
         await self.writer.close()
         await self.sender.close()
         await self.store.close()
@@ -87,8 +88,10 @@ class Telegram:
 
 
 def build_telegram(settings: Settings, ctx: Context, conninfo: str,
-                   expiry_warning_min: int = 30) -> Telegram | None:
-    """Telegram's parts for this daemon, or None when no bot is configured."""
+                   expiry_warning_min: int = 30,
+                   may_act: Callable[[], bool] = lambda: True) -> Telegram | None:
+    """Telegram's parts for this daemon, or None when no bot is configured. `may_act`: a
+    pair's node sends, reads commands and moves the cursor only while its term holds."""
     if not telegram_configured(settings):
         return None
     assert settings.telegram_bot_token is not None and settings.telegram_chat_id is not None
@@ -99,10 +102,12 @@ def build_telegram(settings: Settings, ctx: Context, conninfo: str,
     # The sender on a connection of its own: a command or a check never waits on its query.
     sender = TelegramSender(api, NotificationStore(conninfo, CHANNEL,
                                                    settings.telegram_message_ttl_s),
-                            chat, pace_s=settings.telegram_pace_s)
+                            chat, pace_s=settings.telegram_pace_s, may_act=may_act)
     store = NotificationStore(conninfo, CHANNEL, settings.telegram_message_ttl_s)
-    writer = NotificationWriter(conninfo, store, texts, kinds, wake=sender.wake)
-    commands = TelegramCommands(api, store, chat, ctx, texts, reply_sent=sender.wake)
+    writer = NotificationWriter(conninfo, store, texts, kinds, wake=sender.wake,
+                                may_act=may_act)
+    commands = TelegramCommands(api, store, chat, ctx, texts, reply_sent=sender.wake,
+                                may_act=may_act)
     conditions = Conditions(ctx, store, texts, kinds, wake=sender.wake,
-                            expiry_warning_min=expiry_warning_min)
+                            expiry_warning_min=expiry_warning_min, may_act=may_act)
     return Telegram(api, store, writer, sender, commands, conditions)

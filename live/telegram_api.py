@@ -37,8 +37,13 @@ class Unavailable(TelegramError):
     """5xx, a timeout or no connection: worth trying again later."""
 
 
+class ChannelDown(Unavailable):
+    """401, 403, 404 or an unknown chat: no message can go until an operator fixes the bot
+    or the chat (kept and retried meanwhile, never dropped one by one)."""
+
+
 class Refused(TelegramError):
-    """Another 4xx (bad chat id, bot blocked, bad token): trying again will not help."""
+    """Another 4xx: this message will not go, however often it is tried."""
 
 
 class BotApi:
@@ -118,4 +123,6 @@ def answer_of(method: str, status: int, raw: bytes) -> Any:
         raise ParseError(f"{method}: {description}")
     if isinstance(code, int) and (code >= 500 or status >= 500):
         raise Unavailable(f"{method}: {code} {description}")
+    if code in (401, 403, 404) or "chat not found" in description.lower():
+        raise ChannelDown(f"{method}: {code} {description}")
     raise Refused(f"{method}: {code} {description}")

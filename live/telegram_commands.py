@@ -22,7 +22,7 @@ import structlog
 
 from core.trading_state import Actor, TradingState
 from live.notification_store import NotificationStore
-from live.notification_text import REPLY, Texts
+from live.notification_text import REPLY, Texts, lots_text
 from live.operator_actions import OPERATOR_ACTION, StateRefused, change_state
 from live.telegram_api import BotApi, RetryAfter, TelegramError
 from live.web_format import number, percent, rupees, signed_rupees
@@ -36,12 +36,14 @@ CONFIRM_WITHIN_S = 60.0
 MAX_AGE_S = 120.0
 POLL_WAIT_S = 25  # Telegram holds a getUpdates this long for an update to come
 FLATTEN_ANSWER_WAIT_S = 10.0
+REPEAT_WINDOW = 100  # one getUpdates answer holds at most 100 updates
 HELP = "Commands: /status, /positions, /pause [reason], /resume [reason], /flatten"
 
 
 class TelegramCommands:
     def __init__(self, api: BotApi, store: NotificationStore, chat_id: str, ctx: Context,
                  texts: Texts, *, reply_sent: Callable[[], None] = lambda: None,
+                 may_act: Callable[[], bool] = lambda: True,
                  wall: Callable[[], float] = time.time,
                  monotonic: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep) -> None:
@@ -51,6 +53,8 @@ class TelegramCommands:
         self._ctx = ctx
         self._texts = texts
         self._reply_sent = reply_sent
+        self._may_act = may_act
+        self._offset: int | None = None  # Telegram's, kept in memory: see `poll_once`
         self._wall = wall
         self._monotonic = monotonic
         self._sleep = sleep
@@ -60,24 +64,45 @@ class TelegramCommands:
 
     async def run(self) -> None:
         failures = 0
-        while True:
-            try:
-                await self.poll_once(POLL_WAIT_S)
-                failures = 0
-            except RetryAfter as exc:
-                await self._sleep(exc.seconds)
-            except (TelegramError, psycopg.Error, OSError) as exc:
-                failures += 1
-                if failures == 1:
-                    log.warning("telegram_commands_unreachable", error=str(exc))
-                await self._sleep(min(60.0, 2.0 ** min(failures, 6)))
+        try:
+            while True:
+                if not self._may_act():  # a node whose term ended reads no commands
+                    await self._sleep(1.0)
+                    continue
+                try:
+                    await self.poll_once(POLL_WAIT_S)
+                    failures = 0
+                except RetryAfter as exc:
+                    await self._sleep(exc.seconds)
+                except Exception as exc:  # the poller outlives any one failure
+                    failures += 1
+                    if failures == 1:
+                        log.warning("telegram_commands_unreachable", error=str(exc),
+                                    kind=type(exc).__name__)
+                    await self._sleep(min(60.0, 2.0 ** min(failures, 6)))
+        finally:
+            await self.close()
+
+    async def close(self) -> None:
+        """Stop waiting for a flatten to answer (the daemon is stopping)."""
+        for task in list(self._working):
+            task.cancel()
+        await asyncio.gather(*self._working, return_exceptions=True)
 
     async def poll_once(self, wait_s: int) -> int:
-        """Read and handle the updates waiting (held up to `wait_s`); return how many."""
-        last = await self._store.cursor(self._consumer)
-        updates = await self._api.get_updates(None if last is None else last + 1, wait_s)
+        """Read and handle the updates waiting (held up to `wait_s`); return how many.
+
+        The offset that confirms updates to Telegram is kept in memory: the first poll of a
+        run asks without one and gets every update not yet confirmed (Telegram numbers
+        them afresh after a quiet week, so a stored offset could hide every new one). The
+        stored id only skips what this bot acted on just before a crash."""
+        handled = await self._store.cursor(self._consumer)
+        updates = await self._api.get_updates(self._offset, wait_s)
         for update in updates:
             update_id = int(update.get("update_id", 0))
+            self._offset = update_id + 1
+            if handled is not None and 0 <= handled - update_id < REPEAT_WINDOW:
+                continue  # acted on already (the crash came before Telegram was told)
             # Marked read before it is acted on: a crash in between loses one command (the
             # operator sees no answer and asks again) rather than running it twice.
             await self._store.set_cursor(self._consumer, update_id)
@@ -184,6 +209,11 @@ class TelegramCommands:
         except TimeoutError:
             await self.reply("Still flattening after 10 s; /status shows the progress.")
             return
+        except Exception as exc:  # noqa: BLE001 - the operator must hear of it
+            log.exception("telegram_flatten_failed")
+            await self.reply(f"Flatten failed: {type(exc).__name__}; the daemon's log says "
+                             "why, and /status shows the book.")
+            return
         await self.reply(f"Flat: {report.layers_closed} layers closed, "
                          f"{report.orders_cancelled} orders cancelled in "
                          f"{report.elapsed_ms} ms.")
@@ -222,7 +252,7 @@ class TelegramCommands:
         rows = await open_layers(self._ctx)
         if not rows:
             return self._texts.say_plain("Positions", "No open layers: the book is flat.")
-        lines = [f"{r.layer.instrument} {r.layer.layer}: {r.layer.lots} lots @ "
+        lines = [f"{r.layer.instrument} {r.layer.layer}: {lots_text(r.layer.lots)} @ "
                  f"{number(r.layer.entry_price)}, stop {number(r.layer.current_stop)}, last "
                  f"{number(r.last_price)}, P&L {signed_rupees(r.unrealised)}, risk "
                  f"{rupees(r.risk)}" for r in rows]

@@ -21,7 +21,14 @@ import structlog
 
 from live.notification_store import NotificationStore, Pending
 from live.notification_text import plain
-from live.telegram_api import BotApi, ParseError, Refused, RetryAfter, TelegramError
+from live.telegram_api import (
+    BotApi,
+    ChannelDown,
+    ParseError,
+    Refused,
+    RetryAfter,
+    TelegramError,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -34,6 +41,7 @@ class TelegramSender:
     def __init__(self, api: BotApi, store: NotificationStore, chat_id: str, *,
                  pace_s: float = 1.0, poll_s: float = 1.0,
                  max_attempts: int = MAX_ATTEMPTS,
+                 may_act: Callable[[], bool] = lambda: True,
                  sleep: Callable[[float], Any] = asyncio.sleep,
                  monotonic: Callable[[], float] = time.monotonic) -> None:
         self._api = api
@@ -42,6 +50,7 @@ class TelegramSender:
         self._pace_s = pace_s
         self._poll_s = poll_s
         self._max_attempts = max_attempts
+        self._may_act = may_act
         self._sleep = sleep
         self._monotonic = monotonic
         self._woken = asyncio.Event()
@@ -61,11 +70,15 @@ class TelegramSender:
             while True:
                 self._woken.clear()
                 try:
-                    wait_s = await self.send_due()
+                    # A node whose term ended sends nothing: its successor sends the rest.
+                    wait_s = await self.send_due() if self._may_act() else self._poll_s
                 except (psycopg.Error, OSError) as exc:
                     self._unreachable("database", str(exc))
                     await self._store.close()
                     wait_s = self._poll_s
+                except Exception:  # the sender outlives any one failure, loudly
+                    log.exception("notification_sender_failed")
+                    wait_s = RETRY_MAX_S
                 try:
                     await asyncio.wait_for(self._woken.wait(), min(wait_s, self._poll_s))
                 except TimeoutError:
@@ -103,6 +116,13 @@ class TelegramSender:
             await self._store.give_up(head.id, str(exc))
             log.error("notification_refused", notification_id=head.id, kind=head.kind,
                       error=str(exc))
+            return
+        except ChannelDown as exc:  # every message would fail: keep them all until fixed
+            await self._store.retry(head.id, str(exc), RETRY_MAX_S)
+            if self._down != "channel":
+                log.error("telegram_channel_down", error=str(exc),
+                          detail="check PM_TELEGRAM_BOT_TOKEN and PM_TELEGRAM_CHAT_ID")
+            self._down = "channel"
             return
         except TelegramError as exc:
             attempts = await self._store.retry(head.id, str(exc), backoff_s(head.attempts))

@@ -315,3 +315,26 @@ async def test_a_roll_overdue_and_the_broker_session_are_told_once_each(trading,
     assert said == ["[LIVE] Broker session expiring", "[LIVE] Roll overdue: GOLD_MINI",
                     "[LIVE] Broker session expired", "[LIVE] Roll no longer overdue: GOLD_MINI",
                     "[LIVE] Broker session restored"]
+
+
+async def test_a_wrong_token_keeps_every_message_until_it_is_fixed(trading, telegram, fake, dsn):
+    with capture_logs() as logs:
+        await telegram.running(telegram_bot_token="654321:not-this-bot")
+        await trading.send("BASE_ENTRY", price="78500", stop="77800")
+        await trading.send("EXIT", position="Long_1", price="79000")
+        await until(lambda: len(notifications(dsn)) == 2)
+        await asyncio.sleep(1.5)
+    assert [(delivered, expired) for _, _, delivered, expired in notifications(dsn)] == [
+        (False, False), (False, False)]  # not given up one by one: kept for the fixed bot
+    assert any(e["event"] == "telegram_channel_down" for e in logs)
+    assert "not-this-bot" not in repr(logs)
+
+
+async def test_commands_still_reach_it_after_telegram_renumbers_its_updates(trading, telegram,
+                                                                            fake, dsn):
+    with psycopg.connect(dsn) as conn:  # a week of quiet: Telegram's next id may be lower
+        conn.execute("INSERT INTO stream_cursors VALUES ('telegram:updates', 999999999)")
+    await telegram.running(telegram_events="")
+    fake.state.push_text(CHAT_ID, "/pause")
+    await until(lambda: len(fake.state.messages) == 1)
+    assert trading_state(dsn) == "REDUCING"

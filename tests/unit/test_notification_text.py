@@ -41,7 +41,7 @@ def test_one_exits_layers_are_one_message_and_other_exits_their_own():
     gold = plain(messages[0][2]).split("\n")
     assert gold == ["[PAPER] Exit GOLD_MINI (STOP)",
                     "Long_1: 2 lots 78,000.00 → 79,000.00, P&L +₹20,000.00",
-                    "Long_2: 1 lots 79,500.00 → 79,000.00, P&L -₹5,000.00",
+                    "Long_2: 1 lot 79,500.00 → 79,000.00, P&L -₹5,000.00",
                     "total P&L +₹15,000.00"]
     assert "total" not in messages[1][2]  # one layer: its P&L is the total
 
