@@ -1,6 +1,6 @@
 """The daemon's one frozen Settings object: flags > environment (PM_*) > defaults."""
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
@@ -144,14 +144,20 @@ def load_domain(settings: Settings) -> tuple[dict[str, InstrumentSpec], Portfoli
 def _apply_overrides(
     base: PortfolioConfig, overrides: Mapping[str, str], path: Path
 ) -> PortfolioConfig:
+    return portfolio_with(base, overrides, _portfolio_env_name, f" (overriding {path})")
+
+
+def portfolio_with(base: PortfolioConfig, overrides: Mapping[str, str | None],
+                   name_of: Callable[[Loc], str], where: str = "") -> PortfolioConfig:
+    """`base` with single fields overridden, the merged whole checked exactly like a file
+    value; a bad one raises ConfigError naming it by `name_of` (the variable, the flag)."""
     if not overrides:
         return base
     try:
-        # Revalidate the merged whole so an override is checked exactly like a file value.
         return PortfolioConfig.model_validate({**base.model_dump(), **overrides})
     except ValidationError as exc:
-        message = describe_validation_error(exc, _portfolio_env_name)
-        raise ConfigError(f"{message} (overriding {path})") from exc
+        message = describe_validation_error(exc, name_of)
+        raise ConfigError(f"{message}{where}") from exc
 
 
 def _portfolio_env_name(loc: Loc) -> str:

@@ -184,10 +184,8 @@ async def run_live(settings: Settings) -> None:
     config_hash = config_sha256(config_body)
     failpoints.arm(settings.failpoint)
     telegram_configured(settings)  # a half-configured bot stops startup here
-    expiry_warning_min = 30
     if settings.broker == "zerodha":
-        expiry_warning_min = load_kite_config(
-            settings.config_dir / "kite.json").token_expiry_warning_minutes
+        load_kite_config(settings.config_dir / "kite.json")
     stop = stop_requested()
     async with AsyncExitStack() as stack:
         stack.enter_context(state_dir_lock(settings.state_dir))
@@ -224,7 +222,7 @@ async def run_live(settings: Settings) -> None:
         # The dashboard's stream and the book's log lines; logged only by the node that acts.
         context.feed = EventFeed(target.conninfo, lambda: node is None or node.may_act())
         # Alerts and commands, on the node that acts (started with the other workers).
-        telegram = build_telegram(settings, context, target.conninfo, expiry_warning_min,
+        telegram = build_telegram(settings, context, target.conninfo,
                                   node.may_act if node else lambda: True)
         if telegram is not None:
             stack.push_async_callback(telegram.close)

@@ -5,9 +5,8 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 
-from pydantic import ValidationError
-
-from config.errors import ConfigError, Loc, describe_validation_error
+from config.errors import ConfigError, Loc
+from config.settings import portfolio_with
 from core.specs import PortfolioConfig
 
 PREFIX = "portfolio."
@@ -35,13 +34,7 @@ def parse_overrides(pairs: Iterable[str]) -> dict[str, str | None]:
 
 def with_overrides(portfolio: PortfolioConfig, pairs: Iterable[str]) -> PortfolioConfig:
     """Return `portfolio` with the `--set` pairs applied, each checked as a file value is."""
-    overrides = parse_overrides(pairs)
-    if not overrides:
-        return portfolio
-    try:
-        return PortfolioConfig.model_validate({**portfolio.model_dump(), **overrides})
-    except ValidationError as exc:
-        raise ConfigError(describe_validation_error(exc, _flag_name)) from None
+    return portfolio_with(portfolio, parse_overrides(pairs), _flag_name)
 
 
 def _flag_name(loc: Loc) -> str:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from config.errors import ConfigError
+from config.kite import load_kite_config
 from config.settings import Settings
 from live.every import every
 from live.notification_conditions import Conditions
@@ -88,7 +89,6 @@ class Telegram:
 
 
 def build_telegram(settings: Settings, ctx: Context, conninfo: str,
-                   expiry_warning_min: int = 30,
                    may_act: Callable[[], bool] = lambda: True) -> Telegram | None:
     """Telegram's parts for this daemon, or None when no bot is configured. `may_act`: a
     pair's node sends, reads commands and moves the cursor only while its term holds."""
@@ -96,6 +96,9 @@ def build_telegram(settings: Settings, ctx: Context, conninfo: str,
         return None
     assert settings.telegram_bot_token is not None and settings.telegram_chat_id is not None
     kinds = telegram_kinds(settings)
+    # Kite's session is warned of as its broker warns of it (kite.json); paper has none.
+    expiry_warning_min = (load_kite_config(settings.config_dir / "kite.json")
+                          .token_expiry_warning_minutes if settings.broker == "zerodha" else 0)
     chat = settings.telegram_chat_id
     texts = Texts("PAPER" if ctx.broker.name == "paper" else "LIVE", ctx.instruments)
     api = BotApi(settings.telegram_bot_token.get_secret_value(), settings.telegram_api_url)
