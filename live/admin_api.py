@@ -78,9 +78,11 @@ Handle = Callable[[Context, dict[str, Any]], Awaitable[tuple[web.Response, dict[
 Handler = Callable[[web.Request], Awaitable[web.Response]]
 
 
-def _handler(action: str) -> Callable[[Handle], Handler]:
+def _handler(action: str, read: Callable[[web.Request], Awaitable[dict[str, Any]]] = _body
+             ) -> Callable[[Handle], Handler]:
     """Wrap an admin handler: bad input is a 400 that changed nothing; every call is
-    recorded (after the action's own transaction, so a failed audit never undoes it)."""
+    recorded (after the action's own transaction, so a failed audit never undoes it).
+    `read`: how the body is read (an import is larger than an alert)."""
     def wrap(handle: Handle) -> Handler:
         async def handler(request: web.Request) -> web.Response:
             ctx = request.app[CTX]
@@ -90,7 +92,7 @@ def _handler(action: str) -> Callable[[Handle], Handler]:
             if ctx.readiness.stage is not None:  # recovery still drives the book's orders
                 return error(503, "starting", "the daemon is still recovering; try again")
             try:
-                body = await _body(request)
+                body = await read(request)
                 _confirmed(request, action, body)
                 response, details = await handle(ctx, body)
             except BadRequest as exc:

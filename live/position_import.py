@@ -36,10 +36,9 @@ from core.position_import import (
 )
 from core.reconciliation import Discrepancy, book_positions
 from core.trading_state import Actor
-from live.admin_api import BadRequest, _text
+from live.admin_api import BadRequest, _handler, _text
 from live.brokers.base import BrokerError
-from live.operator_actions import OPERATOR_ACTION
-from live.server import CTX, Context, error, reply
+from live.server import Context, error, reply
 from live.webhook_body import BadBody, parse_body
 
 ACTION = "import-positions"
@@ -52,31 +51,46 @@ class FlattenUnderWay(Exception):
     """A flatten would sell what the import brings in: the operator asked for flat."""
 
 
-async def import_positions(request: web.Request) -> web.Response:
+# -- the request ----------------------------------------------------------------------------
+async def _body(request: web.Request) -> dict[str, Any]:
+    # Read past the application's client_max_size (sized for alerts) up to our own cap.
+    if (request.content_length or 0) > MAX_BODY_BYTES:
+        raise BadRequest(f"the import exceeds {MAX_BODY_BYTES} bytes")
+    chunks, size = [], 0
+    while chunk := await request.content.read(65536):
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise BadRequest(f"the import exceeds {MAX_BODY_BYTES} bytes")
+        chunks.append(chunk)
+    try:
+        return parse_body(b"".join(chunks))
+    except BadBody as exc:
+        raise BadRequest(exc.detail) from None
+
+
+def _rows(body: dict[str, Any]) -> list[Any]:
+    rows = body.get("rows")
+    if not isinstance(rows, list):
+        raise BadRequest("rows is required: a list of objects, one per layer")
+    return rows
+
+
+def _flag(body: dict[str, Any], key: str) -> bool:
+    value = body.get(key, False)
+    if not isinstance(value, bool):
+        raise BadRequest(f"Invalid {key}: true or false")
+    return value
+
+
+@_handler(ACTION, read=_body)
+async def import_positions(ctx: Context, body: dict[str, Any]
+                           ) -> tuple[web.Response, dict[str, Any]]:
     """Check (and unless a dry run, write) the rows of an import; answer the plan."""
-    ctx = request.app[CTX]
-    standby = ctx.ha.not_ready_reason() if ctx.ha else None
-    if standby:  # only the leader's cache is the book
-        return error(503, "standby", f"this node is the {standby}; send it there")
-    if ctx.readiness.stage is not None:
-        return error(503, "starting", "the daemon is still recovering; try again")
-    try:
-        body = await _body(request)
-        rows, dry_run = _rows(body), _flag(body, "dry_run")
-        details: dict[str, Any] = {"reason": _text(body, "reason"),
-                                   "file": _text(body, "file"), "rows": len(rows),
-                                   "dry_run": dry_run}
-    except BadRequest as exc:
-        return error(400, "validation_error", exc.detail)
+    rows, dry_run = _rows(body), _flag(body, "dry_run")
+    details: dict[str, Any] = {"reason": _text(body, "reason"), "file": _text(body, "file"),
+                               "rows": len(rows), "dry_run": dry_run}
     response, outcome = await _import(ctx, rows, dry_run, details)
-    try:
-        async with ctx.db.transaction() as tx:
-            await tx.log_event(OPERATOR_ACTION, action=ACTION, actor=Actor.OPERATOR,
-                               status=response.status, **details, **outcome)
-    except Exception:  # the audit row is not the action: never fail the answer
-        log.exception("operator_action_not_recorded", action=ACTION)
-    log.info(OPERATOR_ACTION, action=ACTION, status=response.status, dry_run=dry_run)
-    return response
+    return response, {**details, **outcome}
 
 
 async def _import(ctx: Context, rows: list[Any], dry_run: bool,
@@ -119,9 +133,13 @@ async def _import(ctx: Context, rows: list[Any], dry_run: bool,
 def _flatten_refusal(ctx: Context) -> str | None:
     running = ctx.flattener.current if ctx.flattener else None
     if running is not None and running.status == "flattening":
-        return (f"flatten {running.id} is under way: it would sell what the import brings "
-                "in; import once the book is flat")
+        return _flattening(running.id)
     return None
+
+
+def _flattening(flatten_id: int) -> str:
+    return (f"flatten {flatten_id} is under way: it would sell what the import brings in; "
+            "import once the book is flat")
 
 
 def _listed(ctx: Context, instrument: str, now: datetime) -> list[ContractRef]:
@@ -217,8 +235,7 @@ async def _write(ctx: Context, check: ImportCheck, details: dict[str, Any]) -> l
         running = await (await tx.conn.execute(
             "SELECT id FROM flattens WHERE status = 'flattening'")).fetchone()
         if running is not None:
-            raise FlattenUnderWay(f"flatten {running[0]} is under way: it would sell what "
-                                  "the import brings in; import once the book is flat")
+            raise FlattenUnderWay(_flattening(running[0]))
         for trade in trades:
             layers = await _write_trade(tx, trade, existing[trade.instrument])
             written += layers
@@ -295,34 +312,3 @@ def _layer_view(layer: Layer, stops: dict[int, dict[str, Any] | None]) -> dict[s
             "quantity": layer.quantity, "entry_price": layer.entry_price,
             "current_stop": layer.current_stop, "tradingsymbol": layer.tradingsymbol,
             "broker_stop": stops.get(layer.id)}
-
-
-# -- the request ----------------------------------------------------------------------------
-async def _body(request: web.Request) -> dict[str, Any]:
-    # Read past the application's client_max_size (sized for alerts) up to our own cap.
-    if (request.content_length or 0) > MAX_BODY_BYTES:
-        raise BadRequest(f"the import exceeds {MAX_BODY_BYTES} bytes")
-    chunks, size = [], 0
-    while chunk := await request.content.read(65536):
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise BadRequest(f"the import exceeds {MAX_BODY_BYTES} bytes")
-        chunks.append(chunk)
-    try:
-        return parse_body(b"".join(chunks))
-    except BadBody as exc:
-        raise BadRequest(exc.detail) from None
-
-
-def _rows(body: dict[str, Any]) -> list[Any]:
-    rows = body.get("rows")
-    if not isinstance(rows, list):
-        raise BadRequest("rows is required: a list of objects, one per layer")
-    return rows
-
-
-def _flag(body: dict[str, Any], key: str) -> bool:
-    value = body.get(key, False)
-    if not isinstance(value, bool):
-        raise BadRequest(f"Invalid {key}: true or false")
-    return value
