@@ -14,6 +14,7 @@ from structlog.testing import capture_logs
 
 from config.settings import build_settings
 from core.accounting import open_risk
+from core.trading_state import Actor, TradingState
 from live.notification_text import plain
 from live.telegram import Telegram, build_telegram
 from live.telegram_api import BotApi, Unavailable
@@ -229,17 +230,22 @@ async def test_flatten_needs_its_confirmation(trading, telegram, fake, dsn):
     assert await trading.db.all_live_layers() == [] and trading_state(dsn) == "HALTED"
 
 
-async def test_the_update_offset_survives_a_restart(trading, telegram, fake, dsn):
+async def test_a_command_is_acted_on_once_across_a_restart(trading, telegram, fake, dsn):
     first = await telegram.running(telegram_events="")
-    fake.state.push_text(CHAT_ID, "/pause")
+    pause = fake.state.push_text(CHAT_ID, "/pause")
     await until(lambda: len(fake.state.messages) == 1)
     await telegram.stop(first)
-    await trading.control.load()
+    await trading.control.set(TradingState.ACTIVE, "back", Actor.OPERATOR)
+    # A crash before Telegram was told: it hands the same update to the next run.
+    fake.state.updates[:0] = [{"update_id": pause, "message": {
+        "message_id": pause, "date": int(time.time()), "chat": {"id": int(CHAT_ID)},
+        "text": "/pause"}}]
     await telegram.running(telegram_events="")
     fake.state.push_text(CHAT_ID, "/status")
     await until(lambda: len(fake.state.messages) == 2)
     await asyncio.sleep(0.3)
-    assert len(fake.state.messages) == 2  # the pause was not read (nor answered) again
+    assert len(fake.state.messages) == 2  # the pause was neither carried out nor answered again
+    assert trading_state(dsn) == "ACTIVE" and "ACTIVE" in texts(fake)[1]
 
 
 # -- never in the money path ---------------------------------------------------------------
