@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import fields
 from typing import Any
 
 from psycopg import sql
-from psycopg.rows import BaseRowFactory, class_row, kwargs_row
+from psycopg.rows import BaseRowFactory, RowMaker
 
+from core.broker_stops import StopRecord, StopStatus
 from core.intents import purpose_from_json
 from core.models import (
     IntentStatus,
@@ -28,31 +29,45 @@ def columns(model: type) -> sql.Composed:
     return sql.SQL(", ").join(sql.Identifier(f.name) for f in fields(model))
 
 
-def _layer(**row: Any) -> Layer:
-    return Layer(**{**row, "status": LayerStatus(row["status"])})
+def _optional(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    return lambda value: None if value is None else convert(value)
 
 
-def _intent(**row: Any) -> OrderIntent:
-    return OrderIntent(**{**row, "status": IntentStatus(row["status"]), "side": Side(row["side"]),
-                          "purpose": purpose_from_json(row["purpose"])})
-
-
-def _signal(**row: Any) -> SignalRecord:
-    outcome = row["outcome"]
-    return SignalRecord(**{**row, "status": SignalStatus(row["status"]),
-                           "outcome": None if outcome is None else Outcome(outcome)})
-
-
-def _trading_state(**row: Any) -> StateRecord:
-    return StateRecord(**{**row, "state": TradingState(row["state"]),
-                          "actor": Actor(row["actor"])})
-
-
-_CONVERTERS: dict[type, Callable[..., Any]] = {
-    Layer: _layer, OrderIntent: _intent, SignalRecord: _signal, StateRecord: _trading_state}
+# Per model, the columns whose stored text becomes something else.
+_CONVERTERS: dict[type, dict[str, Callable[[Any], Any]]] = {
+    Layer: {"status": LayerStatus},
+    OrderIntent: {"status": IntentStatus, "side": Side, "purpose": purpose_from_json},
+    SignalRecord: {"status": SignalStatus, "outcome": _optional(Outcome)},
+    StateRecord: {"state": TradingState, "actor": Actor},
+    StopRecord: {"status": StopStatus},
+}
 
 
 def row_factory(model: type) -> BaseRowFactory[Any]:
     """Return the row factory that builds `model` records from its table's columns."""
-    convert = _CONVERTERS.get(model)
-    return kwargs_row(convert) if convert is not None else class_row(model)
+    names = [f.name for f in fields(model)]
+    converters = _CONVERTERS.get(model, {})
+
+    def factory(cursor: Any) -> RowMaker[Any]:
+        selected = [column.name for column in cursor.description or ()]
+        if selected == names[:len(selected)]:
+            # The columns in the model's order (as `columns` lists them): built by position,
+            # without a dict per row (a recovery load builds tens of thousands).
+            at = [(i, converters[name]) for i, name in enumerate(selected)
+                  if name in converters]
+            return lambda values: model(*_converted(values, at))
+        return lambda values: model(**{name: converters[name](value) if name in converters
+                                       else value for name, value in zip(selected, values,
+                                                                         strict=True)})
+
+    return factory
+
+
+def _converted(values: Sequence[Any], at: list[tuple[int, Callable[[Any], Any]]]
+               ) -> Sequence[Any]:
+    if not at:
+        return values
+    converted = list(values)
+    for i, convert in at:
+        converted[i] = convert(converted[i])
+    return converted

@@ -16,7 +16,8 @@ Everything that calls the venue runs under the instrument's lock, as the signal 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from contextlib import AsyncExitStack
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -59,9 +60,19 @@ from live.brokers.base import (
 )
 from live.instrument_locks import InstrumentLocks
 from live.readiness import Readiness
+from live.stop_batches import (
+    BatchStopVenue,
+    Settled,
+    ages_s,
+    insert_stops,
+    known_refs_of,
+    settle_stops,
+)
+from live.stop_index import LatestStops
 from live.stop_protection import Protection
 
 CANCEL_CONFIRM_TRIES = 10
+Placement = tuple[Layer, str, StopLevels]  # a stop to place: the layer, its kind, its levels
 T = TypeVar("T")
 log = structlog.get_logger(__name__)
 
@@ -87,7 +98,7 @@ class BrokerStops:
         self._retry = (retry_first_s, retry_max_s)
         # The newest stop of each live layer (and any stop still working), by layer id:
         # the keeper is their only writer, so this is what the table says.
-        self._latest: dict[int, StopRecord] = {}
+        self._latest = LatestStops()
         self._dirty: set[str] = set()
         self._checks: set[str] = set()
         self._working = False  # a round is under way
@@ -166,7 +177,7 @@ class BrokerStops:
     async def load(self) -> None:
         async with self._db.transaction() as tx:
             records = await latest_stops(tx.conn)
-        self._latest = {r.position_id: r for r in records}
+        self._latest = LatestStops(records)
 
     async def recover(self) -> list[OrderIntent]:
         """At startup, after intents were resolved: settle every stop a crash left pending,
@@ -180,10 +191,13 @@ class BrokerStops:
             # A placement the crash left unanswered is settled before the daemon is ready:
             # looked for again until found, or old enough to be known lost (then placed).
             for _ in range(int(self._placing_grace_s) + 2):
-                for instrument in todo:
-                    async with self._locks(instrument):
-                        await self.check_locked(instrument)
-                        await self.sync_locked(instrument)
+                if isinstance(self._broker, BatchStopVenue):
+                    await self._batch_round(self._broker, todo)
+                else:
+                    for instrument in todo:
+                        async with self._locks(instrument):
+                            await self.check_locked(instrument)
+                            await self.sync_locked(instrument)
                 todo = sorted({r.instrument for r in self._latest.values()
                                if r.status is StopStatus.PLACING})
                 if not todo:
@@ -194,20 +208,32 @@ class BrokerStops:
         return adopted
 
     # -- keeping in step (the caller holds the instrument's lock) -------------------------
-    async def check_locked(self, instrument: str) -> bool:
+    async def check_locked(self, instrument: str, read: Mapping[int, VenueStop] | None = None
+                           ) -> bool:
         """Read the venue's state of each of the instrument's stops; adopt any that fired,
-        note any that lapsed or were refused. Return whether one was adopted."""
+        note any that lapsed or were refused. Return whether one was adopted.
+
+        `read`: what a batch round read of the venue for these stops, by row id (and its
+        placements, settled already in that round)."""
         layers = {x.id: x for x in await self._db.live_layers(instrument)}
         adopted = False
-        for record in [r for r in self._latest.values() if r.instrument == instrument]:
+        for record in self._latest.of(instrument):
             before = record.status
-            if record.status in PENDING:
+            if record.status in PENDING and (read is None
+                                             or record.status is not StopStatus.PLACING):
                 record = await self._resolve(record, layers.get(record.position_id))
             if record.status is StopStatus.ACTIVE:
-                venue = await self._reading(self._state_call(record))
+                venue = read.get(record.id) if read is not None else None
+                if venue is None:
+                    venue = await self._reading(self._state_call(record))
                 record = await self._apply_venue(record, venue, layers.get(record.position_id))
             adopted |= record.status is StopStatus.TRIGGERED and before is not record.status
         return adopted
+
+    def quiet_at(self, instrument: str, price: Decimal) -> bool:
+        """Whether `reached_locked` would read nothing at `price`."""
+        return not any(r.status is StopStatus.ACTIVE and price <= r.trigger_price
+                       for r in self._latest.of(instrument))
 
     async def reached_locked(self, instrument: str, price: Decimal) -> None:
         """Before a decision at `price`: read each of the instrument's stops the price
@@ -215,34 +241,36 @@ class BrokerStops:
         way; adopted now, the decision sees the venue's sale whichever came first. One
         read each, no waiting out an outage: a sale of the layer still goes through
         `release`."""
-        reached = [r for r in self._latest.values() if r.instrument == instrument
-                   and r.status is StopStatus.ACTIVE and price <= r.trigger_price]
-        if not reached:
+        if self.quiet_at(instrument, price):
             return
+        reached = [r for r in self._latest.of(instrument)
+                   if r.status is StopStatus.ACTIVE and price <= r.trigger_price]
         layers = {x.id: x for x in await self._db.live_layers(instrument)}
         for record in reached:
             venue = await self._state_call(record)()
             await self._apply_venue(record, venue, layers.get(record.position_id))
 
-    async def sync_locked(self, instrument: str, *, periodic: bool = True) -> None:
+    async def sync_locked(self, instrument: str, *, periodic: bool = True,
+                          placements: list[Placement] | None = None) -> None:
         """Place, move or cancel the instrument's stops so each open layer has one at its
         current stop (and no stop outlives its layer). A stop the venue refused or let
         lapse is placed again: the price, the session or the account may have changed.
         A placement whose answer was lost is looked for only by a `periodic` round (it
-        waits for the venue's book to settle, under the lock the signals need)."""
+        waits for the venue's book to settle, under the lock the signals need).
+        `placements`: a batch round's, where the stops to place are put instead (the round
+        places them together, then shows what is protected)."""
         kind = self.kind(instrument)
         if kind is None:
             return
         spec = self._instruments[instrument]
         layers = await self._db.live_layers(instrument)
         live = {x.id for x in layers}
-        for orphan in [r for r in self._latest.values()
-                       if r.instrument == instrument and r.position_id not in live]:
+        for orphan in [r for r in self._latest.of(instrument) if r.position_id not in live]:
             if orphan.working:  # its layer was closed without it (a broker square-off)
                 fired = await self._cancel(orphan)
                 if fired is not None:
                     await self._apply_venue(self._latest[orphan.position_id], fired, None)
-            self._latest.pop(orphan.position_id, None)
+            self._latest.pop(orphan.position_id)
         in_session = self._in_session(spec, self._clock())
         for layer in layers:
             record: StopRecord | None = self._latest.get(layer.id)
@@ -264,11 +292,16 @@ class BrokerStops:
             if record is None or not record.working:
                 if record is not None and record.status is StopStatus.TRIGGERED:
                     continue  # fired: its order sells the layer
-                if kind == GTT or in_session:  # a DAY order only while the session runs
+                if kind != GTT and not in_session:  # a DAY order only while the session runs
+                    continue
+                if placements is None:
                     await self._place(layer, kind, wanted)
+                else:
+                    placements.append((layer, kind, wanted))
             elif record.status is StopStatus.ACTIVE and should_move(record, wanted):
                 await self._modify(record, wanted, layer)
-        self._show(instrument, layers, in_session or kind == GTT)
+        if placements is None:
+            self._show(instrument, layers, in_session or kind == GTT)
 
     async def release(self, intent: OrderIntent) -> frozenset[int]:
         """Before the daemon sells `intent`'s layers: cancel their stops and confirm each
@@ -304,6 +337,110 @@ class BrokerStops:
                 await self._adopt(self._latest[layer_id], venue, layers[layer_id])
                 taken.add(layer_id)
         return frozenset(taken)
+
+    # -- a round over many instruments at once (startup) ---------------------------------
+    async def _batch_round(self, venue: BatchStopVenue, instruments: list[str]) -> None:
+        """`check_locked` then `sync_locked` of every instrument, as one round: the venue is
+        read, and the missing stops placed, in one request each for the whole book."""
+        async with AsyncExitStack() as held:
+            for instrument in instruments:  # sorted: the order whoever takes several keeps
+                await held.enter_async_context(self._locks(instrument))
+            await self._settle_placings(venue, instruments)
+            read = await self._read_all(venue, [r for name in instruments
+                                                for r in self._latest.of(name)
+                                                if r.status is StopStatus.ACTIVE])
+            placements: list[Placement] = []
+            for instrument in instruments:
+                await self.check_locked(instrument, read)
+                await self.sync_locked(instrument, periodic=False, placements=placements)
+            await self._place_all(venue, placements)
+            now = self._clock()
+            for instrument in instruments:
+                expected = (self.kind(instrument) == GTT
+                            or self._in_session(self._instruments[instrument], now))
+                self._show(instrument, await self._db.live_layers(instrument), expected)
+
+    async def _settle_placings(self, venue: BatchStopVenue, instruments: list[str]) -> None:
+        """`_resolve` of every placement whose answer was lost, together: found at the
+        venue, it is active; not found and old enough, it never got there (lapsed)."""
+        placing = [r for name in instruments for r in self._latest.of(name)
+                   if r.status is StopStatus.PLACING]
+        if not placing:
+            return
+        await asyncio.sleep(self._settle_s)  # let the venue's book catch up
+        async with self._db.transaction() as tx:
+            known = await known_refs_of(tx.conn, sorted({r.tradingsymbol for r in placing}))
+        found = await self._reading(lambda: venue.find_stops(
+            [self._order(r) for r in placing], known))
+        async with self._db.transaction() as tx:
+            ages = await ages_s(tx.conn, [r.id for r in placing if r.tag not in found])
+        changes: list[Settled] = []
+        for record in placing:
+            if record.tag in found:
+                changes.append((record, StopStatus.ACTIVE, found[record.tag].ref, None))
+            elif ages.get(record.id, 0.0) >= self._placing_grace_s:
+                changes.append((record, StopStatus.LAPSED, None,
+                                "placement never reached the venue"))
+        await self._write_all(changes)
+
+    async def _place_all(self, venue: BatchStopVenue, placements: list[Placement]) -> None:
+        """`_place` of every stop of a round: their rows in one commit, then one request."""
+        if not placements:
+            return
+        async with self._db.transaction() as tx:
+            records = await insert_stops(tx.conn, placements)
+        for record in records:
+            self._latest[record.position_id] = record
+        try:
+            refs = await venue.place_stops([self._order(r) for r in records])
+        except (OrderRejected, BrokerAuthExpired) as exc:  # nothing rests at the venue
+            await self._write_all([(r, StopStatus.REJECTED, None, str(exc)) for r in records])
+            log.error("broker_stops_refused", count=len(records), reason=str(exc))
+            return
+        except BrokerUnavailable as exc:  # they may rest there: looked up before anything else
+            log.warning("broker_stops_ambiguous", count=len(records), error=str(exc))
+            return
+        failpoints.reached("after_stop_placed")
+        placed = await self._write_all([(r, StopStatus.ACTIVE, ref, None)
+                                        for r, ref in zip(records, refs, strict=True)])
+        for record in placed:  # the info line is the round's: thousands would cost seconds
+            log.debug("broker_stop_placed", instrument=record.instrument,
+                      position_id=record.position_id, kind=record.kind, ref=record.broker_ref,
+                      tag=record.tag, trigger=str(record.trigger_price),
+                      limit=str(record.limit_price))
+        log.info("broker_stops_placed", count=len(placed))
+        layers = {layer.id: layer for layer, _, _ in placements}
+        gtts = [r for r in placed if r.kind == GTT]  # one too close to the price is disabled
+        read = await self._read_all(venue, gtts)
+        for record in gtts:
+            state = read.get(record.id)
+            if state is None:
+                state = await self._reading(self._state_call(record))
+            await self._apply_venue(record, state, layers[record.position_id])
+
+    async def _read_all(self, venue: BatchStopVenue, records: list[StopRecord]
+                        ) -> dict[int, VenueStop]:
+        """The venue's state of each of these stops, by row id (one it does not know is
+        left out: read on its own, as the keeper reads one stop)."""
+        refs = [r.broker_ref for r in records if r.broker_ref is not None]
+        if not refs:
+            return {}
+        states = await self._reading(lambda: venue.stop_states(refs))
+        return {r.id: states[r.broker_ref] for r in records
+                if r.broker_ref is not None and r.broker_ref in states}
+
+    async def _write_all(self, changes: list[Settled]) -> list[StopRecord]:
+        if not changes:
+            return []
+        try:
+            async with self._db.transaction() as tx:
+                updated = await settle_stops(tx.conn, changes)
+        except VersionConflict:
+            await self.load()  # as `_write`: start again from the table
+            raise
+        for record in updated:
+            self._latest[record.position_id] = record
+        return updated
 
     # -- one step each: a committed row, then the venue -----------------------------------
     async def _place(self, layer: Layer, kind: str, wanted: StopLevels) -> None:

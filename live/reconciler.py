@@ -158,8 +158,15 @@ class Reconciler:
         by_instrument: dict[str, list[Layer]] = {}
         for layer in layers:
             by_instrument.setdefault(layer.instrument, []).append(layer)
+        holders = self._holders(layers)
+        # Each instrument's venue positions, found once: not one scan of them per instrument.
+        venue_symbols: dict[str, set[str]] = {}
+        for symbol in positions:
+            holder = holders.get(symbol)
+            if holder is not None:
+                venue_symbols.setdefault(holder, set()).add(symbol)
         return _View({name: _signature(held) for name, held in by_instrument.items()},
-                     positions, self._holders(layers), unresolved)
+                     positions, holders, unresolved, venue_symbols)
 
     async def _check_instrument(self, instrument: str, layers: list[Layer], view: _View,
                                 waived: Waived, compare_in_flight: bool) -> list[Discrepancy]:
@@ -169,8 +176,7 @@ class Reconciler:
             log.info("reconciliation_skipped_in_flight", instrument=instrument)
             return []
         positions = view.positions
-        symbols = {_symbol(x) for x in layers} | {
-            s for s in positions if view.holders.get(s) == instrument}
+        symbols = {_symbol(x) for x in layers} | view.venue_symbols.get(instrument, set())
         book = book_positions(layers)
         differences = diff_positions({s: book.get(s, 0) for s in symbols},
                                      {s: positions.get(s, 0) for s in symbols})
@@ -281,3 +287,4 @@ class _View:
     positions: dict[str, int]
     holders: dict[str, str]
     unresolved: set[str]
+    venue_symbols: dict[str, set[str]]  # instrument → the venue's positions it holds

@@ -57,7 +57,15 @@ class PositionSnapshot:
 _PORTFOLIO = columns(PortfolioSnapshot)
 _POSITION = columns(PositionSnapshot)
 _PORTFOLIO_VALUES = sql.SQL(", ").join(sql.Placeholder() * len(fields(PortfolioSnapshot)))
-_POSITION_VALUES = sql.SQL(", ").join(sql.Placeholder() * (len(fields(PositionSnapshot)) + 3))
+_POSITION_FIELDS = [f.name for f in fields(PositionSnapshot)]
+# One array per column: a day's start holds every open layer, thousands of rows in one
+# statement rather than one each.
+_POSITION_TYPES = {"position_id": "bigint", "lots": "int", "quantity": "int",
+                   "entry_price": "numeric", "last_price": "numeric", "current_stop": "numeric",
+                   "unrealized": "numeric"}
+_POSITION_ARRAYS = sql.SQL(", ").join(
+    sql.SQL("{}::{}[]").format(sql.Placeholder(), sql.SQL(_POSITION_TYPES.get(name, "text")))
+    for name in _POSITION_FIELDS)
 
 
 async def insert_portfolio(conn: AsyncConnection[Any], row: PortfolioSnapshot) -> bool:
@@ -72,14 +80,16 @@ async def insert_portfolio(conn: AsyncConnection[Any], row: PortfolioSnapshot) -
 async def insert_positions(conn: AsyncConnection[Any], day: date, kind: str,
                            taken_at: datetime, rows: Iterable[PositionSnapshot]) -> None:
     """Write the layers of a day's start or end (a layer already written stays as it was)."""
-    query = sql.SQL(
-        """INSERT INTO position_snapshots (trading_day, kind, taken_at, {}) VALUES ({})
+    rows = list(rows)
+    if not rows:
+        return
+    await conn.execute(sql.SQL(
+        """INSERT INTO position_snapshots (trading_day, kind, taken_at, {})
+           SELECT %s, %s, %s, * FROM unnest({})
            ON CONFLICT (trading_day, kind, position_id) DO NOTHING""").format(
-            _POSITION, _POSITION_VALUES)
-    params = [(day, kind, taken_at, *astuple(row)) for row in rows]
-    if params:
-        async with conn.cursor() as cursor:
-            await cursor.executemany(query, params)
+            _POSITION, _POSITION_ARRAYS),
+        (day, kind, taken_at, *([getattr(row, name) for row in rows]
+                                for name in _POSITION_FIELDS)))
 
 
 async def end_days_before(conn: AsyncConnection[Any], day: date) -> list[date]:

@@ -8,7 +8,7 @@ without the engine having recorded it, and crash tests can compare broker and bo
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -284,15 +284,55 @@ class PaperBroker:
         found = [s for s in await self._stops("tag = %s", stop.tag) if s.ref not in known]
         return found[-1] if found else None
 
+    # -- the same, for many stops in one request (a startup round over the whole book) ----
+    async def place_stops(self, stops: Sequence[StopOrder]) -> list[str]:
+        """Rest all `stops` in one transaction (all or none); return their references, in
+        order."""
+        rows = await self._stop_write_all(
+            """INSERT INTO paper_stops (stop_id, tag, instrument, tradingsymbol, quantity,
+                 trigger_price, limit_price, status)
+               SELECT 'PS' || nextval('paper_stops_id_seq'), s.tag, s.instrument, s.symbol,
+                      s.quantity, s.trigger, s.limit_price, 'active'
+               FROM unnest(%s::text[], %s::text[], %s::text[], %s::int[], %s::numeric[],
+                           %s::numeric[]) WITH ORDINALITY
+                    AS s(tag, instrument, symbol, quantity, trigger, limit_price, n)
+               ORDER BY s.n RETURNING tag, stop_id""",
+            ([s.tag for s in stops], [s.instrument for s in stops],
+             [s.tradingsymbol for s in stops], [s.quantity for s in stops],
+             [s.trigger for s in stops], [s.limit for s in stops]))
+        refs = {str(tag): str(ref) for tag, ref in rows}
+        for stop in stops:
+            self._watch(refs[stop.tag], stop.instrument, stop.tradingsymbol, stop.trigger)
+        return [refs[stop.tag] for stop in stops]
+
+    async def stop_states(self, refs: Sequence[str]) -> dict[str, VenueStop]:
+        """What the venue says of each of these stops, by reference (one it does not know
+        is left out)."""
+        return {s.ref: s for s in await self._stops("stop_id = ANY(%s)", list(refs))}
+
+    async def find_stops(self, stops: Sequence[StopOrder],
+                         known: frozenset[str]) -> dict[str, VenueStop]:
+        """`find_stop` for each of `stops`, by tag (one not found is left out)."""
+        found: dict[str, VenueStop] = {}
+        tags = [stop.tag for stop in stops]
+        for tag, stop in await self._tagged_stops("tag = ANY(%s)", tags):
+            if stop.ref not in known:
+                found[tag] = stop  # ordered by id: the newest wins, as `find_stop`'s
+        return found
+
+    def quiet_at(self, tradingsymbol: str, price: Decimal) -> bool:
+        triggers = self._triggers.get(tradingsymbol)
+        return not triggers or price >= max(triggers.values())
+
     async def observe(self, tradingsymbol: str, price: Decimal) -> None:
         """Fire every active stop on the contract the price fell below: its SELL fills at
         the price, less slippage. The paper venue has no order book to rest a limit in, so
         a gap through the limit fills where the price is, as the daemon's own stop exit
         would; and it fires only below the trigger, as the daemon's stop does, so paper
         books the same sale whichever of the two sells."""
-        triggers = self._triggers.get(tradingsymbol)
-        if not triggers or price >= max(triggers.values()):
+        if self.quiet_at(tradingsymbol, price):
             return
+        triggers = self._triggers[tradingsymbol]
         spec = self._instruments[self._instrument_of[tradingsymbol]]
         fill = price - spec.tick_size * self._config.paper_slippage_ticks
         try:
@@ -334,20 +374,37 @@ class PaperBroker:
         except VENUE_ERRORS as exc:
             raise BrokerUnavailable(f"paper broker: {type(exc).__name__}") from exc
 
-    async def _stops(self, where: str, value: str) -> list[VenueStop]:
+    async def _stop_write_all(self, query: str, params: tuple[Any, ...]
+                              ) -> list[tuple[Any, ...]]:
+        try:
+            async with self._pool.connection() as conn:
+                self._gate()
+                cur = await conn.execute(query, params)
+                rows: list[tuple[Any, ...]] = await cur.fetchall()
+                return rows
+        except VENUE_ERRORS as exc:
+            raise BrokerUnavailable(f"paper broker: {type(exc).__name__}") from exc
+
+    async def _stops(self, where: str, value: object) -> list[VenueStop]:
+        return [stop for _, stop in await self._tagged_stops(where, value)]
+
+    async def _tagged_stops(self, where: str, value: object) -> list[tuple[str, VenueStop]]:
         try:
             async with self._pool.connection() as conn:
                 cur = await conn.execute(
-                    f"""SELECT stop_id, status, trigger_price, quantity, order_id
+                    f"""SELECT stop_id, status, trigger_price, quantity, order_id, tag
                         FROM paper_stops WHERE {where} ORDER BY id""", (value,))
                 rows = await cur.fetchall()
         except VENUE_ERRORS as exc:
             raise BrokerUnavailable(f"paper broker: {type(exc).__name__}") from exc
-        states = {"active": StopState.ACTIVE, "triggered": StopState.TRIGGERED,
-                  "cancelled": StopState.GONE}
-        return [VenueStop(ref=str(ref), state=states[status], trigger=trigger,
-                          quantity=int(quantity), order_id=order_id)
-                for ref, status, trigger, quantity, order_id in rows]
+        return [(str(tag), VenueStop(ref=str(ref), state=_STOP_STATES[status],
+                                     trigger=trigger, quantity=int(quantity),
+                                     order_id=order_id))
+                for ref, status, trigger, quantity, order_id, tag in rows]
+
+
+_STOP_STATES = {"active": StopState.ACTIVE, "triggered": StopState.TRIGGERED,
+                "cancelled": StopState.GONE}
 
 
 def _order(row: dict[str, Any]) -> BrokerOrder:
