@@ -7,12 +7,14 @@ its own real-PostgreSQL tests.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Protocol
 
 from core.models import (
+    AdmissionRequest,
     Layer,
     LedgerEntry,
     LedgerType,
@@ -93,8 +95,15 @@ class BookStore(Protocol):
                            rejection: str | None = None,
                            processed_by: str | None = None) -> SignalAdmission: ...
 
+    async def admit_signals(self, requests: Sequence[AdmissionRequest], window_s: int,
+                            processed_by: str | None = None) -> list[SignalAdmission]: ...
+
     async def record_decision(self, signal_id: int, outcome: Outcome, reason: str | None,
                               processed_by: str, now: datetime) -> None: ...
+
+    def cached_live_layers(self, instrument: str) -> list[Layer] | None:
+        """The instrument's live layers if the cache holds them (no I/O), else None."""
+        ...
 
     async def load_cache(self) -> None: ...
 

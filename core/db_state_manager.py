@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import date, datetime
 from decimal import Decimal
@@ -36,6 +36,7 @@ from core.db_transaction import (
 from core.errors import Fenced, SignalAlreadyDecided
 from core.models import (
     UNRESOLVED_INTENT_STATUSES,
+    AdmissionRequest,
     Layer,
     NewSignal,
     OrderIntent,
@@ -53,6 +54,16 @@ from core.trading_state import Flatten, StateRecord
 T = TypeVar("T")
 
 SIGNAL_COLUMNS = columns(SignalRecord)
+# The newest row of a key, from its (key, id) index whatever the statistics say: with
+# `key = x` the primary key's backward scan also delivers id order, and the planner picks it
+# when the key looks common — a scan of the whole history for one that has been quiet. The
+# range form keeps the key in the order, so only the (key, id) index serves it unsorted.
+LAST_ALERT_PRICES_SQL = """SELECT i, (SELECT payload->>'price' FROM signal_log
+                                      WHERE instrument >= i AND instrument <= i
+                                      ORDER BY instrument DESC, id DESC LIMIT 1)
+                           FROM unnest(%s::text[]) AS i"""
+LATEST_EVENT_SQL = """SELECT details FROM execution_log WHERE event >= %(e)s AND event <= %(e)s
+                      ORDER BY event DESC, id DESC LIMIT 1"""
 OWN_ACTIVITY_SQL = """
     SELECT 'tag', tag FROM order_intents WHERE tradingsymbol = %(symbol)s
     UNION ALL
@@ -138,19 +149,30 @@ class DatabaseStateManager:
     async def admit_signal(self, signal: NewSignal, window_s: int,
                            rejection: str | None = None,
                            processed_by: str | None = None) -> SignalAdmission:
-        """Store a signal unless it repeats one (both DOMAIN.md §3 rules), in one statement.
+        """Store one signal: `admit_signals` of one."""
+        [admission] = await self.admit_signals([AdmissionRequest(signal, rejection)],
+                                               window_s, processed_by)
+        return admission
 
-        Durable when this returns. With `rejection` the stored signal is decided at once.
-        Never retried: after an ambiguous failure a retry would find the signal itself.
-        Waits at most `admit_timeout_s` for a connection: TradingView gives up at 3 s, and a
-        503 it receives is better than none.
+    async def admit_signals(self, requests: Sequence[AdmissionRequest], window_s: int,
+                            processed_by: str | None = None) -> list[SignalAdmission]:
+        """Store each signal unless it repeats one (both DOMAIN.md §3 rules), in arrival
+        order, in one statement and one commit (group commit); decided ones with their
+        outcome (a leader's decision only while its term holds).
+
+        Durable when this returns. Never retried: after an ambiguous failure a retry would
+        find the signals themselves. Waits at most `admit_timeout_s` for a connection:
+        TradingView gives up at 3 s, and a 503 it receives is better than none.
         """
         async with self._pool.connection(timeout=self._admit_timeout_s) as conn:
-            cur = await conn.execute(ADMIT_SQL, admit_params(signal, window_s, rejection,
-                                                             processed_by))
-            row = await cur.fetchone()
-        assert row is not None
-        return SignalAdmission(signal_id=int(row[0]), accepted=bool(row[1]))
+            # Binary: a batch's arrays are sent as they are, not escaped element by element.
+            cur = await conn.execute(ADMIT_SQL, admit_params(requests, window_s,
+                                                             processed_by, self.epoch),
+                                     binary=True)
+            rows = await cur.fetchall()
+        return [SignalAdmission(int(signal_id), bool(accepted),
+                                None if outcome is None else Outcome(outcome))
+                for signal_id, accepted, outcome in rows]
 
     async def record_decision(self, signal_id: int, outcome: Outcome, reason: str | None,
                               processed_by: str, now: datetime) -> None:
@@ -208,6 +230,12 @@ class DatabaseStateManager:
             if self.cache.replace_all(layers, portfolio, pyramiding, epoch):
                 return
         # Commits kept landing during the load; per-key read-through still serves correctly.
+
+    def cached_live_layers(self, instrument: str) -> list[Layer] | None:
+        layers = self.cache.live_layers(instrument)
+        if layers is None and self.cache.complete:
+            return []  # the whole book is cached: an absent instrument has no live layer
+        return layers
 
     async def live_layers(self, instrument: str) -> list[Layer]:
         """Return the instrument's open and closing layers, oldest first."""
@@ -306,10 +334,7 @@ class DatabaseStateManager:
         """The price of each instrument's newest alert (what a restart has forgotten)."""
         async def run() -> list[tuple[str, Any]]:
             async with self._pool.connection() as conn:
-                cur = await conn.execute(
-                    """SELECT i, (SELECT payload->>'price' FROM signal_log
-                                  WHERE instrument = i ORDER BY id DESC LIMIT 1)
-                       FROM unnest(%s::text[]) AS i""", (instruments,))
+                cur = await conn.execute(LAST_ALERT_PRICES_SQL, (instruments,))
                 rows: list[tuple[str, Any]] = await cur.fetchall()
                 return rows
 
@@ -338,9 +363,7 @@ class DatabaseStateManager:
 
     async def latest_event(self, event: str) -> dict[str, Any] | None:
         """Return the details of the newest audit event of this kind."""
-        details: dict[str, Any] | None = await self._scalar(
-            "SELECT details FROM execution_log WHERE event = %s ORDER BY id DESC LIMIT 1",
-            (event,))
+        details: dict[str, Any] | None = await self._scalar(LATEST_EVENT_SQL, {"e": event})
         return details
 
     async def own_activity(self, tradingsymbol: str) -> OwnActivity:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import fields
 from datetime import date, datetime
 from decimal import Decimal
@@ -23,12 +23,12 @@ from core.errors import (
 )
 from core.intents import purpose_to_json
 from core.models import (
+    AdmissionRequest,
     Layer,
     LedgerEntry,
     LedgerType,
     NewIntent,
     NewLayer,
-    NewSignal,
     OrderIntent,
     Outcome,
     PortfolioState,
@@ -71,8 +71,9 @@ def jsonb(value: Any) -> Jsonb:
     return Jsonb(value, dumps=partial(json.dumps, default=str))
 
 
-ADMIT_SQL = """SELECT signal_id, accepted FROM admit_signal(%s, %s, %s, %s, %s, %s, %s, %s,
-                                                           %s, %s)"""
+ADMIT_SQL = """SELECT o_signal_id, o_accepted, o_outcome FROM admit_signals(
+    %s::text[], %s::text[], %s::text[], %s::text[], %s::timestamptz[], %s::jsonb[],
+    %s::timestamptz[], %s::text[], %s::text[], %s::text[], %s, %s, %s)"""
 # A signal decided `error` may still have an intent in flight (the failure came after it was
 # committed); when that intent is resolved, what the broker did becomes the outcome.
 DECIDE_SQL = """UPDATE signal_log SET status = 'processed', outcome = %(outcome)s,
@@ -86,11 +87,16 @@ RECORD_DECISION_SQL = f"""WITH decided AS ({DECIDE_SQL})
     FROM decided RETURNING signal_id"""
 
 
-def admit_params(signal: NewSignal, window_s: int, rejection: str | None = None,
-                 processed_by: str | None = None) -> tuple[Any, ...]:
-    return (signal.fingerprint, signal.signal_type, signal.instrument, signal.position,
-            signal.signal_timestamp, jsonb(signal.payload), signal.received_at, window_s,
-            rejection, processed_by)
+def admit_params(requests: Sequence[AdmissionRequest], window_s: int,
+                 processed_by: str | None, epoch: int | None) -> tuple[Any, ...]:
+    """The batch as one array per column (one statement, whatever its size)."""
+    signals = [r.signal for r in requests]
+    return ([s.fingerprint for s in signals], [s.signal_type for s in signals],
+            [s.instrument for s in signals], [s.position for s in signals],
+            [s.signal_timestamp for s in signals], [jsonb(s.payload) for s in signals],
+            [s.received_at for s in signals], [r.rejection for r in requests],
+            [r.outcome for r in requests], [r.reason for r in requests], window_s,
+            processed_by, epoch)
 
 
 def decision_params(signal_id: int, outcome: Outcome, reason: str | None, processed_by: str,

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from core.gates import join_reasons, pyramid_gate_failures
-from core.models import BASE_LAYER, Layer, LayerStatus, Outcome, PyramidingState
+from core.models import BASE_LAYER, Layer, LayerStatus, Outcome, PyramidingState, SignalType
 from core.signals import Signal
 from core.sizing import (
     Sizing,
@@ -136,15 +136,12 @@ def decide_pyramid(signal: Signal, spec: InstrumentSpec, cfg: PortfolioConfig,
                    layers: list[Layer], pyramiding: PyramidingState | None,
                    book: BookSnapshot) -> Verdict | EntryPlan:
     """Return the pyramid to place for `signal`, or why there is none (DOMAIN.md §5)."""
-    base = next((x for x in layers if x.is_base_position and x.status == LayerStatus.OPEN), None)
-    if base is None or pyramiding is None or pyramiding.trade_id != base.trade_id:
-        return blocked("no base position")
+    refusal = pyramid_refusal(signal, spec, layers, pyramiding)
+    if refusal is not None:
+        return refusal
+    base = next(x for x in layers if x.is_base_position and x.status == LayerStatus.OPEN)
+    assert pyramiding is not None and signal.stop is not None and signal.atr is not None
     layer_name = signal.position or ""
-    if layer_name == BASE_LAYER or any(x.layer == layer_name for x in layers):
-        return blocked(f"layer {layer_name} already open")
-    if pyramiding.pyramid_count >= spec.max_pyramids:
-        return blocked("max pyramids reached")
-    assert signal.stop is not None and signal.atr is not None
     trade = [(x.entry_price, x.lots) for x in layers
              if x.trade_id == base.trade_id and x.status == LayerStatus.OPEN]
     failures = pyramid_gate_failures(signal.price, signal.atr, base.entry_price,
@@ -159,6 +156,37 @@ def decide_pyramid(signal: Signal, spec: InstrumentSpec, cfg: PortfolioConfig,
                           pyramiding.pyramid_count, budget, spec)
     return _capped(signal, stop, sizing, spec, cfg, book, cfg.pyramid_risk_block,
                    cfg.pyramid_vol_block, layer_name)
+
+
+def pyramid_refusal(signal: Signal, spec: InstrumentSpec, layers: list[Layer],
+                    pyramiding: PyramidingState | None) -> Verdict | None:
+    """Why the trade's layers refuse a pyramid whatever the book (no sizing needed), or None."""
+    base = next((x for x in layers if x.is_base_position and x.status == LayerStatus.OPEN), None)
+    if base is None or pyramiding is None or pyramiding.trade_id != base.trade_id:
+        return blocked("no base position")
+    layer_name = signal.position or ""
+    if layer_name == BASE_LAYER or any(x.layer == layer_name for x in layers):
+        return blocked(f"layer {layer_name} already open")
+    if pyramiding.pyramid_count >= spec.max_pyramids:
+        return blocked("max pyramids reached")
+    return None
+
+
+def decide_on_flat(signal: Signal, spec: InstrumentSpec) -> Verdict | None:
+    """The decision of a signal on an instrument with no live layer, where it needs no book
+    (an exit or a bar has nothing to act on, a pyramid no base), or None (a base entry)."""
+    if signal.signal_type is SignalType.EXIT:
+        return _verdict(decide_exit(signal, []))
+    if signal.signal_type is SignalType.MARKET_DATA:
+        return _verdict(decide_market_data(signal, spec, []))
+    if signal.signal_type is SignalType.PYRAMID:
+        return pyramid_refusal(signal, spec, [], None)
+    return None
+
+
+def _verdict(plan: Verdict | ExitPlan | MarketDataPlan) -> Verdict:
+    assert isinstance(plan, Verdict), "no layer: nothing to exit or trail"
+    return plan
 
 
 def decide_exit(signal: Signal, layers: list[Layer]) -> Verdict | ExitPlan:

@@ -194,6 +194,19 @@ class SignalAdmission:
 
     signal_id: int
     accepted: bool
+    outcome: Outcome | None = None  # stored decided (at admission)
+
+
+@dataclass(frozen=True, slots=True)
+class AdmissionRequest:
+    """A signal to store, and what is already decided of it: `rejection` (too old or too
+    new: true on any node) or the leader's no-order decision (kept only while its term
+    still holds the fence)."""
+
+    signal: NewSignal
+    rejection: str | None = None
+    outcome: Outcome | None = None
+    reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

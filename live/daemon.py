@@ -377,7 +377,8 @@ def assemble(settings: Settings, db: DatabaseStateManager, venue: Venue,
     reconciler.stops = stops
     stops.adopt_listeners.append(exits.schedule)
     engine.decision_listeners.append(stops.poke)
-    engine.venue_checks += [stops.reached_locked, exits.settle_locked]
+    engine.watch_venue(stops.reached_locked, stops.quiet_at)
+    engine.watch_venue(exits.settle_locked, exits.quiet_at)
     flow.fill_listeners.append(stops.poke)
     venue.foreign_orders.append(stops.check_soon)
     return Parts(db, venue.broker, metrics, readiness, flow, engine, inbox, exits, reconciler,

@@ -30,6 +30,7 @@ from core.decisions import (
     decide_base_entry,
     decide_exit,
     decide_market_data,
+    decide_on_flat,
     decide_pyramid,
     ignored,
     rejected,
@@ -66,6 +67,7 @@ if TYPE_CHECKING:
     from live.rollover import Rollover
 
 ENTRY_TYPES = frozenset({SignalType.BASE_ENTRY, SignalType.PYRAMID})
+EOD_RECORDED = "EOD monitor recorded"
 log = structlog.get_logger(__name__)
 
 
@@ -108,7 +110,16 @@ class LiveTradingEngine:
         # What the venue may have done on a price, settled before the daemon decides on it
         # (instrument and price; the instrument's lock is held): the broker stops it
         # reached are read, then exits whose orders the venue finished are booked.
-        self.venue_checks: list[Callable[[str, Decimal], Awaitable[None]]] = []
+        self._venue_checks: list[Callable[[str, Decimal], Awaitable[None]]] = []
+        # With each check, whether it would do nothing at a price (no I/O): a bar that
+        # moves no stop is then decided with its admission.
+        self._venue_quiet: list[Callable[[str, Decimal], bool]] = []
+
+    def watch_venue(self, check: Callable[[str, Decimal], Awaitable[None]],
+                    quiet: Callable[[str, Decimal], bool]) -> None:
+        """Settle `check` before each decision on a price; `quiet`: it would do nothing."""
+        self._venue_checks.append(check)
+        self._venue_quiet.append(quiet)
 
     # -- the inbox's handler --------------------------------------------------------------
     async def process(self, item: InboxItem) -> SignalOutcome:
@@ -180,11 +191,69 @@ class LiveTradingEngine:
         self._readiness.database_available = available
         self._metrics.paused.set(int(not available))
 
-    async def _process(self, item: InboxItem, reread: bool) -> SignalOutcome:
-        if reread:
-            resumed = await self._resume(item)
-            if resumed is not None:
-                return resumed
+    # -- decided at admission -------------------------------------------------------------
+    def decide_at_admission(self, item: InboxItem) -> Verdict | None:
+        """The decision of a signal that needs neither an order nor I/O, for its admission
+        to commit with it (one commit, not two), or None: it goes through `process`.
+
+        Only what `process` would decide the same way: an EOD monitor, an entry refused
+        before sizing, a signal on an instrument with no live layer (nothing to show the
+        venue, trail or exit, no base to pyramid on), and a bar that moves no stop where
+        the venue has nothing to act on. The inbox holds the instrument's lock, with
+        nothing of the instrument queued, until the decision commits.
+        """
+        signal = item.signal
+        kind = signal.signal_type
+        if kind is SignalType.EOD_MONITOR:
+            return ignored(EOD_RECORDED)
+        if kind in ENTRY_TYPES:
+            refusal = self._entry_refusal(item)
+            if refusal is not None:
+                return refusal
+        spec = self._instruments[signal.instrument]
+        layers = self._db.cached_live_layers(signal.instrument)
+        if layers is None:
+            return None
+        if not layers:
+            return decide_on_flat(signal, spec)
+        if kind is not SignalType.MARKET_DATA or not self._venue_is_quiet(signal, layers):
+            return None
+        plan = decide_market_data(signal, spec, layers)
+        if isinstance(plan, MarketDataPlan) and (plan.trails or plan.exit):
+            return None
+        return plan if isinstance(plan, Verdict) else Verdict(Outcome.EXECUTED, None)
+
+    def _venue_is_quiet(self, signal: Signal, layers: list[Layer]) -> bool:
+        """Whether showing the venue this price would do nothing (and the alert's price is
+        the held contract's: no roll of the instrument to convert it by)."""
+        if self.rollover is not None and not self.rollover.without_rolls(signal.instrument):
+            return False
+        symbols = {x.tradingsymbol for x in layers if x.tradingsymbol}
+        return (all(self._broker.quiet_at(symbol, signal.price) for symbol in symbols)
+                and all(quiet(signal.instrument, signal.price) for quiet in self._venue_quiet))
+
+    async def decided_at_admission(self, item: InboxItem) -> None:
+        """What `process` does beside a decision made at admission."""
+        await self._take_prices(item)
+        self._tell_listeners(item.signal.instrument)
+
+    def _entry_refusal(self, item: InboxItem) -> Verdict | None:
+        """Why an entry is refused before it is sized: too late, paused, blocked, no broker."""
+        if entry_waited_too_long(item.received_at, self._clock(),
+                                 self._config.max_entry_delay_s):
+            return rejected("stale")
+        paused = self.control.entry_block()
+        if paused is not None:
+            return Verdict(Outcome.BLOCKED, paused)
+        block = self._readiness.entry_block(item.signal.instrument)
+        if block is not None:
+            return rejected(f"entries blocked: {block}")
+        if self._broker.unavailable_reason is not None:
+            return rejected("broker_unavailable")
+        return None
+
+    async def _take_prices(self, item: InboxItem) -> InboxItem:
+        """Note the alert's price; return the item in the held contract's terms."""
         self._last_alert[item.signal.instrument] = item.signal.price
         if self.rollover is not None:
             # After a roll, a continuous chart still quotes the old contract until it
@@ -192,23 +261,23 @@ class LiveTradingEngine:
             basis = await self.rollover.basis(item.signal.instrument, self._clock())
             if basis:
                 item = replace(item, signal=in_held_terms(item.signal, basis))
+        self._last_price[item.signal.instrument] = item.signal.price
+        return item
+
+    async def _process(self, item: InboxItem, reread: bool) -> SignalOutcome:
+        if reread:
+            resumed = await self._resume(item)
+            if resumed is not None:
+                return resumed
+        item = await self._take_prices(item)
         signal = item.signal
-        self._last_price[signal.instrument] = signal.price
         kind = signal.signal_type
         if kind is SignalType.EOD_MONITOR:
-            return await self._record(item, ignored("EOD monitor recorded"))
+            return await self._record(item, ignored(EOD_RECORDED))
         if kind in ENTRY_TYPES:
-            if entry_waited_too_long(item.received_at, self._clock(),
-                                     self._config.max_entry_delay_s):
-                return await self._record(item, rejected("stale"))
-            paused = self.control.entry_block()
-            if paused is not None:
-                return await self._record(item, Verdict(Outcome.BLOCKED, paused))
-            block = self._readiness.entry_block(signal.instrument)
-            if block is not None:
-                return await self._record(item, rejected(f"entries blocked: {block}"))
-            if self._broker.unavailable_reason is not None:
-                return await self._record(item, rejected("broker_unavailable"))
+            refusal = self._entry_refusal(item)
+            if refusal is not None:
+                return await self._record(item, refusal)
             await self._show_venue(signal)
             return await self._enter(item)
         await self._show_venue(signal)
@@ -228,7 +297,7 @@ class LiveTradingEngine:
     async def _show_venue(self, signal: Signal) -> None:
         """Let the venue act on the price before the daemon decides on it: a venue with no
         market of its own (paper) is shown the price, as a real one would have seen it;
-        then what it did is settled (`venue_checks`), as it may have sold the layer the
+        then what it did is settled (`watch_venue`), as it may have sold the layer the
         decision is about."""
         layers = await self._db.live_layers(signal.instrument)
         if not layers:
@@ -236,7 +305,7 @@ class LiveTradingEngine:
         try:
             for symbol in sorted({x.tradingsymbol for x in layers if x.tradingsymbol}):
                 await self._broker.observe(symbol, signal.price)
-            for check in self.venue_checks:
+            for check in self._venue_checks:
                 await check(signal.instrument, signal.price)
         except BrokerError as exc:  # a sale still cancels, or adopts, the layer's stop first
             log.warning("venue_stops_not_read", instrument=signal.instrument, error=str(exc))
@@ -430,8 +499,9 @@ class LiveTradingEngine:
         stops = {str(layer.id): str(trail.current_stop) for layer, trail in trails}
         if refusal is not None:
             return SignalOutcome(signal_id or 0, Outcome.BLOCKED, refusal, {"stops": stops})
-        if not intents:
-            return SignalOutcome(signal_id or 0, Outcome.EXECUTED, None, {"stops": stops})
+        if not intents:  # as a bar decided with its admission: stops only if one moved
+            return SignalOutcome(signal_id or 0, Outcome.EXECUTED, None,
+                                 {"stops": stops} if stops else {})
         failpoints.reached("after_intent_commit")
         outcome = await self._complete_all(intents, fresh=True)
         if stops:

@@ -147,6 +147,12 @@ class ExitRetries:
             await self._attempt(pending)
         return attempted
 
+    def quiet_at(self, instrument: str, price: Decimal) -> bool:
+        """Whether `settle_locked` would read nothing: no pending exit of the instrument
+        has an order at the venue."""
+        return not any(p.intent.instrument == instrument and p.intent.broker_order_id
+                       for p in self._pending.values())
+
     async def settle_locked(self, instrument: str, price: Decimal) -> None:
         """Before a decision on `instrument` (its lock held): carry out each pending exit
         whose order the venue has already finished — a fired broker stop's, typically — so

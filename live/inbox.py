@@ -9,16 +9,19 @@ its waiter hears, even when the handler fails unexpectedly.
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Protocol
 
 import structlog
 
 from core.book_store import BookStore
+from core.decisions import Verdict
 from core.errors import Fenced
 from core.models import (
+    AdmissionRequest,
     NewSignal,
     Outcome,
     SignalAdmission,
@@ -29,9 +32,15 @@ from core.models import (
 from core.signals import InvalidSignal, Signal, freshness, parse_signal
 from core.specs import PortfolioConfig
 from live import failpoints
+from live.group_commit import GroupCommit
+from live.instrument_locks import InstrumentLocks
 from live.metrics import Metrics
 
 log = structlog.get_logger(__name__)
+# An alert not stored within this is refused unstored (503): TradingView waits 3 s in all,
+# and the decision may take its own share of that.
+ADMIT_BUDGET_S = 1.0
+RECENT_OUTCOMES = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +52,8 @@ class InboxItem:
 
 
 class SignalHandler(Protocol):
+    locks: InstrumentLocks  # held by whatever moves an instrument's layers
+
     async def process(self, item: InboxItem) -> SignalOutcome:
         """Decide, persist and act on one signal; return its recorded outcome."""
         ...
@@ -51,11 +62,33 @@ class SignalHandler(Protocol):
         """Record that processing `item` failed unexpectedly; return that outcome."""
         ...
 
+    def decide_at_admission(self, item: InboxItem) -> Verdict | None:
+        """The decision to commit with the signal's admission (no order, no I/O), or None."""
+        ...
+
+    async def decided_at_admission(self, item: InboxItem) -> None:
+        """Take up a decision made at admission, once committed (lock still held)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Arrival:
+    """An alert on its way into the inbox: what is stored, and what the webhook heard."""
+
+    signal: Signal
+    new: NewSignal
+    received_at: datetime
+    late: str | None  # too old or too new: stored decided `rejected`
+
+
+Answer = tuple[SignalAdmission, SignalOutcome | None]
+
 
 class Inbox:
     def __init__(self, store: BookStore, handler: SignalHandler,
                  instruments: Collection[str], config: PortfolioConfig, *,
-                 processed_by: str, clock: Callable[[], datetime], metrics: Metrics):
+                 processed_by: str, clock: Callable[[], datetime], metrics: Metrics,
+                 admit_budget_s: float = ADMIT_BUDGET_S):
         self._store = store
         self._handler = handler
         self._instruments = instruments
@@ -67,10 +100,16 @@ class Inbox:
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._busy: set[str] = set()
         self._waiters: dict[int, asyncio.Future[SignalOutcome]] = {}
+        # The last outcomes, for a webhook whose signal was decided before it came to wait
+        # (its admission is answered after the worker may already have taken it).
+        self._recent: OrderedDict[int, SignalOutcome] = OrderedDict()
         self._queued: set[int] = set()
         self._stopping = False
         # Nothing is processed until recovery has resolved what an earlier run left open.
         self._processing = asyncio.Event()
+        # Alerts arriving while one admission commits share the next commit.
+        self._intake: GroupCommit[Arrival, Answer] = GroupCommit(
+            self._admit, budget_s=admit_budget_s)
         # A pair's standby stores each signal and hands it over (wakes the leader) instead
         # of taking it: only the leader decides.
         self.hand_over: Callable[[], Awaitable[None]] | None = None
@@ -80,24 +119,93 @@ class Inbox:
 
     # -- intake ---------------------------------------------------------------------------
     async def submit(self, signal: Signal, payload: dict[str, object],
-                     received_at: datetime) -> tuple[SignalAdmission, SignalOutcome | None]:
-        """Store a signal durably; return its admission and, when already known, its outcome."""
+                     received_at: datetime) -> Answer:
+        """Store a signal durably; return its admission and, when already known, its outcome
+        (a repeat, too late, or decided with its admission). Raises `Overloaded` if it could
+        not be stored within the intake's budget (it is not stored)."""
         late = freshness(signal, received_at, self._config.max_signal_age_s,
                          self._config.max_future_skew_s)
         new = NewSignal(signal.fingerprint, signal.signal_type.value, signal.instrument,
                         signal.position, signal.timestamp, payload, received_at)
-        admission = await self._store.admit_signal(new, self._config.dedup_window_s, late,
-                                                   self._processed_by)
-        failpoints.reached("after_signal_durable")
+        return await self._intake.submit(Arrival(signal, new, received_at, late))
+
+    @property
+    def overloaded(self) -> bool:
+        """Whether an alert arriving now would not be stored within the budget."""
+        return self._intake.overloaded
+
+    async def _admit(self, arrivals: list[Arrival]) -> list[Answer]:
+        """Admit a batch in one commit, with what can be decided at once decided in it;
+        queue the rest for their instruments' workers, in id order."""
+        held: dict[str, asyncio.Lock] = {}
+        try:
+            requests = [AdmissionRequest(a.new, a.late) for a in arrivals]
+            if self._processing.is_set() and self.hand_over is None:  # a leader, recovered
+                requests = await self._decide_at_admission(arrivals, requests, held)
+            admissions = await self._store.admit_signals(
+                requests, self._config.dedup_window_s, self._processed_by)
+            self._metrics.admission_batch.observe(len(requests))
+            failpoints.reached("after_signal_durable")
+            answers = [await self._admitted(arrival, request, admission)
+                       for arrival, request, admission in zip(arrivals, requests, admissions,
+                                                              strict=True)]
+        finally:
+            for lock in held.values():
+                lock.release()
+        if self.hand_over is not None and any(
+                answer[0].accepted and answer[1] is None for answer in answers):
+            await self.hand_over()
+        return answers
+
+    async def _decide_at_admission(self, arrivals: list[Arrival],
+                                   requests: list[AdmissionRequest],
+                                   held: dict[str, asyncio.Lock]) -> list[AdmissionRequest]:
+        """Decide what needs no order, on instruments with nothing queued or in hand: their
+        locks are taken (and put in `held`) until the batch commits. Once one of an
+        instrument's signals is left to its worker, so are its later ones: order holds."""
+        to_worker: set[str] = set()
+        decided = []
+        for arrival, request in zip(arrivals, requests, strict=True):
+            instrument = arrival.signal.instrument
+            verdict = None
+            if arrival.late is None and instrument not in to_worker:
+                if instrument not in held and self._idle(instrument):
+                    held[instrument] = self._handler.locks(instrument)
+                    await held[instrument].acquire()  # free: taken without waiting
+                if instrument in held:
+                    verdict = self._handler.decide_at_admission(
+                        InboxItem(0, arrival.signal, arrival.received_at))
+                if verdict is None:
+                    to_worker.add(instrument)
+            decided.append(request if verdict is None else replace(
+                request, outcome=verdict.outcome, reason=verdict.reason))
+        return decided
+
+    def _idle(self, instrument: str) -> bool:
+        queue = self._queues.get(instrument)
+        return (instrument not in self._busy and (queue is None or queue.empty())
+                and not self._handler.locks(instrument).locked())
+
+    async def _admitted(self, arrival: Arrival, request: AdmissionRequest,
+                        admission: SignalAdmission) -> Answer:
         if not admission.accepted:
             return admission, None
-        if late:
-            self._count(signal, Outcome.REJECTED, 0.0)
-            return admission, SignalOutcome(admission.signal_id, Outcome.REJECTED, late)
-        if self.hand_over is not None:
-            await self.hand_over()
-            return admission, None
-        self.enqueue(InboxItem(admission.signal_id, signal, received_at))
+        item = InboxItem(admission.signal_id, arrival.signal, arrival.received_at)
+        if arrival.late is not None:
+            self._count(arrival.signal, Outcome.REJECTED, 0.0)
+            return admission, SignalOutcome(admission.signal_id, Outcome.REJECTED, arrival.late)
+        if admission.outcome is not None:
+            try:
+                await self._handler.decided_at_admission(item)
+            except Exception:  # committed: its answer stands whatever follows
+                log.exception("admission_decision_follow_up_failed",
+                              signal_id=admission.signal_id)
+            self._count(arrival.signal, admission.outcome,
+                        (self._clock() - arrival.received_at).total_seconds())
+            return admission, SignalOutcome(admission.signal_id, admission.outcome,
+                                            request.reason)
+        if self.hand_over is None:
+            self.enqueue(item)
         return admission, None
 
     def enqueue(self, item: InboxItem) -> None:
@@ -140,7 +248,7 @@ class Inbox:
     async def wait_for_decision(self, signal_id: int, timeout_s: float) -> SignalOutcome | None:
         waiter = self._waiters.get(signal_id)
         if waiter is None:
-            return None
+            return self._recent.get(signal_id)
         try:
             return await asyncio.wait_for(asyncio.shield(waiter), timeout_s)
         except TimeoutError:
@@ -216,6 +324,9 @@ class Inbox:
     def _publish(self, item: InboxItem, outcome: SignalOutcome) -> None:
         elapsed = (self._clock() - item.received_at).total_seconds()
         self._count(item.signal, outcome.outcome, elapsed)
+        self._recent[item.signal_id] = outcome
+        if len(self._recent) > RECENT_OUTCOMES:
+            self._recent.popitem(last=False)
         waiter = self._waiters.pop(item.signal_id, None)
         if waiter is not None and not waiter.done():
             waiter.set_result(outcome)

@@ -20,6 +20,9 @@ class Metrics:
         self.decision_latency = Histogram(
             "pm_decision_latency_seconds", "Signal received to outcome committed",
             ["outcome"], buckets=DECISION_BUCKETS_S, registry=r)
+        self.admission_batch = Histogram(
+            "pm_admission_batch_size", "Alerts stored by one admission commit (group commit)",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 500), registry=r)
         self.signal_outcomes = Counter("pm_signal_outcomes", "Signal outcomes",
                                        ["type", "outcome"], registry=r)
         self.orders = Counter("pm_orders", "Orders by final status", ["status"], registry=r)

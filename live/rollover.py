@@ -54,11 +54,14 @@ class Rollover:
         self._rolls: list[Roll] = []
         self._generation, self._loaded = 1, 0  # bookings move it on; loads catch up
         # Any booking of a roll leg may move a roll on: read them again before the next use.
-        pending.flow.booking.retry_listeners.append(lambda _: self._mark_stale())
-        pending.flow.fill_listeners.append(lambda _: self._mark_stale())
+        # Only an instrument with a roll has legs: the others' fills (nearly all) keep the
+        # list, which every alert reads for its basis.
+        pending.flow.booking.retry_listeners.append(lambda i: self._mark_stale(i.instrument))
+        pending.flow.fill_listeners.append(self._mark_stale)
 
-    def _mark_stale(self) -> None:
-        self._generation += 1
+    def _mark_stale(self, instrument: str | None = None) -> None:
+        if instrument is None or any(r.instrument == instrument for r in self._rolls):
+            self._generation += 1
 
     async def rolls(self) -> list[Roll]:
         """The rolls under way and those whose old contract has not expired yet."""
@@ -68,6 +71,12 @@ class Rollover:
             self._rolls = await self._db.load_rolls(since=today - timedelta(days=1))
             self._loaded = generation
         return self._rolls
+
+    def without_rolls(self, instrument: str) -> bool:
+        """Whether the instrument surely has no roll to reckon with (no I/O): none in a
+        list that is up to date."""
+        return self._loaded == self._generation and not any(
+            r.instrument == instrument for r in self._rolls)
 
     async def live_roll(self, instrument: str) -> Roll | None:
         return next((r for r in await self.rolls() if r.instrument == instrument and r.live),

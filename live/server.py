@@ -28,6 +28,7 @@ from live.broker_stops import BrokerStops
 from live.brokers.base import Broker
 from live.engine import LiveTradingEngine
 from live.exit_retries import ExitRetries
+from live.group_commit import Overloaded
 from live.ha_node import HaNode
 from live.inbox import Inbox
 from live.metrics import Metrics
@@ -106,6 +107,13 @@ def error(status: int, code: str, detail: str) -> web.Response:
     return reply({"status": "error", "error": code, "detail": detail}, status)
 
 
+def overloaded() -> web.Response:
+    """Refused unstored, past capacity: a retry after a second may find room."""
+    response = error(503, "overloaded", "too many alerts at once: not stored, send again")
+    response.headers["Retry-After"] = "1"
+    return response
+
+
 def outcome_reply(outcome: SignalOutcome) -> web.Response:
     if outcome.outcome is Outcome.ERROR:
         # A fault, not a business outcome: the signal is stored and decided `error`; an order
@@ -146,6 +154,8 @@ async def _webhook(request: web.Request, ctx: Context) -> web.Response:
         return error(403, "forbidden", "source address not allowed")
     if not ctx.limiter.allow(client, time.monotonic()):
         return error(429, "rate_limited", "Too many requests")
+    if ctx.inbox.overloaded:  # shed before any work: the sender hears it in time
+        return overloaded()
     if (request.content_length or 0) > ctx.policy.max_bytes:
         return error(413, "payload_too_large", f"Payload exceeds {ctx.policy.max_bytes} bytes")
     try:
@@ -165,14 +175,21 @@ async def _webhook(request: web.Request, ctx: Context) -> web.Response:
     except InvalidSignal as exc:
         return error(400, "validation_error", exc.phrase)
     structlog.contextvars.bind_contextvars(instrument=signal.instrument)
-    admission, outcome = await ctx.inbox.submit(signal, storable_payload(payload), received_at)
+    try:
+        admission, outcome = await ctx.inbox.submit(signal, storable_payload(payload),
+                                                    received_at)
+    except Overloaded as exc:
+        log.warning("webhook_shed", reason=str(exc))
+        return overloaded()
     structlog.contextvars.bind_contextvars(signal_id=admission.signal_id)
     if not admission.accepted:
         return reply({"status": "duplicate", "signal_id": admission.signal_id,
                       "reason": "duplicate signal", "result": {}})
     if outcome is None:
-        outcome = await ctx.inbox.wait_for_decision(admission.signal_id,
-                                                    ctx.policy.decision_wait_ms / 1000)
+        # The wait counts from arrival: time spent being stored is part of it.
+        waited = (ctx.clock() - received_at).total_seconds()
+        outcome = await ctx.inbox.wait_for_decision(
+            admission.signal_id, max(ctx.policy.decision_wait_ms / 1000 - waited, 0.0))
     if outcome is None:
         return reply({"status": "accepted", "signal_id": admission.signal_id, "reason": None,
                       "result": {}}, 202)

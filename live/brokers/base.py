@@ -243,6 +243,10 @@ class Broker(Protocol):
         a resting stop it reaches fires."""
         ...
 
+    def quiet_at(self, tradingsymbol: str, price: Decimal) -> bool:
+        """Whether `observe` would do nothing at `price` (known without I/O)."""
+        ...
+
     async def position(self, tradingsymbol: str) -> int:
         """Return the net quantity held in one contract, in the venue's units."""
         ...

@@ -373,6 +373,9 @@ class KiteBroker:
     async def observe(self, tradingsymbol: str, price: Decimal) -> None:
         return None  # Zerodha has its own market
 
+    def quiet_at(self, tradingsymbol: str, price: Decimal) -> bool:
+        return True
+
     # -- account --------------------------------------------------------------------------
     async def positions(self) -> dict[str, int]:
         data = await self._call("other", "positions")

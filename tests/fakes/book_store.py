@@ -13,7 +13,7 @@ import functools
 import itertools
 import json
 import re
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, date, datetime
@@ -30,6 +30,7 @@ from core.errors import (
 from core.intents import purpose_from_json, purpose_to_json
 from core.models import (
     TRADE_SIGNAL_TYPES,
+    AdmissionRequest,
     IntentStatus,
     Layer,
     LayerStatus,
@@ -432,6 +433,26 @@ class FakeBookStore:
             processed_by=processed_by if decided else None)
         self.tables.signals[record.id] = record
         return SignalAdmission(record.id, accepted=True)
+
+    async def admit_signals(self, requests: Sequence[AdmissionRequest], window_s: int,
+                            processed_by: str | None = None) -> list[SignalAdmission]:
+        """`admit_signal` of each, in order; a leader's decision recorded with it."""
+        admissions = []
+        for request in requests:
+            admission = await self.admit_signal(request.signal, window_s, request.rejection,
+                                                processed_by)
+            if admission.accepted and request.rejection is None and request.outcome:
+                await self.record_decision(admission.signal_id, request.outcome,
+                                           request.reason, processed_by or "",
+                                           request.signal.received_at)
+                admission = replace(admission, outcome=request.outcome)
+            elif admission.accepted and request.rejection is not None:
+                admission = replace(admission, outcome=Outcome.REJECTED)
+            admissions.append(admission)
+        return admissions
+
+    def cached_live_layers(self, instrument: str) -> list[Layer] | None:
+        return None  # nothing is decided at admission against this store
 
     @injectable
     async def record_decision(self, signal_id: int, outcome: Outcome, reason: str | None,

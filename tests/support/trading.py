@@ -124,7 +124,8 @@ class Trading:
         self.flow.stops = self.stops
         self.reconciler.stops = self.stops
         self.stops.adopt_listeners.append(self.exits.schedule)
-        self.engine.venue_checks += [self.stops.reached_locked, self.exits.settle_locked]
+        self.engine.watch_venue(self.stops.reached_locked, self.stops.quiet_at)
+        self.engine.watch_venue(self.exits.settle_locked, self.exits.quiet_at)
         await self.stops.load()
         self._keeper: asyncio.Task[None] | None = None
         return self

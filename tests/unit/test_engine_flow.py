@@ -51,18 +51,25 @@ class System:
         self.inbox = Inbox(db, self.engine, INSTRUMENTS, PORTFOLIO, processed_by="test",
                            clock=self.clock, metrics=self.metrics)
 
-    async def submit(self, kind: str, **kwargs: Any) -> int:
+    async def admit(self, kind: str, **kwargs: Any) -> tuple[int, SignalOutcome | None]:
         kwargs.setdefault("at", self.clock.now)
         payload = signal_payload(kind, **kwargs)
         admission, outcome = await self.inbox.submit(parse_signal(payload, INSTRUMENTS),
                                                      storable_payload(payload), self.clock.now)
-        assert admission.accepted and outcome is None
-        return admission.signal_id
+        assert admission.accepted
+        return admission.signal_id, outcome
+
+    async def submit(self, kind: str, **kwargs: Any) -> int:
+        signal_id, outcome = await self.admit(kind, **kwargs)
+        assert outcome is None
+        return signal_id
 
     async def send(self, kind: str, **kwargs: Any) -> SignalOutcome:
-        signal_id = await self.submit(kind, **kwargs)
+        """Send a signal and return its outcome (decided with its admission or after)."""
         self.inbox.start_processing()
-        outcome = await self.inbox.wait_for_decision(signal_id, 2)
+        signal_id, outcome = await self.admit(kind, **kwargs)
+        if outcome is None:
+            outcome = await self.inbox.wait_for_decision(signal_id, 2)
         assert outcome is not None, f"signal {signal_id} got no outcome"
         self.clock.advance(61)  # past the dedup window for the next signal
         return outcome

@@ -1,0 +1,200 @@
+"""Group commit at intake: alerts arriving together share one commit, each still answered only
+once stored, dedup exact; what needs no order is decided in that commit; past capacity an
+alert is refused unstored (503, Retry-After) instead of answered late."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from decimal import Decimal as D
+from typing import Any
+
+import psycopg
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from core.models import AdmissionRequest, Outcome, SignalOutcome, SignalStatus
+from core.signals import parse_signal, storable_payload
+from live.group_commit import Overloaded
+from live.inbox import Inbox
+from live.server import build_app
+from tests.integration.test_operator_controls import ROOMY, enter
+from tests.support.factories import new_signal
+from tests.support.trading import INSTRUMENTS, Trading, signal_payload
+
+
+@pytest.fixture
+async def trading(db, dsn):
+    trading = await Trading(db, dsn).start()
+    await db.load_cache()  # as recovery does: the whole book cached
+    trading.inbox.start_processing()
+    trading.readiness.started()
+    yield trading
+    await trading.close()
+
+
+async def submit(inbox: Inbox, trading: Trading, kind: str, **fields: Any) -> Any:
+    fields.setdefault("at", trading.clock.now)
+    payload = signal_payload(kind, **fields)
+    return await inbox.submit(parse_signal(payload, INSTRUMENTS), storable_payload(payload),
+                              trading.clock.now)
+
+
+def rows(dsn: str, query: str, *params: Any) -> list[tuple[Any, ...]]:
+    with psycopg.connect(dsn) as conn:
+        return conn.execute(query, params).fetchall()
+
+
+def batches(trading: Trading) -> tuple[float | None, float | None]:
+    """(commits, alerts) of the admissions so far, from the daemon's histogram."""
+    sample = trading.metrics.registry.get_sample_value
+    return sample("pm_admission_batch_size_count"), sample("pm_admission_batch_size_sum")
+
+
+async def test_concurrent_alerts_share_commits_and_keep_arrival_order(trading, dsn):
+    instruments = list(INSTRUMENTS)
+    at = trading.clock.now
+    answers = await asyncio.gather(*(
+        submit(trading.inbox, trading, "EXIT", instrument=instruments[n % len(instruments)],
+               position="ALL", at=at + timedelta(seconds=61 * n)) for n in range(120)))
+    ids = [admission.signal_id for admission, _ in answers]
+    assert all(admission.accepted for admission, _ in answers)
+    assert ids == sorted(ids) and len(set(ids)) == 120  # ids follow arrival
+    commits, alerts = batches(trading)
+    assert alerts == 120 and commits < 60  # shared: far fewer commits than alerts
+    stored = rows(dsn, "SELECT id FROM signal_log ORDER BY id")
+    assert [row[0] for row in stored] == ids
+
+
+async def test_repeats_inside_one_batch_are_duplicates_of_the_one_stored(trading, dsn):
+    at = trading.clock.now
+    same = [submit(trading.inbox, trading, "BASE_ENTRY", at=at) for _ in range(20)]
+    refires = [submit(trading.inbox, trading, "BASE_ENTRY", at=at + timedelta(seconds=s))
+               for s in range(1, 40, 2)]
+    answers = await asyncio.gather(*same, *refires)
+    accepted = [admission for admission, _ in answers if admission.accepted]
+    assert len(accepted) == 1
+    assert {admission.signal_id for admission, _ in answers} == {accepted[0].signal_id}
+    assert rows(dsn, "SELECT count(*) FROM signal_log") == [(1,)]
+
+
+async def test_a_signal_needing_no_order_is_decided_in_its_admission(trading, dsn):
+    admission, outcome = await submit(trading.inbox, trading, "MARKET_DATA", position=None)
+    assert outcome == SignalOutcome(admission.signal_id, Outcome.IGNORED, "no open layers")
+    [(status, stored, reason)] = rows(dsn, "SELECT status, outcome, reason FROM signal_log")
+    assert (status, stored, reason) == ("processed", "ignored", "no open layers")
+    audit = rows(dsn, "SELECT details->>'outcome' FROM execution_log "
+                      "WHERE event = 'signal_decided' AND signal_id = %s", admission.signal_id)
+    events = rows(dsn, "SELECT data->>'outcome' FROM event_outbox WHERE type = 'signal.decided'")
+    assert audit == [("ignored",)] and events == [("ignored",)]
+    assert batches(trading) == (1, 1)  # one commit for the signal and its decision
+
+
+async def test_a_signal_behind_one_left_to_the_worker_waits_for_it(trading, dsn):
+    """An entry and a bar of the same flat instrument in one batch: the bar is not decided
+    against the flat book at admission — it trails the layer the entry opens."""
+    at = trading.clock.now
+    (entry, entry_answer), (bar, bar_answer) = await asyncio.gather(
+        submit(trading.inbox, trading, "BASE_ENTRY", at=at),
+        submit(trading.inbox, trading, "MARKET_DATA", position=None, price="79500",
+               at=at + timedelta(seconds=1)))
+    assert entry_answer is None and bar_answer is None  # both go to the instrument's worker
+    entered = await trading.inbox.wait_for_decision(entry.signal_id, 10)
+    trailed = await trading.inbox.wait_for_decision(bar.signal_id, 10)
+    assert entered is not None and entered.outcome is Outcome.EXECUTED
+    assert trailed is not None and trailed.outcome is Outcome.EXECUTED
+    assert trailed.result.get("stops")  # it saw the layer: its stop moved up
+
+
+async def test_a_bar_that_moves_nothing_is_decided_in_its_admission_unless_the_venue_acts(
+        db, dsn):
+    """A held instrument's bar that trails no stop is decided at admission — but not one at
+    a broker stop's trigger: the stop may have fired a moment ago, so the worker reads it."""
+    trading = await Trading(db, dsn, config=ROOMY).start()
+    await db.load_cache()
+    trading.inbox.start_processing()
+    trading.readiness.started()
+    try:
+        await enter(trading)  # GOLD_MINI base at 78500, stop 76930, ATR 785
+        async with trading.engine.locks("GOLD_MINI"):
+            await trading.stops.sync_locked("GOLD_MINI")  # a GTT rests at 76930
+        commits, alerts = batches(trading)
+        quiet, answer = await submit(trading.inbox, trading, "MARKET_DATA", position=None,
+                                     price="78000", atr=D(785))
+        assert answer is not None and answer.outcome is Outcome.EXECUTED
+        assert batches(trading) == (commits + 1, alerts + 1)  # one commit, decision included
+        [(status,)] = rows(dsn, "SELECT status FROM signal_log WHERE id = %s",
+                           quiet.signal_id)
+        assert status == SignalStatus.PROCESSED
+        trading.clock.advance(61)
+        at_trigger, answer = await submit(trading.inbox, trading, "MARKET_DATA",
+                                          position=None, price="76930", atr=D(785))
+        assert answer is None  # left to the worker, which reads the venue's stop
+        decided = await trading.inbox.wait_for_decision(at_trigger.signal_id, 10)
+        assert decided is not None and decided.outcome is Outcome.EXECUTED
+        assert rows(dsn, "SELECT status FROM paper_stops") == [("active",)]
+    finally:
+        await trading.close()
+
+
+async def test_a_deposed_leaders_decision_is_not_kept(db, dsn):
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("UPDATE leader_fence SET epoch = 5")
+    decided = AdmissionRequest(new_signal("MARKET_DATA", position=None), None,
+                               Outcome.IGNORED, "no open layers")
+    db.epoch = 4  # a newer term (5) holds the fence
+    [stale] = await db.admit_signals([decided], 60, "old-leader")
+    assert stale.accepted and stale.outcome is None
+    db.epoch = 5
+    [kept] = await db.admit_signals([AdmissionRequest(
+        new_signal("MARKET_DATA", position=None, delta_s=1), None, Outcome.IGNORED,
+        "no open layers")], 60, "leader")
+    assert kept.outcome is Outcome.IGNORED
+    assert rows(dsn, "SELECT id, status FROM signal_log ORDER BY id") == [
+        (stale.signal_id, SignalStatus.RECEIVED), (kept.signal_id, SignalStatus.PROCESSED)]
+
+
+async def test_past_its_budget_an_alert_is_refused_unstored_and_said_so(db, dsn):
+    trading = await Trading(db, dsn).start()
+    trading.inbox = inbox = Inbox(db, trading.engine, INSTRUMENTS, trading.config,
+                                  processed_by="test", clock=trading.clock,
+                                  metrics=trading.metrics, admit_budget_s=0.2)
+    client = TestClient(TestServer(build_app(trading.context())))
+    await client.start_server()
+    blocker = await psycopg.AsyncConnection.connect(dsn)
+    try:
+        # The first admission's commit is held up (the table locked), as on a saturated
+        # server; alerts behind it wait past the budget.
+        await blocker.execute("LOCK TABLE signal_log IN EXCLUSIVE MODE")
+        first = asyncio.ensure_future(submit(inbox, trading, "BASE_ENTRY"))
+        await asyncio.sleep(0.05)
+        behind = [asyncio.ensure_future(submit(
+            inbox, trading, "EXIT", position="ALL",
+            at=trading.clock.now + timedelta(seconds=61 * n))) for n in range(1, 4)]
+        await asyncio.sleep(0.3)
+        assert inbox.overloaded
+        body = {**signal_payload("MARKET_DATA", position=None), "secret": "s3cret"}
+        started = asyncio.get_running_loop().time()
+        response = await client.post("/webhook", data=_json(body))
+        assert response.status == 503 and response.headers["Retry-After"] == "1"
+        assert (await response.json())["error"] == "overloaded"
+        assert asyncio.get_running_loop().time() - started < 0.1  # shed at once
+        await blocker.rollback()
+        admission, _ = await first
+        assert admission.accepted  # in a commit already: stored and answered
+        for refused in behind:
+            with pytest.raises(Overloaded):
+                await refused
+        assert rows(dsn, "SELECT id FROM signal_log") == [(admission.signal_id,)]
+        assert not inbox.overloaded
+    finally:
+        await blocker.close()
+        await client.close()
+        await inbox.stop(1)
+        await trading.close()
+
+
+def _json(body: dict[str, Any]) -> str:
+    from live.server import dumps
+
+    return dumps(body)
