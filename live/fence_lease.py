@@ -47,7 +47,11 @@ SELECT l.epoch, l.instance_id,
        (SELECT max(last_heartbeat) FROM instance_metadata
          WHERE instance_id <> %(me)s AND role IN ('leader', 'standby'))
   FROM leader_lease l"""
-LOG = "INSERT INTO execution_log (event, details) VALUES (%s, %s)"
+# Once per note: a write repeated after one whose answer was lost finds it there.
+LOG = """
+INSERT INTO execution_log (event, details) SELECT %(event)s, %(details)s::jsonb
+ WHERE NOT EXISTS (SELECT 1 FROM execution_log
+                    WHERE event = %(event)s AND details->>'note' = %(note)s)"""
 ROLE = "UPDATE instance_metadata SET role = %s, last_heartbeat = now() WHERE instance_id = %s"
 
 
@@ -115,7 +119,8 @@ class FenceLease:
         async def run(conn: psycopg.AsyncConnection[Any]) -> None:
             async with conn.transaction():
                 await conn.execute(ROLE, (role, self._instance))
-                await conn.execute(LOG, (event, json.dumps(details)))
+                await conn.execute(LOG, {"event": event, "details": json.dumps(details),
+                                         "note": details.get("note")})
 
         await self._call(run)
 

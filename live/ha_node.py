@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Callable
 from datetime import datetime
 from enum import StrEnum
@@ -65,7 +66,10 @@ class HaNode:
         self.lost_because: str | None = None
         # Changes for the audit log (and so the events outbox), written by the loop: a lost
         # term or a lost Redis is recorded even though neither is a transaction of the book.
+        # Each carries its own id, so a write repeated after an unanswered one is not kept
+        # twice; one writer at a time (the loop's last round meets a demotion's release).
         self._notes: list[tuple[str, dict[str, Any]]] = []
+        self._writing = asyncio.Lock()
 
     # -- what the rest of the daemon asks ---------------------------------------------------
     def may_act(self) -> bool:
@@ -111,16 +115,20 @@ class HaNode:
                 pass
         await self._write_notes()
 
+    def _note(self, event: str, details: dict[str, Any]) -> None:
+        self._notes.append((event, {**details, "note": uuid.uuid4().hex}))
+
     async def _write_notes(self) -> None:
-        while self._notes:
-            event, details = self._notes[0]
-            try:
-                async with asyncio.timeout(self.interval_s):
-                    await self._fence.record(event, details, str(self.role))
-            except UNREACHABLE as exc:  # the next round writes it
-                log.warning("audit_write_failed", audit_event=event, error=str(exc))
-                return
-            self._notes.pop(0)
+        async with self._writing:
+            while self._notes:
+                event, details = self._notes[0]
+                try:
+                    async with asyncio.timeout(self.interval_s):
+                        await self._fence.record(event, details, str(self.role))
+                except UNREACHABLE as exc:  # the next round writes it
+                    log.warning("audit_write_failed", audit_event=event, error=str(exc))
+                    return
+                self._notes.pop(0)
 
     async def release(self) -> None:
         """End this term at once (clean shutdown, demotion), so the standby need not wait."""
@@ -222,8 +230,8 @@ class HaNode:
             self.lost_because = why
             log.critical("leadership_lost", instance=self.instance, epoch=self.epoch, why=why)
             self.role = Role.STANDBY  # what this process restarts as
-            self._notes.append(("leadership_lost",
-                                {"instance": self.instance, "epoch": self.epoch, "why": why}))
+            self._note("leadership_lost",
+                       {"instance": self.instance, "epoch": self.epoch, "why": why})
             self.lost.set()
 
     def _deadline(self) -> float:
@@ -237,15 +245,15 @@ class HaNode:
         if available != self.redis_available:
             if available:
                 log.warning("redis_available", instance=self.instance)
-                self._notes.append(("redis_available", {"instance": self.instance,
-                                                        "failover_possible": True}))
+                self._note("redis_available", {"instance": self.instance,
+                                               "failover_possible": True})
             else:
                 # A standby cannot take over meanwhile: say so loudly, once.
                 log.error("redis_unavailable", instance=self.instance, role=self.role,
                           error=repr(exc), failover_possible=False)
-                self._notes.append(("redis_unavailable", {
+                self._note("redis_unavailable", {
                     "instance": self.instance, "role": str(self.role),
-                    "error": type(exc).__name__, "failover_possible": False}))
+                    "error": type(exc).__name__, "failover_possible": False})
         self.redis_available = available
 
     def _database(self, available: bool, exc: BaseException | None = None) -> None:
