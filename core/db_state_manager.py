@@ -155,20 +155,19 @@ class DatabaseStateManager:
         return admission
 
     async def admit_signals(self, requests: Sequence[AdmissionRequest], window_s: int,
-                            processed_by: str | None = None) -> list[SignalAdmission]:
+                            processed_by: str | None = None,
+                            decided_at: datetime | None = None) -> list[SignalAdmission]:
         """Store each signal unless it repeats one (both DOMAIN.md §3 rules), in arrival
         order, in one statement and one commit (group commit); decided ones with their
-        outcome (a leader's decision only while its term holds).
+        outcome at `decided_at` (a leader's decision only while its term holds).
 
         Durable when this returns. Never retried: after an ambiguous failure a retry would
         find the signals themselves. Waits at most `admit_timeout_s` for a connection:
         TradingView gives up at 3 s, and a 503 it receives is better than none.
         """
         async with self._pool.connection(timeout=self._admit_timeout_s) as conn:
-            # Binary: a batch's arrays are sent as they are, not escaped element by element.
-            cur = await conn.execute(ADMIT_SQL, admit_params(requests, window_s,
-                                                             processed_by, self.epoch),
-                                     binary=True)
+            cur = await conn.execute(ADMIT_SQL, admit_params(
+                requests, window_s, processed_by, self.epoch, decided_at))
             rows = await cur.fetchall()
         return [SignalAdmission(int(signal_id), bool(accepted),
                                 None if outcome is None else Outcome(outcome))

@@ -71,9 +71,8 @@ def jsonb(value: Any) -> Jsonb:
     return Jsonb(value, dumps=partial(json.dumps, default=str))
 
 
-ADMIT_SQL = """SELECT o_signal_id, o_accepted, o_outcome FROM admit_signals(
-    %s::text[], %s::text[], %s::text[], %s::text[], %s::timestamptz[], %s::jsonb[],
-    %s::timestamptz[], %s::text[], %s::text[], %s::text[], %s, %s, %s)"""
+ADMIT_SQL = """SELECT o_signal_id, o_accepted, o_outcome
+               FROM admit_signals(%s::jsonb, %s, %s, %s, %s)"""
 # A signal decided `error` may still have an intent in flight (the failure came after it was
 # committed); when that intent is resolved, what the broker did becomes the outcome.
 DECIDE_SQL = """UPDATE signal_log SET status = 'processed', outcome = %(outcome)s,
@@ -88,15 +87,15 @@ RECORD_DECISION_SQL = f"""WITH decided AS ({DECIDE_SQL})
 
 
 def admit_params(requests: Sequence[AdmissionRequest], window_s: int,
-                 processed_by: str | None, epoch: int | None) -> tuple[Any, ...]:
-    """The batch as one array per column (one statement, whatever its size)."""
-    signals = [r.signal for r in requests]
-    return ([s.fingerprint for s in signals], [s.signal_type for s in signals],
-            [s.instrument for s in signals], [s.position for s in signals],
-            [s.signal_timestamp for s in signals], [jsonb(s.payload) for s in signals],
-            [s.received_at for s in signals], [r.rejection for r in requests],
-            [r.outcome for r in requests], [r.reason for r in requests], window_s,
-            processed_by, epoch)
+                 processed_by: str | None, epoch: int | None,
+                 decided_at: datetime | None) -> tuple[Any, ...]:
+    """The batch as one JSON array: one parameter whatever its size, dumped in one call
+    (an array per column cost ~0.1 ms per alert to adapt, element by element)."""
+    batch = [{"f": r.signal.fingerprint, "t": r.signal.signal_type, "i": r.signal.instrument,
+              "p": r.signal.position, "ts": r.signal.signal_timestamp.isoformat(),
+              "pl": r.signal.payload, "r": r.signal.received_at.isoformat(),
+              "rej": r.rejection, "o": r.outcome, "why": r.reason} for r in requests]
+    return json.dumps(batch, default=str), window_s, processed_by, epoch, decided_at
 
 
 def decision_params(signal_id: int, outcome: Outcome, reason: str | None, processed_by: str,

@@ -15,14 +15,20 @@ nothing acknowledged is lost.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+import structlog
+
 T = TypeVar("T")
 R = TypeVar("R")
+
+
+log = structlog.get_logger(__name__)
 
 
 class Overloaded(Exception):
@@ -53,7 +59,10 @@ class GroupCommit(Generic[T, R]):
         queued: _Queued[T, R] = _Queued(item, asyncio.get_running_loop().create_future())
         self._queue.append(queued)
         if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush(), name="group-commit")
+            # A context of its own: not the first sender's (its request id, its instrument).
+            self._flusher = asyncio.create_task(self._flush(), name="group-commit",
+                                                context=contextvars.Context())
+            self._flusher.add_done_callback(_report_crash)
         return await queued.answer
 
     @property
@@ -67,24 +76,29 @@ class GroupCommit(Generic[T, R]):
         return self.oldest_wait_s > self._budget_s
 
     async def _flush(self) -> None:
-        while self._queue:
-            batch = self._next_batch()
-            if not batch:
-                continue
-            try:
-                results = await self._commit([queued.item for queued in batch])
-            except asyncio.CancelledError:
-                for queued in batch:
-                    queued.answer.cancel()
-                raise
-            except Exception as exc:  # each sender hears it (a 503 for a database fault)
-                for queued in batch:
+        batch: list[_Queued[T, R]] = []
+        try:
+            while self._queue:
+                batch = self._next_batch()
+                if not batch:
+                    continue
+                try:
+                    results = await self._commit([queued.item for queued in batch])
+                except Exception as exc:  # each sender hears it (a 503 for a database fault)
+                    for queued in batch:
+                        if not queued.answer.done():
+                            queued.answer.set_exception(exc)
+                    continue
+                for queued, result in zip(batch, results, strict=True):
                     if not queued.answer.done():
-                        queued.answer.set_exception(exc)
-                continue
-            for queued, result in zip(batch, results, strict=True):
+                        queued.answer.set_result(result)
+        finally:
+            # Cancelled (shutdown) or broken: no sender is left waiting. A batch cut off in
+            # its commit may be stored or not: a 503 is true of both.
+            for queued in [*batch, *self._queue]:
                 if not queued.answer.done():
-                    queued.answer.set_result(result)
+                    queued.answer.set_exception(Overloaded("intake stopped"))
+            self._queue.clear()
 
     def _next_batch(self) -> list[_Queued[T, R]]:
         now = time.monotonic()
@@ -99,3 +113,8 @@ class GroupCommit(Generic[T, R]):
                 continue
             batch.append(queued)
         return batch
+
+
+def _report_crash(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("group_commit_crashed", error=repr(task.exception()))

@@ -113,6 +113,10 @@ class Inbox:
         # A pair's standby stores each signal and hands it over (wakes the leader) instead
         # of taking it: only the leader decides.
         self.hand_over: Callable[[], Awaitable[None]] | None = None
+        # Finding what an admission of unknown outcome stored (None: nothing to find), and
+        # the alerts admitted meanwhile, queued once it is done.
+        self._sweep: asyncio.Task[None] | None = None
+        self._held_back: list[InboxItem] = []
 
     def start_processing(self) -> None:
         self._processing.set()
@@ -140,10 +144,15 @@ class Inbox:
         held: dict[str, asyncio.Lock] = {}
         try:
             requests = [AdmissionRequest(a.new, a.late) for a in arrivals]
-            if self._processing.is_set() and self.hand_over is None:  # a leader, recovered
-                requests = await self._decide_at_admission(arrivals, requests, held)
-            admissions = await self._store.admit_signals(
-                requests, self._config.dedup_window_s, self._processed_by)
+            if self._decides_at_admission():
+                requests = self._decide_at_admission(arrivals, requests, held)
+            try:
+                admissions = await self._store.admit_signals(
+                    requests, self._config.dedup_window_s, self._processed_by, self._clock())
+            except BaseException:
+                # It may have committed all the same: what it stored is found and taken.
+                self._sweep_soon()
+                raise
             self._metrics.admission_batch.observe(len(requests))
             failpoints.reached("after_signal_durable")
             answers = [await self._admitted(arrival, request, admission)
@@ -154,15 +163,48 @@ class Inbox:
                 lock.release()
         if self.hand_over is not None and any(
                 answer[0].accepted and answer[1] is None for answer in answers):
-            await self.hand_over()
+            try:
+                await self.hand_over()
+            except Exception as exc:  # stored: the leader's poll finds them all the same
+                log.warning("hand_over_failed", error=str(exc))
         return answers
 
-    async def _decide_at_admission(self, arrivals: list[Arrival],
-                                   requests: list[AdmissionRequest],
-                                   held: dict[str, asyncio.Lock]) -> list[AdmissionRequest]:
+    def _decides_at_admission(self) -> bool:
+        """A leader (or single daemon), recovered, with nothing stored that it has not
+        taken: a decision at admission never overtakes an earlier signal."""
+        return self._processing.is_set() and self.hand_over is None and self._sweep is None
+
+    def _sweep_soon(self) -> None:
+        """Take whatever an admission whose outcome is unknown stored (it may have
+        committed); admission decides nothing until that is done."""
+        if self._sweep is not None or not self._processing.is_set() or self._stopping:
+            return
+        self._sweep = asyncio.create_task(self._sweep_stored(), name="inbox-sweep")
+        self._sweep.add_done_callback(report_crash)
+
+    async def _sweep_stored(self) -> None:
+        delay = 0.05
+        while not self._stopping:
+            try:
+                if self.hand_over is None:
+                    await self.enqueue_waiting()
+                break
+            except Exception as exc:  # the database is away: the next round finds them
+                log.warning("inbox_sweep_failed", error=str(exc), retry_in_s=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+        self._sweep = None
+        held, self._held_back = self._held_back, []
+        for item in sorted(held, key=lambda item: item.signal_id):
+            if self.hand_over is None:
+                self.enqueue(item)
+
+    def _decide_at_admission(self, arrivals: list[Arrival], requests: list[AdmissionRequest],
+                             held: dict[str, asyncio.Lock]) -> list[AdmissionRequest]:
         """Decide what needs no order, on instruments with nothing queued or in hand: their
-        locks are taken (and put in `held`) until the batch commits. Once one of an
-        instrument's signals is left to its worker, so are its later ones: order holds."""
+        locks are taken (and put in `held`) until the batch commits — only those free at
+        once, for the intake waits on no one. Once one of an instrument's signals is left
+        to its worker, so are its later ones: order holds."""
         to_worker: set[str] = set()
         decided = []
         for arrival, request in zip(arrivals, requests, strict=True):
@@ -170,21 +212,28 @@ class Inbox:
             verdict = None
             if arrival.late is None and instrument not in to_worker:
                 if instrument not in held and self._idle(instrument):
-                    held[instrument] = self._handler.locks(instrument)
-                    await held[instrument].acquire()  # free: taken without waiting
+                    lock = self._handler.locks(instrument)
+                    if lock.try_acquire():
+                        held[instrument] = lock
                 if instrument in held:
-                    verdict = self._handler.decide_at_admission(
-                        InboxItem(0, arrival.signal, arrival.received_at))
+                    verdict = self._verdict_at_admission(arrival)
                 if verdict is None:
                     to_worker.add(instrument)
             decided.append(request if verdict is None else replace(
                 request, outcome=verdict.outcome, reason=verdict.reason))
         return decided
 
+    def _verdict_at_admission(self, arrival: Arrival) -> Verdict | None:
+        try:
+            return self._handler.decide_at_admission(
+                InboxItem(0, arrival.signal, arrival.received_at))
+        except Exception:  # the worker decides it, and records whatever goes wrong there
+            log.exception("admission_decision_failed", instrument=arrival.signal.instrument)
+            return None
+
     def _idle(self, instrument: str) -> bool:
         queue = self._queues.get(instrument)
-        return (instrument not in self._busy and (queue is None or queue.empty())
-                and not self._handler.locks(instrument).locked())
+        return instrument not in self._busy and (queue is None or queue.empty())
 
     async def _admitted(self, arrival: Arrival, request: AdmissionRequest,
                         admission: SignalAdmission) -> Answer:
@@ -204,7 +253,12 @@ class Inbox:
                         (self._clock() - arrival.received_at).total_seconds())
             return admission, SignalOutcome(admission.signal_id, admission.outcome,
                                             request.reason)
-        if self.hand_over is None:
+        if self._sweep is not None:
+            # Queued after what the sweep finds: it may hold an earlier alert of this one's
+            # instrument, stored by the admission whose outcome is unknown.
+            self._held_back.append(item)
+            self._waiters.setdefault(item.signal_id, asyncio.get_running_loop().create_future())
+        elif self.hand_over is None:
             self.enqueue(item)
         return admission, None
 
@@ -262,6 +316,8 @@ class Inbox:
     async def stop(self, timeout_s: float) -> None:
         """Finish the transitions in progress; leave queued signals for the next start."""
         self._stopping = True
+        if self._sweep is not None:
+            self._sweep.cancel()
         for name, task in self._workers.items():
             if name not in self._busy:
                 task.cancel()

@@ -435,7 +435,8 @@ class FakeBookStore:
         return SignalAdmission(record.id, accepted=True)
 
     async def admit_signals(self, requests: Sequence[AdmissionRequest], window_s: int,
-                            processed_by: str | None = None) -> list[SignalAdmission]:
+                            processed_by: str | None = None,
+                            decided_at: datetime | None = None) -> list[SignalAdmission]:
         """`admit_signal` of each, in order; a leader's decision recorded with it."""
         admissions = []
         for request in requests:
@@ -444,7 +445,7 @@ class FakeBookStore:
             if admission.accepted and request.rejection is None and request.outcome:
                 await self.record_decision(admission.signal_id, request.outcome,
                                            request.reason, processed_by or "",
-                                           request.signal.received_at)
+                                           decided_at or request.signal.received_at)
                 admission = replace(admission, outcome=request.outcome)
             elif admission.accepted and request.rejection is not None:
                 admission = replace(admission, outcome=Outcome.REJECTED)

@@ -137,21 +137,116 @@ async def test_a_bar_that_moves_nothing_is_decided_in_its_admission_unless_the_v
         await trading.close()
 
 
+async def test_the_intake_never_waits_for_an_instrument_someone_else_is_about_to_take(
+        trading):
+    """A stop round holds GOLD_MINI's lock and a retry is queued for it: the lock is free for
+    an instant but promised. An alert batch holding one GOLD_MINI and one SILVER_MINI alert
+    does not wait for either (nor deadlock with one that takes locks in another order): the
+    GOLD_MINI alert goes to its worker, the SILVER_MINI one is answered at once."""
+    lock = trading.engine.locks("GOLD_MINI")
+    await lock.acquire()
+    released = asyncio.Event()
+
+    async def queued_retry() -> None:
+        async with lock:
+            await released.wait()
+
+    retry = asyncio.create_task(queued_retry())
+    await asyncio.sleep(0)  # queued for the lock
+    gold = asyncio.ensure_future(submit(trading.inbox, trading, "MARKET_DATA", position=None))
+    silver = asyncio.ensure_future(submit(trading.inbox, trading, "MARKET_DATA",
+                                          instrument="SILVER_MINI", position=None))
+    # Released after the alerts are queued and before their batch is decided: the lock is
+    # free for an instant, promised to the retry, which has not run yet.
+    asyncio.get_running_loop().call_soon(lock.release)
+    (silver_admission, silver_outcome) = await asyncio.wait_for(silver, 2)
+    assert silver_outcome is not None and silver_outcome.outcome is Outcome.IGNORED
+    gold_admission, gold_outcome = await asyncio.wait_for(gold, 2)
+    assert gold_outcome is None  # left to its worker, which waits its turn for the lock
+    released.set()
+    await retry
+    decided = await trading.inbox.wait_for_decision(gold_admission.signal_id, 10)
+    assert decided is not None and decided.outcome is Outcome.IGNORED
+
+
+async def test_a_decision_that_fails_at_admission_leaves_the_batch_stored(trading, dsn,
+                                                                          monkeypatch):
+    decide = trading.engine.decide_at_admission
+
+    def fails_on_gold(item: Any) -> Any:
+        if item.signal.instrument == "GOLD_MINI":
+            raise ValueError("a broken layer")
+        return decide(item)
+
+    monkeypatch.setattr(trading.engine, "decide_at_admission", fails_on_gold)
+    (gold, gold_outcome), (silver, silver_outcome) = await asyncio.gather(
+        submit(trading.inbox, trading, "MARKET_DATA", position=None),
+        submit(trading.inbox, trading, "MARKET_DATA", instrument="SILVER_MINI",
+               position=None))
+    assert gold.accepted and silver.accepted
+    assert gold_outcome is None and silver_outcome is not None  # the worker decides gold
+    decided = await trading.inbox.wait_for_decision(gold.signal_id, 10)
+    assert decided is not None and decided.outcome is Outcome.IGNORED
+    assert rows(dsn, "SELECT count(*) FROM signal_log WHERE status = 'processed'") == [(2,)]
+
+
+async def test_alerts_stored_by_an_admission_whose_answer_was_lost_are_still_taken(
+        trading, dsn, monkeypatch):
+    """The commit of an entry lands but its answer does not (the connection drops): the
+    sender hears a fault, and the stored entry is found and carried out all the same —
+    before the next bar of its instrument, which trails the layer the entry opened instead
+    of being decided at admission against a flat book."""
+    admit = trading.db.admit_signals
+    failures = [psycopg.OperationalError("server closed the connection unexpectedly")]
+
+    async def answer_lost(*args: Any, **kwargs: Any) -> Any:
+        admitted = await admit(*args, **kwargs)
+        if failures:
+            raise failures.pop()
+        return admitted
+
+    monkeypatch.setattr(trading.db, "admit_signals", answer_lost)
+    with pytest.raises(psycopg.OperationalError):
+        await submit(trading.inbox, trading, "BASE_ENTRY")
+    later, _ = await submit(trading.inbox, trading, "MARKET_DATA", position=None,
+                            price="79500", at=trading.clock.now + timedelta(seconds=1))
+    trailed = await trading.inbox.wait_for_decision(later.signal_id, 10)
+    assert trailed is not None and trailed.outcome is Outcome.EXECUTED
+    assert trailed.result.get("stops")  # it saw the entry's layer
+    assert rows(dsn, "SELECT signal_type, outcome FROM signal_log ORDER BY processed_at") == [
+        ("BASE_ENTRY", "executed"), ("MARKET_DATA", "executed")]
+
+
+def bar(instrument: str, delta_s: float = 0) -> AdmissionRequest:
+    """A bar decided `ignored` at admission (no open layers)."""
+    return AdmissionRequest(new_signal("MARKET_DATA", instrument, None, delta_s=delta_s), None,
+                            Outcome.IGNORED, "no open layers")
+
+
 async def test_a_deposed_leaders_decision_is_not_kept(db, dsn):
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("UPDATE leader_fence SET epoch = 5")
-    decided = AdmissionRequest(new_signal("MARKET_DATA", position=None), None,
-                               Outcome.IGNORED, "no open layers")
     db.epoch = 4  # a newer term (5) holds the fence
-    [stale] = await db.admit_signals([decided], 60, "old-leader")
+    [stale] = await db.admit_signals([bar("GOLD_MINI")], 60, "old-leader")
     assert stale.accepted and stale.outcome is None
     db.epoch = 5
-    [kept] = await db.admit_signals([AdmissionRequest(
-        new_signal("MARKET_DATA", position=None, delta_s=1), None, Outcome.IGNORED,
-        "no open layers")], 60, "leader")
+    [kept] = await db.admit_signals([bar("SILVER_MINI", 1)], 60, "leader")
     assert kept.outcome is Outcome.IGNORED
     assert rows(dsn, "SELECT id, status FROM signal_log ORDER BY id") == [
         (stale.signal_id, SignalStatus.RECEIVED), (kept.signal_id, SignalStatus.PROCESSED)]
+
+
+async def test_on_a_pair_a_decision_never_overtakes_an_alert_still_waiting(db, dsn):
+    """The other node stored an alert of the instrument that the leader has not taken yet:
+    a later alert of it is left undecided too, for the worker to take in order."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("UPDATE leader_fence SET epoch = 5")
+    db.epoch = 5
+    await db.admit_signals([AdmissionRequest(new_signal("BASE_ENTRY"))], 60, "standby")
+    [behind, elsewhere] = await db.admit_signals(
+        [bar("GOLD_MINI", 1), bar("SILVER_MINI", 2)], 60, "leader")
+    assert behind.accepted and behind.outcome is None
+    assert elsewhere.outcome is Outcome.IGNORED
 
 
 async def test_past_its_budget_an_alert_is_refused_unstored_and_said_so(db, dsn):
