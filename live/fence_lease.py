@@ -81,8 +81,10 @@ class FenceLease:
                 if await (await conn.execute(MOVE_FENCE, params)).fetchone() is None:
                     raise psycopg.Rollback(tx)
                 await conn.execute(ROLE, ("leader", self._instance))
-                await conn.execute(LOG, ("leadership_acquired", json.dumps(
-                    {"instance": self._instance, "epoch": epoch, "previous": previous})))
+                await conn.execute(LOG, {"event": "leadership_acquired", "note": None,
+                                         "details": json.dumps({"instance": self._instance,
+                                                                "epoch": epoch,
+                                                                "previous": previous})})
                 return True
             return False
 
