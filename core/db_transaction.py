@@ -462,12 +462,18 @@ class Transaction:
         assert row is not None  # the migration inserts the one row
         return row
 
-    async def count_entry(self, day: date) -> None:
-        """Count an entry sent in trading day `day` (the count restarts each day)."""
-        await self.conn.execute(
-            """UPDATE trading_state SET entries_count = CASE WHEN entries_day = %(d)s
-               THEN entries_count + 1 ELSE 1 END, entries_day = %(d)s WHERE id = 1""",
-            {"d": day})
+    async def count_entry(self, day: date) -> StateRecord:
+        """Count an entry sent in trading day `day` (the count restarts each day); return
+        the state as it was before it, held until commit. Every entry of the book waits for
+        this row: take it last in the transaction, so it is held only through the commit."""
+        row = await self._one(StateRecord, sql.SQL(
+            """WITH old AS (SELECT {} FROM trading_state WHERE id = 1 FOR UPDATE)
+               UPDATE trading_state t SET entries_day = %(d)s,
+                      entries_count = CASE WHEN t.entries_day = %(d)s
+                                      THEN t.entries_count + 1 ELSE 1 END
+               FROM old WHERE t.id = 1 RETURNING old.*""").format(STATE_COLUMNS), {"d": day})
+        assert row is not None  # the migration inserts the one row
+        return row
 
     async def change_trading_state(self, change: StateChange, at: datetime) -> StateRecord:
         """Write a state change (a resume also clears a latched breach); return the row."""

@@ -440,7 +440,8 @@ class LiveTradingEngine:
                           pyramiding: PyramidingState | None,
                           quote: Decimal | None) -> OrderIntent | SignalOutcome:
         """Commit the entry's intent — or, if the trading state or the day's entry cap
-        refuses it in that same transaction, the signal's `blocked` decision."""
+        refuses it in that same transaction, roll it back and record the signal's
+        `blocked` decision."""
         signal = item.signal
         assert signal.atr is not None  # entries require it (DOMAIN.md §3)
         # A base entry's trade id is allocated when it fills; a pyramid joins its base's trade.
@@ -450,17 +451,18 @@ class LiveTradingEngine:
                                initial_stop=plan.initial_stop, atr=signal.atr,
                                limiter=plan.limiter, quoted=quote is not None)
         day = trading_day(self._clock())
-        async with self._db.transaction() as tx:
-            refusal = entry_refusal(await tx.trading_state(for_entry=True), day,
-                                    self._config.max_entries_per_day)
-            if refusal is not None:
-                await tx.decide_signal(item.signal_id, Outcome.BLOCKED, refusal,
-                                       self._processed_by, self._clock())
-                return SignalOutcome(item.signal_id, Outcome.BLOCKED, refusal)
-            await tx.count_entry(day)
-            return await self._flow.open_intent(
-                tx, item.signal_id, signal.instrument, Side.BUY, plan.lots,
-                quote if quote is not None else signal.price, purpose)
+        try:
+            async with self._db.transaction() as tx:
+                intent = await self._flow.open_intent(
+                    tx, item.signal_id, signal.instrument, Side.BUY, plan.lots,
+                    quote if quote is not None else signal.price, purpose)
+                refusal = entry_refusal(await tx.count_entry(day), day,
+                                        self._config.max_entries_per_day)
+                if refusal is not None:
+                    raise _EntryRefused(refusal)  # the intent rolls back with the count
+        except _EntryRefused as refused:
+            return await self._record(item, Verdict(Outcome.BLOCKED, refused.reason))
+        return intent
 
     async def _exit(self, signal_id: int | None, signal: Signal,
                     plan: ExitPlan | MarketDataPlan, operator: bool = False) -> SignalOutcome:
@@ -560,6 +562,15 @@ class LiveTradingEngine:
         used = book.margin_used + sum((m for _, _, m in pending), Decimal(0))
         margin = await self._broker.available_margin(sizing, used)
         return BookSnapshot(sizing, book.equity.blended, margin, risk, vol, used)
+
+
+class _EntryRefused(Exception):
+    """The trading state or the day's entry cap refused an entry in its intent's
+    transaction."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
 
 
 def merged(outcomes: list[SignalOutcome]) -> SignalOutcome:

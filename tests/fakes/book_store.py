@@ -277,10 +277,11 @@ class FakeTransaction:
     async def trading_state(self, *, for_entry: bool = False) -> StateRecord:
         return self.work.trading[1]
 
-    async def count_entry(self, day: date) -> None:
+    async def count_entry(self, day: date) -> StateRecord:
         record = self.work.trading[1]
         self.work.trading[1] = replace(record, entries_day=day,
                                        entries_count=record.entries_on(day) + 1)
+        return record
 
     async def change_trading_state(self, change: StateChange, at: datetime) -> StateRecord:
         record = self.work.trading[1]
