@@ -15,6 +15,8 @@ import time
 import urllib.request
 from typing import Any
 
+from bench.harness import percentile, settle
+
 PAGE_ASSETS = re.compile(r'(?:src|href)="(/static/[^"]+)"')
 
 
@@ -24,22 +26,8 @@ def _get(url: str) -> bytes:
 
 
 def _percentiles(values: list[float]) -> dict[str, float]:
-    from bench.run import percentile
-
     return {"p50_ms": percentile(values, 0.5), "p99_ms": percentile(values, 0.99),
             "max_ms": max(values), "n": len(values)}
-
-
-def settle(url: str, timeout_s: float = 120) -> float:
-    """Wait until the daemon has decided every signal it took (a load phase's backlog);
-    return the seconds waited."""
-    started = time.perf_counter()
-    while time.perf_counter() - started < timeout_s:
-        latest = json.loads(_get(url + "/signals?limit=1"))["signals"]
-        if not latest or latest[0]["status"] == "processed":
-            break
-        time.sleep(0.2)
-    return time.perf_counter() - started
 
 
 def measure_dashboard(url: str, runs: int) -> dict[str, Any]:

@@ -26,8 +26,8 @@ from typing import Any
 import psycopg
 from redis import Redis
 
+from bench.harness import STREAM_INSTRUMENTS, loadgen, machine, percentile
 from bench.pair import Node, SharedServer, leader_and_standby, wait_until
-from bench.run import STREAM_INSTRUMENTS, loadgen, machine, percentile
 from bench.stream import write_bench_config
 from tests.support.redis_server import RedisServer
 
@@ -158,7 +158,7 @@ def series(work: Path, server: SharedServer, config_dir: Path, ttl_ms: int, tria
             leader, standby = leader_and_standby(nodes)
             print(f"  ttl {ttl_ms} ms, trial {number}/{trials}: "
                   f"{done[-1]['kill_to_ready_ms']:.0f} ms", flush=True)
-        return {"lease_ttl_ms": ttl_ms, "machine": machine(nodes[0]),
+        return {"lease_ttl_ms": ttl_ms, "machine": machine(nodes[0].conninfo()),
                 "renew_interval_ms": ttl_ms / 5, "target_ms": ttl_ms + 1000,
                 "poll_interval_ms": POLL_S * 1000,
                 "book": book, "trials": len(done), **phases(done), "runs": done}

@@ -25,8 +25,7 @@ from typing import Any
 
 import psycopg
 
-from bench.pair import Node, SharedServer, leader_and_standby, wait_until
-from bench.run import (
+from bench.harness import (
     BUCKET,
     STREAM_INSTRUMENTS,
     commit_floor,
@@ -35,6 +34,7 @@ from bench.run import (
     loadgen,
     machine,
 )
+from bench.pair import Node, SharedServer, leader_and_standby, wait_until
 from bench.stream import write_bench_config
 from tests.support.redis_server import RedisServer
 
@@ -192,8 +192,8 @@ def measure_fence_cost(work: Path, server: SharedServer, rounds: int, duration_s
                         "decision_latency": decisions(total)}
     return {"rate_per_s": rate, "duration_s": duration_s, "rounds": rounds,
             "orders": [list(order(r)) for r in range(rounds)],
-            "machine": machine(setups.last),
-            "commit_floor": commit_floor(setups.last, 1000),
+            "machine": machine(setups.last.conninfo()),
+            "commit_floor": commit_floor(setups.last.conninfo(), 1000),
             "pooled": pooled, "differences": differences(pooled), "per_round": per_round}
 
 

@@ -21,14 +21,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from bench.harness import BenchDaemon, percentile
 from bench.stream import INDIA, MAX_SIGNAL_AGE_S, STEP_S
 from config.domain_files import DEFAULT_CONFIG_DIR
 from tests.fakes.kite_server import FakeKiteProcess
-
-if TYPE_CHECKING:
-    from bench.run import BenchDaemon
 
 LAYERS = 5  # per instrument: a base entry and four pyramids
 # Instrument → (base price, ATR ≈ 1 % of it): steps of 2.5 ATR stay on every tick.
@@ -167,9 +165,8 @@ def repeat(drill: Drill, runs: int, venue: str) -> dict[str, Any]:
             "runs": [drill.run(number) for number in range(1, runs + 1)]}
 
 
-def on_paper(work: Path, config_dir: Path, runs: int,
-             daemon_type: type[BenchDaemon]) -> dict[str, Any]:
-    daemon = daemon_type(work, config_dir, "flatten-paper", env=ENV)
+def on_paper(work: Path, config_dir: Path, runs: int) -> dict[str, Any]:
+    daemon = BenchDaemon(work, config_dir, "flatten-paper", env=ENV)
     try:
         daemon.start(CAPITAL)
         return repeat(Drill(daemon.url, lambda: datetime.now(UTC), lambda *_: None), runs,
@@ -189,14 +186,13 @@ def kite_quote(fake: FakeKiteProcess) -> Callable[[str, Decimal], None]:
     return quote
 
 
-def through_kite(work: Path, config_dir: Path, runs: int,
-                 daemon_type: type[BenchDaemon]) -> dict[str, Any]:
+def through_kite(work: Path, config_dir: Path, runs: int) -> dict[str, Any]:
     with FakeKiteProcess(today=KITE_CLOCK_START.date(),
                          log_path=work / "flatten-kite-fake.log") as fake:
         for segment in ("equity", "commodity"):
             fake.control("cash", segment=segment, cash=KITE_CASH)
         env = {**ENV, **KITE_ENV, "PM_CLOCK_START": KITE_CLOCK_START.isoformat()}
-        daemon = daemon_type(work, config_dir, "flatten-kite", env=env,
+        daemon = BenchDaemon(work, config_dir, "flatten-kite", env=env,
                              args=("--broker", "zerodha", "--kite-root", fake.url))
         origin = time.monotonic()
         try:
@@ -208,26 +204,33 @@ def through_kite(work: Path, config_dir: Path, runs: int,
             daemon.stop()
 
 
-def measure_flatten(work: Path, quick: bool,
-                    daemon_type: type[BenchDaemon]) -> dict[str, dict[str, Any]]:
-    """Run the kill-switch drill on paper and through the fake Kite server."""
+def measure_flatten(work: Path, quick: bool) -> dict[str, dict[str, Any]]:
+    """Run the kill-switch drill on paper and through the fake Kite server; p50 / p99 /
+    max over the runs of each venue."""
     config_dir = write_flatten_config(work / "flatten-config")
-    return {"paper": on_paper(work, config_dir, 5 if quick else 20, daemon_type),
-            "kite": through_kite(work, config_dir, 2 if quick else 5, daemon_type)}
+    return {"paper": summary(on_paper(work, config_dir, 5 if quick else 20)),
+            "kite": summary(through_kite(work, config_dir, 2 if quick else 5))}
+
+
+def summary(result: dict[str, Any]) -> dict[str, Any]:
+    """p50 / p99 / max over the runs of one venue's drill."""
+    out = {k: v for k, v in result.items() if k != "runs"}
+    for timing in ("request_to_flat_ms", "daemon_elapsed_ms"):
+        values = [float(run[timing]) for run in result["runs"]]
+        out[timing] = {"p50": percentile(values, 0.5), "p99": percentile(values, 0.99),
+                       "max": max(values), "all": values}
+    return {**out, "runs": len(result["runs"])}
 
 
 def main() -> None:
     """Run only this drill; keep the work dir (the daemons' logs) and print the summary."""
     import tempfile
 
-    from bench.run import BenchDaemon, flatten_summary
-
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true")
     work = Path(tempfile.mkdtemp(prefix="pm-bench-flatten-"))
-    results = measure_flatten(work, parser.parse_args().quick, BenchDaemon)
-    print(json.dumps({venue: flatten_summary(result) for venue, result in results.items()},
-                     indent=2))
+    results = measure_flatten(work, parser.parse_args().quick)
+    print(json.dumps(results, indent=2))
     print(f"daemon logs: {work}")
 
 

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from bench import failover, fence_cost
+from bench.harness import REPO, RESULTS, git_revision
 from bench.pair import SharedServer
-from bench.run import REPO, RESULTS, git_revision
 
 
 def write_report(parts: dict[str, Any], kind: str, quick: bool = False) -> Path:

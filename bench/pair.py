@@ -2,7 +2,7 @@
 
 Every daemon here is `portfolio_manager.py live` as a separate process, as operators run a
 pair: `--db-config` on a database of the bench's own embedded server (durable defaults, as
-`make bench`), plus `--redis-url` for a node of a pair. A `Node` is a `bench.run.BenchDaemon`
+`make bench`), plus `--redis-url` for a node of a pair. A `Node` is a `bench.harness.BenchDaemon`
 that can also be spawned without waiting for `/ready` (a standby never is), killed, and
 asked for its role.
 """
@@ -23,7 +23,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from bench.run import REPO, BenchDaemon
+from bench.harness import REPO, BenchDaemon
 from live.embedded_db import EmbeddedPostgres, ServerAddress
 
 SECRET = "bench-ha-webhook-secret"
