@@ -44,6 +44,18 @@ class BatchStopVenue(Protocol):
         ...
 
 
+@runtime_checkable
+class StopBookVenue(Protocol):
+    """A venue that reads every stop of one kind in one request (Zerodha: its order book
+    holds the day's SL orders, its GTT list every GTT), where one read per stop would spend
+    its ten reads a second."""
+
+    async def stop_states_of(self, kind: str, refs: Sequence[str]) -> dict[str, VenueStop]:
+        """What the venue says of each of these stops of `kind`, by reference (one it does
+        not list is left out)."""
+        ...
+
+
 async def insert_stops(conn: AsyncConnection[Any],
                        wanted: Sequence[tuple[Layer, str, StopLevels]]) -> list[StopRecord]:
     """Write placements about to be sent (status placing, tagged BS<id>), in `wanted`'s

@@ -8,7 +8,7 @@ import hashlib
 import hmac
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -366,6 +366,9 @@ class KiteBroker:
 
     async def stop_state(self, kind: str, ref: str) -> VenueStop:
         return await self._stops.state(kind, ref)
+
+    async def stop_states_of(self, kind: str, refs: Sequence[str]) -> dict[str, VenueStop]:
+        return await self._stops.states(kind, refs)
 
     async def find_stop(self, stop: StopOrder, known: frozenset[str]) -> VenueStop | None:
         return await self._stops.find(stop, known)

@@ -5,7 +5,7 @@ commodities), both SELL LIMIT at the stop's band below the trigger."""
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -68,6 +68,16 @@ class KiteStops:
             history = await self._call("other", "order_history", ref)
             return _sl_stop(history[-1])
         return _gtt_stop(await self._call("other", "get_gtt", int(ref)))
+
+    async def states(self, kind: str, refs: Sequence[str]) -> dict[str, VenueStop]:
+        """What Zerodha says of many stops of one kind, by reference, in one read: the
+        day's order book for SL orders, the GTT list for GTTs (one not listed is left out)."""
+        wanted = set(refs)
+        if kind == SL:
+            return {str(o["order_id"]): _sl_stop(o) for o in await self._call("other", "orders")
+                    if str(o["order_id"]) in wanted}
+        return {str(g["id"]): _gtt_stop(g) for g in await self._call("other", "get_gtts")
+                if str(g["id"]) in wanted}
 
     async def find(self, stop: StopOrder, known: frozenset[str]) -> VenueStop | None:
         if stop.kind == SL:

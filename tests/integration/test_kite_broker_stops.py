@@ -286,3 +286,86 @@ async def test_an_ambiguous_gtt_placement_is_found_not_placed_twice(bank, fake):
     assert bank.stops.view(layer.id)["status"] == "active"
     assert [g["status"] for g in fake.state.gtts()] == ["active"]
     assert bank.stops.view(layer.id)["id"] == str(fake.state.gtts()[0]["id"])
+
+
+def gold_price(venue, price: str) -> None:
+    """Trade every listed GOLDM contract at `price`."""
+    for key in venue.state.snapshot()["prices"]:
+        if key.startswith("MCX:GOLDM"):
+            venue.state.set_price(key.split(":")[1], price)
+
+
+async def gold_layers(kite, fake) -> list[dict]:
+    """Two GOLD_MINI layers, each with its SL order resting; return those orders."""
+    gold_price(fake, "72000")
+    assert (await kite.send("BASE_ENTRY", **gold_entry())).outcome == "executed"
+    gold_price(fake, "74000")
+    pyramid = await kite.send("PYRAMID", **gold_entry(
+        position="Long_2", price="74000", stop="73000"))
+    assert pyramid.outcome == "executed", pyramid
+    await keep(kite)
+    stops = [o for o in fake_orders(fake) if o["tag"].startswith("BS")]
+    assert [o["status"] for o in stops] == ["TRIGGER PENDING"] * 2
+    return stops
+
+
+async def test_an_exit_confirms_all_its_layers_stop_cancels_with_one_read(gold, fake):
+    """Each SL order is cancelled, and one read of the order book confirms them all before
+    the sale (a read per stop spent a flatten's ten reads a second)."""
+    kite = gold
+    stops = await gold_layers(kite, fake)
+    before = calls(fake)
+    outcome = await kite.send("EXIT", position="ALL", price="74000")
+    assert outcome.outcome == "executed", outcome
+    used = spent(before, calls(fake))
+    # Two cancels, one read of the order book; the one order read is the sale's own.
+    assert (used["cancel"], used["orders"], used["order_history"]) == (2, 1, 1)
+    after = {o["order_id"]: o for o in fake_orders(fake)}
+    assert [after[o["order_id"]]["status"] for o in stops] == ["CANCELLED"] * 2
+    [sale] = [o for o in fake_orders(fake) if o["tag"].startswith("PM")
+              and o["transaction_type"] == "SELL"]
+    assert sale["quantity"] == sum(o["quantity"] for o in stops)
+    assert [kite.stops.of_layer(p.id) for p in await kite.db.live_layers("GOLD_MINI")] == []
+    assert await positions_agree(kite)
+
+
+async def test_a_stop_that_fired_among_those_cancelled_together_sells_its_layer_alone(
+        gold, fake):
+    """One layer's SL order fires while the exit cancels both: that one is adopted (the
+    venue's order sells it), the other is cancelled and confirmed, and the daemon's exit
+    is replanned for the other layer only: one sale each."""
+    kite = gold
+    stops = await gold_layers(kite, fake)
+    gold_price(fake, "72900")  # under Long_2's trigger only: it fires at the venue
+    # The chart's price is above both triggers: nothing says a stop fired until the
+    # exit's cancels are read back.
+    outcome = await kite.send("EXIT", position="ALL", price="74000")
+    assert "sold by the broker stop of layers" in outcome.reason, outcome
+    await kite.exits.attempt_due()  # the rest, replanned without the layer sold
+    after = {o["order_id"]: o for o in fake_orders(fake)}
+    assert sorted(after[o["order_id"]]["status"] for o in stops) == ["CANCELLED", "COMPLETE"]
+    sells = [o for o in fake_orders(fake) if o["transaction_type"] == "SELL"
+             and o["filled_quantity"] > 0]
+    assert sorted(o["tag"][:2] for o in sells) == ["BS", "PM"]
+    assert sum(o["filled_quantity"] for o in sells) == sum(o["quantity"] for o in stops)
+    reasons = sorted(p.exit_reason for p in await kite.db.list_positions("closed", 10))
+    assert reasons == [BROKER_STOP, "trend reversal"]
+    assert await positions_agree(kite)
+
+
+async def test_an_exit_confirms_its_gtt_deletes_with_one_read_of_the_list(bank, fake):
+    trading, symbol = bank, bank_symbol(fake)
+    fake.state.set_price(symbol, "53000")
+    pyramid = await trading.send("PYRAMID", **{**BANK, "position": "Long_2", "price": "53000",
+                                                 "stop": "52500"})
+    assert pyramid.outcome == "executed", pyramid
+    await keep(trading, "BANK_NIFTY")
+    assert [g["status"] for g in fake.state.gtts()] == ["active"] * 2
+    before = calls(fake)
+    outcome = await trading.send("EXIT", instrument="BANK_NIFTY", position="ALL",
+                                 price="53000")
+    assert outcome.outcome == "executed", outcome
+    used = spent(before, calls(fake))
+    assert (used["gtt_delete"], used["gtts"], used.get("gtt", 0)) == (2, 1, 0)
+    assert [g["status"] for g in fake.state.gtts()] == ["deleted"] * 2
+    assert await positions_agree(trading)
