@@ -3,7 +3,8 @@
 
 On paper, and with `--broker zerodha` against the fake Kite server as its own process (the real
 kiteconnect client in between). One run: resume, enter five layers of each instrument (a base
-entry, then pyramids 2.5 ATR apart, each answered `executed`), flatten, check that 20 layers
+entry, then pyramids 2.5 ATR apart, each answered `executed`), wait until each layer's broker
+stop rests (at Kite: an SL order or a GTT each, to be cancelled), flatten, check that 20 layers
 closed and `/positions` is empty, withdraw the profit (so that the next run sizes the same
 book). Timed on the client (request to answer) and as the daemon reports it (`elapsed_ms`: its
 flatten task, from the first cancel to the broker's confirmation).
@@ -134,6 +135,7 @@ class Drill:
         for n in range(LAYERS):
             for instrument in MARKET:
                 self.enter(instrument, n)
+        self.until_protected()
         started = time.perf_counter()
         code, answer = self.admin("flatten", f"bench run {number}")
         request_ms = (time.perf_counter() - started) * 1000
@@ -145,6 +147,20 @@ class Drill:
             raise FlattenFailed(f"open after the flatten: {left['positions']}")
         self.withdraw_profit()
         return {"request_to_flat_ms": request_ms, "daemon_elapsed_ms": answer["elapsed_ms"]}
+
+    def until_protected(self, timeout_s: float = 10.0) -> None:
+        """Wait until every layer's broker stop rests (where the venue keeps them): the
+        drill flattens a protected book, not one whose last stop is still being placed
+        (that placement, a quote and a GTT, would be timed as the flatten's)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            stops = call(f"{self.url}/status")[1]["broker_stops"]
+            if stops is None or not stops["enabled"] or (
+                    stops["in_step"] and stops["protected"] == OPEN_LAYERS):
+                return
+            if time.monotonic() > deadline:
+                raise FlattenFailed(f"broker stops not in step: {stops}")
+            time.sleep(0.05)
 
     def withdraw_profit(self) -> None:
         """Take the run's profit out, so that every run sizes the same book: a growing
