@@ -109,8 +109,8 @@ def floor_step(floor: Target, stream: Stream, rate: int, duration_s: float) -> d
 
 def held(figures: dict[str, Any]) -> bool:
     lost_ = figures.get("lost", {"missing": 0, "undecided": 0})
-    return (figures["errors"] == 0 and figures["p99_ms"] < HELD_P99_MS
-            and lost_["missing"] == 0 and lost_["undecided"] == 0)
+    return bool(figures["errors"] == 0 and figures["p99_ms"] < HELD_P99_MS
+                and lost_["missing"] == 0 and lost_["undecided"] == 0)
 
 
 def ratios(daemon: dict[str, Any], floor: dict[str, Any]) -> dict[str, float]:

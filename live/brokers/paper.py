@@ -8,6 +8,7 @@ without the engine having recorded it, and crash tests can compare broker and bo
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from decimal import Decimal
@@ -39,6 +40,7 @@ from live.brokers.base import (
 )
 
 VENUE_ERRORS = (psycopg.Error, PoolTimeout)
+PLACED_KEPT = 1000
 CLOSED_MESSAGE = "Markets are closed right now. Use GTT for placing long standing orders instead."
 
 
@@ -61,6 +63,7 @@ class PaperBroker:
         # (nearly every price) is seen without a query.
         self._triggers: dict[str, dict[str, Decimal]] = {}
         self._instrument_of: dict[str, str] = {}  # contract → instrument, for its tick
+        self._placed: OrderedDict[str, BrokerOrder] = OrderedDict()  # the newest orders
 
     async def start(self) -> None:
         await self._pool.open(wait=True)
@@ -135,26 +138,38 @@ class PaperBroker:
                          SELECT 'PAPER' || n.id, %(tag)s, %(symbol)s, %(side)s, %(quantity)s,
                                 %(type)s, %(price)s, %(status)s, %(filled)s, %(fill)s, %(msg)s
                          FROM (SELECT nextval('paper_orders_id_seq') AS id) n
-                         RETURNING order_id),
+                         RETURNING *),
                        t AS (
                          INSERT INTO paper_trades (trade_id, order_id, tradingsymbol, side,
                            quantity, price, traded_at)
                          SELECT o.order_id || 'T1', o.order_id, %(symbol)s, %(side)s,
                                 %(quantity)s, %(fill)s, %(now)s
-                         FROM o WHERE %(filled)s > 0)
-                       SELECT order_id FROM o""",
+                         FROM o WHERE %(filled)s > 0
+                         RETURNING trade_id, quantity, price, traded_at)
+                       SELECT o.*, coalesce((SELECT json_agg(json_build_object(
+                                'trade_id', t.trade_id, 'quantity', t.quantity,
+                                'price', t.price::text, 'traded_at', t.traded_at)) FROM t),
+                              '[]') AS trades
+                       FROM o""",
                     {"tag": request.tag, "symbol": request.tradingsymbol, "side": request.side,
                      "quantity": request.quantity, "type": request.order_type,
                      "price": request.price, "status": status.value,
                      "filled": 0 if rejected else request.quantity,
                      "fill": None if rejected else price,
                      "msg": CLOSED_MESSAGE if rejected else None, "now": now})
+                cur.row_factory = dict_row
                 row = await cur.fetchone()
         except VENUE_ERRORS as exc:
             # The commit may or may not have happened: the engine resolves by tag.
             raise BrokerUnavailable(f"paper broker: {type(exc).__name__}") from exc
         assert row is not None
-        return [str(row[0])]
+        order = _order(row)
+        # A paper order is final as placed and never changes: the engine's read of it right
+        # after needs no round trip.
+        self._placed[order.order_id] = order
+        if len(self._placed) > PLACED_KEPT:
+            self._placed.popitem(last=False)
+        return [order.order_id]
 
     async def find_by_tag(self, tag: str) -> list[BrokerOrder]:
         return await self._orders("tag = %s", tag)
@@ -166,6 +181,9 @@ class PaperBroker:
         raise OrderRejected(f"paper order {order.order_id} is final: nothing to cancel")
 
     async def order(self, order_id: str) -> BrokerOrder:
+        placed = self._placed.get(order_id)
+        if placed is not None:
+            return placed
         orders = await self._orders("order_id = %s", order_id)
         if not orders:
             raise BrokerUnavailable(f"paper broker: no order {order_id}")
