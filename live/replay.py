@@ -25,6 +25,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, TextIO
 
+import uvloop
+
 from config.config_hash import config_sha256, effective_config
 from config.domain_files import load_holidays
 from config.errors import ConfigError
@@ -292,7 +294,7 @@ def replay_command(settings: Settings, request: ReplayRequest) -> int:
     configure_logging(settings.log_level if "log_level" in settings.model_fields_set
                       else "ERROR")
     try:
-        run = asyncio.run(run_replay(settings, request, Progress().update))
+        run = uvloop.run(run_replay(settings, request, Progress().update))
     except ConfigError as exc:
         print(f"replay refused: {exc}", file=sys.stderr)
         return 2
