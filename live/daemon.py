@@ -71,6 +71,8 @@ from live.telegram import build_telegram, telegram_configured
 
 VERSION = "0.1.0"
 log = structlog.get_logger(__name__)
+# A deep accept queue: alerts arrive in bursts (one per instrument at a bar close).
+ACCEPT_BACKLOG = 1024
 
 
 @contextmanager
@@ -234,6 +236,7 @@ async def run_live(settings: Settings) -> None:
         start_task(stack, watch_database(db, parts.readiness, metrics,
                                          settings.db_watch_interval_s), "database-watch")
         start_task(stack, claim.keep(stop.set), "book-claim")
+        start_task(stack, parts.inbox.lag.run(), "loop-lag")
 
         if node is not None:
             parts.inbox.hand_over = db.notify_inbox  # until elected: the leader decides
@@ -396,12 +399,14 @@ async def serve(settings: Settings, stack: AsyncExitStack, context: Context
     if inherited is not None:
         listener = socket.socket(fileno=int(inherited))
     else:
-        # A deep accept queue: alerts arrive in bursts (one per instrument at a bar close).
         family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
         listener = socket.create_server((settings.host, settings.port), family=family,
-                                        backlog=1024)
-    # Kept open by a duplicate: the site closes its own when the server stops.
-    await web.SockSite(runner, socket.socket(fileno=os.dup(listener.fileno()))).start()
+                                        backlog=ACCEPT_BACKLOG)
+    # Kept open by a duplicate: the site closes its own when the server stops. The site
+    # listens again with its own backlog (aiohttp's default is 128): past it a connection's
+    # SYN is dropped and the sender retries a second later, a third of TradingView's wait.
+    await web.SockSite(runner, socket.socket(fileno=os.dup(listener.fileno())),
+                       backlog=ACCEPT_BACKLOG).start()
     url = f"http://{settings.host}:{settings.port}"
     log.info("serving", url=url, webhook_url=f"{url}/webhook", broker=context.broker.name)
     return listener

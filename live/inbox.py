@@ -9,7 +9,7 @@ its waiter hears, even when the handler fails unexpectedly.
 from __future__ import annotations
 
 import asyncio
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -34,6 +34,7 @@ from core.specs import PortfolioConfig
 from live import failpoints
 from live.group_commit import GroupCommit
 from live.instrument_locks import InstrumentLocks
+from live.loop_lag import LoopLag
 from live.metrics import Metrics
 
 log = structlog.get_logger(__name__)
@@ -41,6 +42,9 @@ log = structlog.get_logger(__name__)
 # and the decision may take its own share of that.
 ADMIT_BUDGET_S = 1.0
 RECENT_OUTCOMES = 10_000
+# A webhook waits for its decision only with at most this many of its instrument's signals
+# queued (itself included): behind more, the decision is not coming soon.
+PATIENT_BEHIND = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +92,7 @@ class Inbox:
     def __init__(self, store: BookStore, handler: SignalHandler,
                  instruments: Collection[str], config: PortfolioConfig, *,
                  processed_by: str, clock: Callable[[], datetime], metrics: Metrics,
-                 admit_budget_s: float = ADMIT_BUDGET_S):
+                 admit_budget_s: float = ADMIT_BUDGET_S, lag: LoopLag | None = None):
         self._store = store
         self._handler = handler
         self._instruments = instruments
@@ -104,12 +108,16 @@ class Inbox:
         # (its admission is answered after the worker may already have taken it).
         self._recent: OrderedDict[int, SignalOutcome] = OrderedDict()
         self._queued: set[int] = set()
+        self._behind: Counter[str] = Counter()  # per instrument: queued or in hand
         self._stopping = False
         # Nothing is processed until recovery has resolved what an earlier run left open.
         self._processing = asyncio.Event()
         # Alerts arriving while one admission commits share the next commit.
         self._intake: GroupCommit[Arrival, Answer] = GroupCommit(
             self._admit, budget_s=admit_budget_s)
+        self._admit_budget_s = admit_budget_s
+        # The event loop's lateness: how long an alert waited unread (run by the daemon).
+        self.lag = lag or LoopLag()
         # A pair's standby stores each signal and hands it over (wakes the leader) instead
         # of taking it: only the leader decides.
         self.hand_over: Callable[[], Awaitable[None]] | None = None
@@ -135,8 +143,15 @@ class Inbox:
 
     @property
     def overloaded(self) -> bool:
-        """Whether an alert arriving now would not be stored within the budget."""
-        return self._intake.overloaded
+        """Whether an alert arriving now would not be stored within the budget: the
+        admissions queued are that far behind, or the loop is (the alert itself, unread,
+        was sent that long ago)."""
+        return self._intake.overloaded or self.lag.lag_s > self._admit_budget_s
+
+    @property
+    def unseen_wait_s(self) -> float:
+        """About how long an alert read now waited before it was read."""
+        return self.lag.lag_s
 
     async def _admit(self, arrivals: list[Arrival]) -> list[Answer]:
         """Admit a batch in one commit, with what can be decided at once decided in it;
@@ -266,6 +281,7 @@ class Inbox:
         if item.signal_id in self._queued:
             return  # taken from the webhook and from the database during recovery
         self._queued.add(item.signal_id)
+        self._behind[item.signal.instrument] += 1
         self._waiters.setdefault(item.signal_id, asyncio.get_running_loop().create_future())
         instrument = item.signal.instrument
         queue = self._queues.get(instrument)
@@ -298,6 +314,11 @@ class Inbox:
                                               self._processed_by, self._clock())
             return
         self.enqueue(InboxItem(record.id, signal, record.received_at, recovered=True))
+
+    def patience_s(self, instrument: str, remaining_s: float) -> float:
+        """How long a webhook waits for its signal's decision: not at all while its
+        instrument's worker is behind (the sender hears `accepted` now, not late)."""
+        return 0.0 if self._behind[instrument] > PATIENT_BEHIND else remaining_s
 
     async def wait_for_decision(self, signal_id: int, timeout_s: float) -> SignalOutcome | None:
         waiter = self._waiters.get(signal_id)
@@ -343,6 +364,7 @@ class Inbox:
                     if not self._stopping:
                         await self._take(item)
                     self._queued.discard(item.signal_id)
+                    self._behind[instrument] -= 1
                     queue.task_done()
             finally:
                 self._busy.discard(instrument)

@@ -186,10 +186,11 @@ async def _webhook(request: web.Request, ctx: Context) -> web.Response:
         return reply({"status": "duplicate", "signal_id": admission.signal_id,
                       "reason": "duplicate signal", "result": {}})
     if outcome is None:
-        # The wait counts from arrival: time spent being stored is part of it.
-        waited = (ctx.clock() - received_at).total_seconds()
-        outcome = await ctx.inbox.wait_for_decision(
-            admission.signal_id, max(ctx.policy.decision_wait_ms / 1000 - waited, 0.0))
+        # The wait counts from when the alert was sent: time spent being stored is part of
+        # it, and so is the time it waited unread while the daemon was behind.
+        waited = (ctx.clock() - received_at).total_seconds() + ctx.inbox.unseen_wait_s
+        outcome = await ctx.inbox.wait_for_decision(admission.signal_id, ctx.inbox.patience_s(
+            signal.instrument, max(ctx.policy.decision_wait_ms / 1000 - waited, 0.0)))
     if outcome is None:
         return reply({"status": "accepted", "signal_id": admission.signal_id, "reason": None,
                       "result": {}}, 202)

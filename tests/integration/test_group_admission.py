@@ -5,6 +5,7 @@ alert is refused unstored (503, Retry-After) instead of answered late."""
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import timedelta
 from decimal import Decimal as D
 from typing import Any
@@ -293,3 +294,42 @@ def _json(body: dict[str, Any]) -> str:
     from live.server import dumps
 
     return dumps(body)
+
+
+async def test_behind_its_instrument_an_alert_is_accepted_at_once_not_late(trading):
+    """Past capacity the workers fall behind: a webhook whose instrument has signals queued
+    ahead of it is answered 202 `accepted` as soon as it is stored, instead of holding the
+    sender for the decision wait (and answering after TradingView has given up)."""
+    client = TestClient(TestServer(build_app(trading.context())))
+    await client.start_server()
+    lock = trading.engine.locks("GOLD_MINI")
+    await lock.acquire()  # the worker is busy with what came before
+    try:
+        at = trading.clock.now
+        queued = [asyncio.ensure_future(submit(trading.inbox, trading, "EXIT", position="ALL",
+                                               at=at + timedelta(seconds=61 * n)))
+                  for n in range(4)]
+        await asyncio.gather(*queued)
+        body = {**signal_payload("EXIT", position="ALL", at=at + timedelta(seconds=61 * 5)),
+                "secret": "s3cret"}
+        started = asyncio.get_running_loop().time()
+        response = await client.post("/webhook", data=_json(body))
+        assert response.status == 202 and (await response.json())["status"] == "accepted"
+        assert asyncio.get_running_loop().time() - started < 0.5  # the wait is 2 s
+    finally:
+        lock.release()
+        await client.close()
+
+
+async def test_a_late_loop_is_a_late_alert(trading):
+    """When the loop itself runs late, an alert read now was sent that long before: past
+    the admission budget it is refused unstored, and the decision wait is shortened."""
+    task = asyncio.create_task(trading.inbox.lag.run())
+    try:
+        await asyncio.sleep(0.05)
+        time.sleep(1.2)  # noqa: ASYNC251 - the loop stuck: nothing is read meanwhile
+        await asyncio.sleep(0.05)
+        assert trading.inbox.unseen_wait_s >= 1.1
+        assert trading.inbox.overloaded
+    finally:
+        task.cancel()
