@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hmac
 import ipaddress
 import os
@@ -270,6 +271,7 @@ def _matches(presented: str | None, expected: str) -> bool:
     return presented is not None and hmac.compare_digest(presented.encode(), expected.encode())
 
 
+@functools.lru_cache(maxsize=1024)  # every request parses its peer: a few peers, many times
 def _address(text: str) -> Address | None:
     try:
         address = ipaddress.ip_address(text)
