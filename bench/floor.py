@@ -81,8 +81,9 @@ class FloorServer:
 
     secret = "floor"  # it checks none: the body is stored as it came
 
-    def __init__(self, conninfo: str, port: int, log: Path):
+    def __init__(self, conninfo: str, port: int, log: Path, pgdata: Path):
         self.url = f"http://127.0.0.1:{port}"
+        self.pgdata = pgdata  # its server's, for the CPU it costs
         self._command = [sys.executable, "-m", "bench.floor", f"--conninfo={conninfo}",
                          f"--port={port}"]
         self._log = log
@@ -101,6 +102,11 @@ class FloorServer:
             except OSError:
                 time.sleep(0.05)
         raise RuntimeError(f"the floor server did not start (log: {self._log})")
+
+    @property
+    def pid(self) -> int:
+        assert self._process is not None
+        return self._process.pid
 
     def __exit__(self, *exc: object) -> None:
         if self._process is not None:

@@ -7,6 +7,7 @@ import json
 import os
 import platform
 import re
+import resource
 import signal
 import socket
 import subprocess
@@ -16,6 +17,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Protocol
 
+import psutil
 import psycopg
 
 REPO = Path(__file__).resolve().parent.parent
@@ -89,8 +91,12 @@ class BenchDaemon:
     def secret(self) -> str:
         return (self.state_dir / "webhook_secret").read_text().strip()
 
+    @property
+    def pgdata(self) -> Path:
+        return self.state_dir / "pg"
+
     def conninfo(self, dbname: str = "portfolio_manager") -> str:
-        return f"host={self.state_dir / 'pg'} port=5432 user=postgres dbname={dbname}"
+        return f"host={self.pgdata} port=5432 user=postgres dbname={dbname}"
 
     def metrics(self) -> str:
         with urllib.request.urlopen(self.url + "/metrics", timeout=10) as response:
@@ -110,6 +116,37 @@ def settle(url: str, timeout_s: float = 120) -> float:
             break
         time.sleep(0.1)
     return time.perf_counter() - started
+
+
+class CpuMeter:
+    """CPU seconds spent by a server process (the daemon, the floor), the PostgreSQL server
+    in `pgdata` and this bench's finished children (the load generator): what a phase cost
+    each, on the shared cores."""
+
+    def __init__(self, server_pid: int, pgdata: Path):
+        self._server = psutil.Process(server_pid)
+        self._postmaster = psutil.Process(int((pgdata / "postmaster.pid").read_text().split()[0]))
+
+    def read(self) -> dict[str, float]:
+        postgres = 0.0
+        for process in [self._postmaster, *self._postmaster.children()]:
+            try:
+                times = process.cpu_times()
+            except psutil.Error:  # a backend that just ended
+                continue
+            postgres += times.user + times.system
+        server = self._server.cpu_times()
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return {"server": server.user + server.system, "postgres": postgres,
+                "load_generator": children.ru_utime + children.ru_stime}
+
+    @staticmethod
+    def spent(before: dict[str, float], after: dict[str, float], seconds: float,
+              signals: int) -> dict[str, Any]:
+        """Cores busy over `seconds`, and CPU µs a signal, of each."""
+        used = {k: after[k] - before[k] for k in before}
+        return {"cores": {k: round(v / seconds, 2) for k, v in used.items()},
+                "us_per_signal": {k: round(1e6 * v / max(signals, 1)) for k, v in used.items()}}
 
 
 def loadgen(target: Target, *args: str) -> dict[str, Any]:

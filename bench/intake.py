@@ -2,8 +2,11 @@
 same load generator, in the same run — then past capacity.
 
 A step sends the stream open loop at one rate. It is held when every request was answered
-2xx, its p99 is under 100 ms and nothing acknowledged is missing from the book. Between
-steps the daemon settles (its backlog decided), so no step inherits the last one's work.
+2xx, its p99 is under 100 ms, nothing acknowledged is missing from the book, and the
+decisions kept up: the backlog is decided within a second of the step's end (a daemon that
+stores faster than it decides answers `accepted` quickly while its decisions fall further
+behind — not a rate it can sustain). Between steps the daemon settles, so no step inherits
+the last one's work.
 """
 
 from __future__ import annotations
@@ -14,9 +17,11 @@ from typing import Any
 
 import psycopg
 
-from bench.harness import BenchDaemon, Target, latency_summary, loadgen, percentile
+from bench.floor import FloorServer
+from bench.harness import BenchDaemon, CpuMeter, Target, latency_summary, loadgen, percentile
 
 HELD_P99_MS = 100.0
+HELD_SETTLE_S = 1.0
 TRADINGVIEW_WAIT_MS = 3000.0
 
 
@@ -91,8 +96,13 @@ def _figures(result: dict[str, Any]) -> dict[str, Any]:
 
 def daemon_step(daemon: BenchDaemon, stream: Stream, rate: int,
                 duration_s: float) -> dict[str, Any]:
+    assert daemon.process is not None
+    meter = CpuMeter(daemon.process.pid, daemon.pgdata)
+    before, started = meter.read(), time.monotonic()
     result = step(daemon, stream, rate, duration_s)
     figures = _figures(result)
+    figures["cpu"] = CpuMeter.spent(before, meter.read(), time.monotonic() - started,
+                                    result["requests"])
     figures["by_kind"] = by_kind(result)
     figures["settled_s"] = daemon.settle()
     figures["lost"] = lost(daemon, result)
@@ -101,8 +111,14 @@ def daemon_step(daemon: BenchDaemon, stream: Stream, rate: int,
     return figures
 
 
-def floor_step(floor: Target, stream: Stream, rate: int, duration_s: float) -> dict[str, Any]:
-    figures = _figures(step(floor, stream, rate, duration_s))
+def floor_step(floor: FloorServer, stream: Stream, rate: int,
+               duration_s: float) -> dict[str, Any]:
+    meter = CpuMeter(floor.pid, floor.pgdata)
+    before, started = meter.read(), time.monotonic()
+    result = step(floor, stream, rate, duration_s)
+    figures = _figures(result)
+    figures["cpu"] = CpuMeter.spent(before, meter.read(), time.monotonic() - started,
+                                    result["requests"])
     figures["held"] = held(figures)
     return figures
 
@@ -110,14 +126,15 @@ def floor_step(floor: Target, stream: Stream, rate: int, duration_s: float) -> d
 def held(figures: dict[str, Any]) -> bool:
     lost_ = figures.get("lost", {"missing": 0, "undecided": 0})
     return bool(figures["errors"] == 0 and figures["p99_ms"] < HELD_P99_MS
-                and lost_["missing"] == 0 and lost_["undecided"] == 0)
+                and lost_["missing"] == 0 and lost_["undecided"] == 0
+                and figures.get("settled_s", 0.0) <= HELD_SETTLE_S)
 
 
 def ratios(daemon: dict[str, Any], floor: dict[str, Any]) -> dict[str, float]:
     return {"p50": daemon["p50_ms"] / floor["p50_ms"], "p99": daemon["p99_ms"] / floor["p99_ms"]}
 
 
-def ladder(daemon: BenchDaemon, floor: Target, stream: Stream, rates: list[int],
+def ladder(daemon: BenchDaemon, floor: FloorServer, stream: Stream, rates: list[int],
            duration_s: float) -> dict[str, Any]:
     """Step both up: the daemon until a step is not held, the floor until its own limit
     (at least as far as the daemon went)."""

@@ -62,10 +62,22 @@ def step_lines(report: dict[str, Any]) -> list[str]:
         for who in ("daemon", "floor"):
             if who in row:
                 s = row[who]
+                cpu = s["cpu"]["cores"]
                 parts.append(f"{who} p50 {_ms(s['p50_ms'])} p99 {_ms(s['p99_ms'])} ms "
-                             f"err {s['errors']}" + ("" if s["held"] else " (not held)"))
+                             f"err {s['errors']}" + ("" if s["held"] else " (not held)")
+                             + f", cores {cpu['server']:.2f}+{cpu['postgres']:.2f} pg"
+                             f"+{cpu['load_generator']:.2f} load")
         lines.append("  " + "; ".join(parts))
     return lines
+
+
+def cpu_rows(report: dict[str, Any]) -> list[Row]:
+    """What a signal costs each process at 200/s: the daemon's against the floor's."""
+    daemon, floor = (report["ack_200"][who]["cpu"]["us_per_signal"] for who in
+                     ("daemon", "floor"))
+    return [("CPU a signal @200/s: server + PostgreSQL",
+             f"daemon {daemon['server']} + {daemon['postgres']} µs; floor {floor['server']} "
+             f"+ {floor['postgres']} µs (load generator {daemon['load_generator']} µs)", "")]
 
 
 def scaling_rows(report: dict[str, Any]) -> list[Row]:
@@ -122,7 +134,7 @@ def other_rows(report: dict[str, Any]) -> list[Row]:
 
 
 def table(report: dict[str, Any]) -> str:
-    rows = intake_rows(report) + scaling_rows(report) + other_rows(report)
+    rows = intake_rows(report) + cpu_rows(report) + scaling_rows(report) + other_rows(report)
     width = max(len(r[0]) for r in rows)
     lines = [f"revision {report['git_revision']}, {report['machine']['cores']} cores, "
              f"{report['machine']['cpu']}, PostgreSQL {report['machine']['postgresql']}"

@@ -105,7 +105,8 @@ def run(quick: bool) -> dict[str, Any]:
         report["machine"] = machine(daemon.conninfo())
         report["commit_floor"] = commit_floor(daemon.conninfo(), 500 if quick else 2000)
         report["duplicate_storm"] = storm(daemon, 1000)  # on a flat book: it must execute
-        with FloorServer(daemon.conninfo(), free_port(), work / "floor.log") as floor:
+        with FloorServer(daemon.conninfo(), free_port(), work / "floor.log",
+                         daemon.pgdata) as floor:
             report.update(intake_phases(daemon, floor, quick))
         report["dashboard"] = measure_dashboard(daemon.url, 10 if quick else 30)
     finally:
