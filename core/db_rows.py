@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import fields
+from enum import Enum
 from typing import Any
 
 from psycopg import sql
@@ -33,13 +34,22 @@ def _optional(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
     return lambda value: None if value is None else convert(value)
 
 
+def _member(enum: type[Enum]) -> Callable[[Any], Any]:
+    """The enum's member for a stored value: a dict look-up (calling the enum costs a
+    microsecond, thousands of times over in a recovery load); anything else is the enum's
+    to refuse, as before."""
+    members = {member.value: member for member in enum}
+    return lambda value: members[value] if value in members else enum(value)
+
+
 # Per model, the columns whose stored text becomes something else.
 _CONVERTERS: dict[type, dict[str, Callable[[Any], Any]]] = {
-    Layer: {"status": LayerStatus},
-    OrderIntent: {"status": IntentStatus, "side": Side, "purpose": purpose_from_json},
-    SignalRecord: {"status": SignalStatus, "outcome": _optional(Outcome)},
-    StateRecord: {"state": TradingState, "actor": Actor},
-    StopRecord: {"status": StopStatus},
+    Layer: {"status": _member(LayerStatus)},
+    OrderIntent: {"status": _member(IntentStatus), "side": _member(Side),
+                  "purpose": purpose_from_json},
+    SignalRecord: {"status": _member(SignalStatus), "outcome": _optional(_member(Outcome))},
+    StateRecord: {"state": _member(TradingState), "actor": _member(Actor)},
+    StopRecord: {"status": _member(StopStatus)},
 }
 
 

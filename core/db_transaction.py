@@ -521,6 +521,12 @@ class Transaction:
     async def store_configuration(self, sha256: str, body: dict[str, Any]) -> bool:
         """Store a configuration under its hash unless it is stored; return whether it was
         new (the first start under it)."""
+        # Looked up first: a restart under a stored one (nearly every start) sends no body,
+        # which the server would parse only to find the hash taken.
+        found = await self.conn.execute("SELECT 1 FROM configurations WHERE sha256 = %s",
+                                        (sha256,))
+        if await found.fetchone() is not None:
+            return False
         cursor = await self.conn.execute(
             """INSERT INTO configurations (sha256, body) VALUES (%s, %s)
                ON CONFLICT (sha256) DO NOTHING""", (sha256, jsonb(body)))

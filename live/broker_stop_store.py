@@ -6,26 +6,23 @@ from __future__ import annotations
 from typing import Any
 
 from psycopg import AsyncConnection, sql
-from psycopg.rows import kwargs_row
 
-from core.broker_stops import WORKING, StopLevels, StopRecord, StopStatus
-from core.db_rows import columns
+from core.broker_stops import WORKING, StopLevels, StopRecord
+from core.db_rows import columns, row_factory
 from core.errors import VersionConflict
 from core.models import Layer
 
 _COLUMNS = columns(StopRecord)
 _MUTABLE = frozenset({"status", "broker_ref", "trigger_price", "limit_price", "pending_trigger",
                       "pending_limit", "exit_intent_id", "reason"})
-
-
-def _record(**row: Any) -> StopRecord:
-    return StopRecord(**{**row, "status": StopStatus(row["status"])})
+# Rows built by position, as every other record (a startup load reads the whole book's).
+_ROWS = row_factory(StopRecord)
 
 
 async def insert_stop(conn: AsyncConnection[Any], layer: Layer, kind: str,
                       levels: StopLevels) -> StopRecord:
     """Write a placement about to be sent (status placing), tagged BS<id>."""
-    async with conn.cursor(row_factory=kwargs_row(_record)) as cur:
+    async with conn.cursor(row_factory=_ROWS) as cur:
         await cur.execute(sql.SQL(
             """INSERT INTO broker_stops (id, tag, position_id, instrument, kind, tradingsymbol,
                  exchange, quantity, trigger_price, limit_price, status)
@@ -33,7 +30,7 @@ async def insert_stop(conn: AsyncConnection[Any], layer: Layer, kind: str,
                FROM (SELECT nextval('broker_stops_id_seq') AS id) n RETURNING {}"""
         ).format(_COLUMNS), (layer.id, layer.instrument, kind, layer.tradingsymbol,
                              layer.exchange, layer.quantity, levels.trigger, levels.limit))
-        record = await cur.fetchone()
+        record: StopRecord | None = await cur.fetchone()
     assert record is not None
     return record
 
@@ -47,13 +44,13 @@ async def update_stop(conn: AsyncConnection[Any], record: StopRecord,
     assignments = sql.SQL(", ").join(
         sql.SQL("{} = {}").format(sql.Identifier(name), sql.Placeholder(name))
         for name in changes)
-    async with conn.cursor(row_factory=kwargs_row(_record)) as cur:
+    async with conn.cursor(row_factory=_ROWS) as cur:
         await cur.execute(sql.SQL(
             """UPDATE broker_stops SET {}, version = version + 1, updated_at = now()
                WHERE id = %(id)s AND version = %(version)s RETURNING {}"""
         ).format(assignments, _COLUMNS), {**changes, "id": record.id,
                                           "version": record.version})
-        updated = await cur.fetchone()
+        updated: StopRecord | None = await cur.fetchone()
     if updated is None:
         raise VersionConflict("broker_stops", record.id, record.version)
     return updated
@@ -62,7 +59,7 @@ async def update_stop(conn: AsyncConnection[Any], record: StopRecord,
 async def latest_stops(conn: AsyncConnection[Any]) -> list[StopRecord]:
     """The newest stop of every live layer (what /positions shows and the keeper starts
     from), plus any stop still working whatever its layer (one to cancel)."""
-    async with conn.cursor(row_factory=kwargs_row(_record)) as cur:
+    async with conn.cursor(row_factory=_ROWS) as cur:
         await cur.execute(sql.SQL(
             """SELECT {} FROM (
                  SELECT DISTINCT ON (s.position_id) s.*
@@ -71,7 +68,6 @@ async def latest_stops(conn: AsyncConnection[Any]) -> list[StopRecord]:
                  ORDER BY s.position_id, s.id DESC) latest ORDER BY id"""
         ).format(_COLUMNS), ([s.value for s in WORKING],))
         return await cur.fetchall()
-
 
 
 async def known_refs(conn: AsyncConnection[Any], tradingsymbol: str) -> frozenset[str]:
