@@ -9,14 +9,15 @@ again, so consumers skip ids they have seen. Redis away only delays the events.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from core.db_state_manager import DatabaseStateManager
 from live.outbox_follower import OutboxFollower, Row
+
+if TYPE_CHECKING:  # Redis is imported only by a pair: a single daemon's start skips it
+    from redis.asyncio import Redis
 
 STREAM = "pm:events"
 STREAM_MAXLEN = 100_000  # approximate: a consumer further behind reads the outbox table
@@ -60,6 +61,8 @@ class EventPublisher(OutboxFollower):
         return await self.follow_committed()
 
     def downstream_errors(self) -> tuple[type[BaseException], ...]:
+        from redis.exceptions import RedisError
+
         return (RedisError,)
 
     async def deliver(self, conn: psycopg.AsyncConnection[Any], rows: list[Row]) -> None:

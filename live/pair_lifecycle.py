@@ -11,18 +11,18 @@ import sys
 import threading
 import time
 from contextlib import AsyncExitStack
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
-from redis.asyncio import Redis
 
 from config.errors import ConfigError
 from config.settings import Settings
 from core.db_pool import TRANSIENT_ERRORS
 from core.db_state_manager import DatabaseStateManager
 from live.fence_lease import FenceLease
-from live.ha_node import HaNode
-from live.leader_lease import LeaderLease
+
+if TYPE_CHECKING:
+    from live.ha_node import HaNode
 
 log = structlog.get_logger(__name__)
 
@@ -36,6 +36,12 @@ async def join_pair(settings: Settings, stack: AsyncExitStack, conninfo: str,
         return None
     if settings.db_config is None:
         raise ConfigError("a pair shares one database: give --db-config with --redis-url")
+    # Imported by a pair only: Redis costs a single daemon's start tens of ms.
+    from redis.asyncio import Redis
+
+    from live.ha_node import HaNode
+    from live.leader_lease import LeaderLease
+
     interval_s = settings.lease_ttl_ms / 5000
     redis = Redis.from_url(settings.redis_url.get_secret_value(), socket_timeout=interval_s,
                            socket_connect_timeout=interval_s)

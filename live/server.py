@@ -29,7 +29,6 @@ from live.brokers.base import Broker
 from live.engine import LiveTradingEngine
 from live.exit_retries import ExitRetries
 from live.group_commit import Overloaded
-from live.ha_node import HaNode
 from live.inbox import Inbox
 from live.metrics import Metrics
 from live.rate_limit import RateLimiter
@@ -42,6 +41,7 @@ if TYPE_CHECKING:
     from live.daily_limits import DailyLimits
     from live.event_feed import EventFeed
     from live.flatten import Flattener
+    from live.ha_node import HaNode  # a pair's: Redis is imported only by a pair
     from live.reconciler import Reconciler
 from live.webhook_body import BadBody, parse_body
 
