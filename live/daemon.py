@@ -248,10 +248,16 @@ async def run_live(settings: Settings) -> None:
             if node is not None:
                 await stand_by(node, db)
                 db.epoch, parts.inbox.hand_over = node.epoch, None
-            await venue.broker.start()
-            stack.push_async_callback(venue.broker.close)
-            await parts.engine.control.load()
-            await parts.engine.restore_prices(await db.last_alert_prices(list(instruments)))
+            # The last alert prices are read while the venue starts: over a long history
+            # the read is the database's work, the start ours.
+            prices = asyncio.ensure_future(db.last_alert_prices(list(instruments)))
+            try:
+                await venue.broker.start()
+                stack.push_async_callback(venue.broker.close)
+                await parts.engine.control.load()
+                await parts.engine.restore_prices(await prices)
+            finally:
+                await _cancel(prices)  # done by now, unless the start failed
             await recover(db, venue.broker, parts.inbox, parts.flow, portfolio,
                           parts.readiness, settings.startup_stage_timeout_s,
                           reconciler=parts.reconciler, stops=parts.stops)

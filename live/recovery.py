@@ -63,9 +63,11 @@ async def recover(db: BookStore, broker: Broker, inbox: Inbox, flow: OrderFlow,
     if reconciler is None:
         reconciler = Reconciler(db, broker, flow.instruments, readiness,
                                 locks=InstrumentLocks(), metrics=Metrics(), clock=flow.clock)
-    await run_stage(readiness, "load", stage_timeout_s, db.load_cache)
-    if stops is not None:  # before intents are resolved: an exit cancels its layers' stops
-        await run_stage(readiness, "load", stage_timeout_s, stops.load)
+    # The broker stops are loaded before intents are resolved (an exit cancels its layers'
+    # stops), beside the cache: each read's wait for the database is the other's time to
+    # build its rows.
+    await run_stage(readiness, "load", stage_timeout_s,
+                    lambda: together(db.load_cache(), *([stops.load()] if stops else [])))
     await run_stage(readiness, "resolve_intents", stage_timeout_s,
                     lambda: resolve_intents(db, flow, config, readiness))
     if stops is not None:
@@ -77,6 +79,19 @@ async def recover(db: BookStore, broker: Broker, inbox: Inbox, flow: OrderFlow,
                               lambda: resume_signals(inbox))
     readiness.started()
     log.info("recovered", resumed_signals=resumed, mismatches=mismatches)
+
+
+async def together(*works: Awaitable[object]) -> None:
+    """Run `works` side by side until all are done; the first failure cancels the rest (as
+    one after another, nothing runs past a failure) and is raised."""
+    tasks = [asyncio.ensure_future(work) for work in works]
+    try:
+        await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
 
 
 async def resolve_intents(db: BookStore, flow: OrderFlow, config: PortfolioConfig,
