@@ -87,10 +87,9 @@ def roll_due(
     spec: InstrumentSpec, calendar: TradingCalendar, held: ContractRef, now: datetime
 ) -> bool:
     """Return whether layers held in `held` must be rolled at `now` (never without an expiry)."""
-    moment = india_time(now)
     if held.expiry is None:
         return False
-    return moment >= roll_moment(spec, calendar, held.expiry)
+    return india_time(now) >= roll_moment(spec, calendar, held.expiry)
 
 
 def _expiry_order(contract: ContractRef) -> tuple[bool, date]:

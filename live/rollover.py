@@ -117,6 +117,8 @@ class Rollover:
         if self._pending.has_pending(spec.name):
             return None
         for layer in layers:
+            if layer.expiry is None:  # never rolled (and no contract to build, per layer)
+                continue
             contract = layer.contract
             if contract is not None and roll_due(spec, self._calendar, contract, now):
                 return contract
