@@ -4,11 +4,14 @@ venue calls that place and read a round's stops in one request.
 A startup round covers the whole book (thousands of layers): one transaction and one venue
 call per stop would cost a commit and a round trip each. The rows keep the order the keeper
 follows one stop at a time: every placement is committed `placing` before the venue is
-asked, and what the venue answered is committed after.
+asked, and what the venue answered is committed after. A round's rows go to the database as
+one JSON parameter, dumped in one call (an array per column is adapted element by element:
+~50 ms a statement for ten thousand stops).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import fields
 from typing import Any, Protocol, runtime_checkable
@@ -61,24 +64,23 @@ async def insert_stops(conn: AsyncConnection[Any],
     """Write placements about to be sent (status placing, tagged BS<id>), in `wanted`'s
     order."""
     layers = [layer for layer, _, _ in wanted]
+    rows = [{"position_id": x.id, "instrument": x.instrument, "kind": kind,
+             "tradingsymbol": x.tradingsymbol, "exchange": x.exchange, "quantity": x.quantity,
+             "trigger_price": levels.trigger, "limit_price": levels.limit}
+            for x, kind, levels in wanted]
     async with conn.cursor(row_factory=row_factory(StopRecord)) as cur:
         await cur.execute(sql.SQL(
             """WITH n AS (
                  SELECT nextval('broker_stops_id_seq') AS id, w.*
-                 FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[], %s::text[],
-                             %s::int[], %s::numeric[], %s::numeric[])
-                      AS w(position_id, instrument, kind, tradingsymbol, exchange, quantity,
-                           trigger_price, limit_price))
+                 FROM json_to_recordset(%s::json)
+                      AS w(position_id bigint, instrument text, kind text, tradingsymbol text,
+                           exchange text, quantity int, trigger_price numeric,
+                           limit_price numeric))
                INSERT INTO broker_stops (id, tag, position_id, instrument, kind, tradingsymbol,
                  exchange, quantity, trigger_price, limit_price, status)
                SELECT id, 'BS' || id, position_id, instrument, kind, tradingsymbol, exchange,
                       quantity, trigger_price, limit_price, 'placing' FROM n
-               RETURNING {}""").format(_COLUMNS),
-            ([x.id for x in layers], [x.instrument for x in layers],
-             [kind for _, kind, _ in wanted], [x.tradingsymbol for x in layers],
-             [x.exchange for x in layers], [x.quantity for x in layers],
-             [levels.trigger for _, _, levels in wanted],
-             [levels.limit for _, _, levels in wanted]))
+               RETURNING {}""").format(_COLUMNS), (batch(rows),))
         inserted: list[StopRecord] = await cur.fetchall()
     by_layer = {record.position_id: record for record in inserted}
     return [by_layer[layer.id] for layer in layers]
@@ -92,24 +94,28 @@ async def settle_stops(conn: AsyncConnection[Any], changes: Sequence[Settled]
     """Record each stop's new status — with its venue reference and why, where given (the
     others keep theirs) — if its version is still the record's; VersionConflict otherwise.
     Return the rows as written, in `changes`' order."""
+    rows = [{"id": record.id, "version": record.version, "status": status.value,
+             "broker_ref": ref, "reason": reason} for record, status, ref, reason in changes]
     async with conn.cursor(row_factory=row_factory(StopRecord)) as cur:
         await cur.execute(sql.SQL(
             """UPDATE broker_stops s SET status = c.status,
                       broker_ref = coalesce(c.broker_ref, s.broker_ref),
                       reason = coalesce(c.reason, s.reason),
                       version = s.version + 1, updated_at = now()
-               FROM unnest(%s::bigint[], %s::int[], %s::text[], %s::text[], %s::text[])
-                    AS c(id, version, status, broker_ref, reason)
+               FROM json_to_recordset(%s::json)
+                    AS c(id bigint, version int, status text, broker_ref text, reason text)
                WHERE s.id = c.id AND s.version = c.version RETURNING {}"""
-        ).format(_S_COLUMNS),
-            ([r.id for r, _, _, _ in changes], [r.version for r, _, _, _ in changes],
-             [status.value for _, status, _, _ in changes], [ref for _, _, ref, _ in changes],
-             [reason for _, _, _, reason in changes]))
+        ).format(_S_COLUMNS), (batch(rows),))
         updated = {record.id: record for record in await cur.fetchall()}
     for record, _, _, _ in changes:
         if record.id not in updated:
             raise VersionConflict("broker_stops", record.id, record.version)
     return [updated[record.id] for record, _, _, _ in changes]
+
+
+def batch(rows: list[dict[str, Any]]) -> str:
+    """A round's rows as one JSON array; a price goes as its exact decimal text."""
+    return json.dumps(rows, default=str)
 
 
 async def known_refs_of(conn: AsyncConnection[Any], symbols: Sequence[str]) -> frozenset[str]:

@@ -8,6 +8,7 @@ without the engine having recorded it, and crash tests can compare broker and bo
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -306,18 +307,20 @@ class PaperBroker:
     async def place_stops(self, stops: Sequence[StopOrder]) -> list[str]:
         """Rest all `stops` in one transaction (all or none); return their references, in
         order."""
+        # One JSON parameter: arrays are adapted element by element (ms per thousand).
         rows = await self._stop_write_all(
             """INSERT INTO paper_stops (stop_id, tag, instrument, tradingsymbol, quantity,
                  trigger_price, limit_price, status)
                SELECT 'PS' || nextval('paper_stops_id_seq'), s.tag, s.instrument, s.symbol,
                       s.quantity, s.trigger, s.limit_price, 'active'
-               FROM unnest(%s::text[], %s::text[], %s::text[], %s::int[], %s::numeric[],
-                           %s::numeric[]) WITH ORDINALITY
+               FROM ROWS FROM (json_to_recordset(%s::json)
+                               AS (tag text, instrument text, symbol text, quantity int,
+                                   trigger numeric, limit_price numeric)) WITH ORDINALITY
                     AS s(tag, instrument, symbol, quantity, trigger, limit_price, n)
                ORDER BY s.n RETURNING tag, stop_id""",
-            ([s.tag for s in stops], [s.instrument for s in stops],
-             [s.tradingsymbol for s in stops], [s.quantity for s in stops],
-             [s.trigger for s in stops], [s.limit for s in stops]))
+            (json.dumps([{"tag": s.tag, "instrument": s.instrument, "symbol": s.tradingsymbol,
+                          "quantity": s.quantity, "trigger": s.trigger, "limit_price": s.limit}
+                         for s in stops], default=str),))
         refs = {str(tag): str(ref) for tag, ref in rows}
         for stop in stops:
             self._watch(refs[stop.tag], stop.instrument, stop.tradingsymbol, stop.trigger)
