@@ -87,6 +87,9 @@ def scaling_rows(report: dict[str, Any]) -> list[Row]:
         if item["open_layers"] == 10_000:
             target = f"≤ {TARGETS['recovery_s']:.0f} s"
         value = f"{item['process_start_to_ready_s']:.2f} s to ready"
+        if "first_start_placing_stops_s" in item:
+            value += (f" (restart, stops resting; first start placing every stop "
+                      f"{item['first_start_placing_stops_s']:.2f} s)")
         stream = item.get("stream")
         if stream is not None:
             value += (f"; stream {stream['rate_per_s']}/s p50 {_ms(stream['p50_ms'])} p99 "
