@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hmac
 import json
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jinja2
 import structlog
 from aiohttp import web
 
@@ -31,6 +31,9 @@ from live.rate_limit import RateLimiter
 from live.server import CTX, Context, error, reply, signal_id_of
 from live.web_format import ist, number, percent, rupees, signed_rupees
 from live.web_session import COOKIE, SESSION_S, Grant, Session
+
+if TYPE_CHECKING:
+    import jinja2
 
 WEB = Path(__file__).parent / "web"
 KEEPALIVE_S = 15.0
@@ -59,10 +62,16 @@ def _tone(value: Any) -> str:
     return "" if value is None or value == 0 else ("good" if value > 0 else "bad")
 
 
-TEMPLATES = jinja2.Environment(loader=jinja2.FileSystemLoader(WEB / "templates"),
-                               autoescape=True, undefined=jinja2.StrictUndefined)
-TEMPLATES.filters.update(rupees=rupees, signed_rupees=signed_rupees, price=number,
-                         percent=percent, ist=_moment, tone=_tone)
+@functools.cache
+def templates() -> jinja2.Environment:
+    """The page's templates, made at the first page served: jinja2 is no part of a start."""
+    import jinja2
+
+    environment = jinja2.Environment(loader=jinja2.FileSystemLoader(WEB / "templates"),
+                                     autoescape=True, undefined=jinja2.StrictUndefined)
+    environment.filters.update(rupees=rupees, signed_rupees=signed_rupees, price=number,
+                               percent=percent, ist=_moment, tone=_tone)
+    return environment
 
 
 def session_of(request: web.Request) -> Session | None:
@@ -72,7 +81,7 @@ def session_of(request: web.Request) -> Session | None:
 def render(request: web.Request, template: str, status: int = 200,
            **values: Any) -> web.Response:
     session = session_of(request)
-    body = TEMPLATES.get_template(template).render(
+    body = templates().get_template(template).render(
         session=session, admin=session is not None and session.grant is Grant.ADMIN, **values)
     return web.Response(text=body, status=status, content_type="text/html", headers=HEADERS)
 
