@@ -329,7 +329,11 @@ class PaperBroker:
     async def stop_states(self, refs: Sequence[str]) -> dict[str, VenueStop]:
         """What the venue says of each of these stops, by reference (one it does not know
         is left out)."""
-        return {s.ref: s for s in await self._stops("stop_id = ANY(%s)", list(refs))}
+        # The references as one JSON parameter (a startup round asks for the whole book's:
+        # an array is adapted element by element), each still found by its index.
+        return {s.ref: s for s in await self._stops(
+            "stop_id = ANY(ARRAY(SELECT json_array_elements_text(%s::json)))",
+            json.dumps(list(refs)))}
 
     async def find_stops(self, stops: Sequence[StopOrder],
                          known: frozenset[str]) -> dict[str, VenueStop]:
