@@ -17,6 +17,20 @@ _MUTABLE = frozenset({"status", "broker_ref", "trigger_price", "limit_price", "p
                       "pending_limit", "exit_intent_id", "reason"})
 # Rows built by position, as every other record (a startup load reads the whole book's).
 _ROWS = row_factory(StopRecord)
+# The newest stop of each live layer, from the layer (its index on position and id), and the
+# stops still working, from theirs: what a restart reads grows with the open book, not with
+# the stops placed over its history. Of each layer's, the newest: for a live layer, its
+# newest of all; for a closed one, its working stop.
+LATEST_STOPS_SQL = sql.SQL(
+    """SELECT {} FROM (
+         SELECT DISTINCT ON (found.position_id) found.* FROM (
+           SELECT s.* FROM portfolio_positions p
+           CROSS JOIN LATERAL (SELECT * FROM broker_stops s WHERE s.position_id = p.id
+                               ORDER BY s.id DESC LIMIT 1) s
+           WHERE p.status <> 'closed'
+           UNION ALL
+           SELECT * FROM broker_stops WHERE status = ANY(%s)) found
+         ORDER BY found.position_id, found.id DESC) latest ORDER BY id""").format(_COLUMNS)
 
 
 async def insert_stop(conn: AsyncConnection[Any], layer: Layer, kind: str,
@@ -60,13 +74,7 @@ async def latest_stops(conn: AsyncConnection[Any]) -> list[StopRecord]:
     """The newest stop of every live layer (what /positions shows and the keeper starts
     from), plus any stop still working whatever its layer (one to cancel)."""
     async with conn.cursor(row_factory=_ROWS) as cur:
-        await cur.execute(sql.SQL(
-            """SELECT {} FROM (
-                 SELECT DISTINCT ON (s.position_id) s.*
-                 FROM broker_stops s JOIN portfolio_positions p ON p.id = s.position_id
-                 WHERE p.status <> 'closed' OR s.status = ANY(%s)
-                 ORDER BY s.position_id, s.id DESC) latest ORDER BY id"""
-        ).format(_COLUMNS), ([s.value for s in WORKING],))
+        await cur.execute(LATEST_STOPS_SQL, ([s.value for s in WORKING],))
         return await cur.fetchall()
 
 

@@ -1,0 +1,1 @@
+DROP INDEX IF EXISTS broker_stops_position_idx;
