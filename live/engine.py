@@ -540,6 +540,11 @@ class LiveTradingEngine:
     def last_price(self, layer: Layer) -> Decimal:
         return self._last_price.get(layer.instrument, layer.entry_price)
 
+    def last_prices(self) -> dict[str, Decimal]:
+        """Each instrument's last price as of now (a copy): `last_price` at this moment is
+        the layer's instrument's, else its entry."""
+        return dict(self._last_price)
+
     @property
     def config(self) -> PortfolioConfig:
         """The portfolio configuration the engine decides under."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import date, datetime
+from decimal import Decimal
 
 import structlog
 from psycopg import AsyncConnection
@@ -39,10 +40,21 @@ log = structlog.get_logger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class Book:
-    """The book at one moment, as its snapshot rows show it."""
+    """The book at one moment: its snapshot row, and the layers and prices its position rows
+    are made of (made for a day's start and end only: an interval snapshot, every minute,
+    writes none, and neither does a daily-limit check)."""
 
     portfolio: PortfolioSnapshot
-    positions: tuple[PositionSnapshot, ...]
+    layers: tuple[Layer, ...]
+    prices: dict[str, Decimal]  # each instrument's last price at that moment
+
+    def mark(self, layer: Layer) -> Decimal:
+        return marked(self.prices, layer)
+
+
+def marked(prices: dict[str, Decimal], layer: Layer) -> Decimal:
+    """A layer's price among `prices`, as the engine's `last_price` when they were taken."""
+    return prices.get(layer.instrument, layer.entry_price)
 
 
 class Snapshots:
@@ -83,15 +95,15 @@ class Snapshots:
             last = self._last
             if last is not None and last.portfolio.trading_day == ended_day:
                 await insert_positions(conn, ended_day, DAY_END, last.portfolio.taken_at,
-                                       last.positions)
+                                       self._positions(last))
             elif ended_day == ended[-1]:
                 # Started since that day ended: nothing trades while the daemon is down,
                 # so the layers live now are the ones it ended with.
-                await insert_positions(conn, ended_day, DAY_END, now, book.positions)
+                await insert_positions(conn, ended_day, DAY_END, now, self._positions(book))
             log.info("trading_day_ended", day=ended_day.isoformat())
         # A restart later in the day finds the day started: its first baseline stands.
         if await insert_portfolio(conn, replace(book.portfolio, kind=DAY_START)):
-            await insert_positions(conn, day, DAY_START, now, book.positions)
+            await insert_positions(conn, day, DAY_START, now, self._positions(book))
             log.info("trading_day_started", day=day.isoformat(),
                      sizing_equity=str(book.portfolio.sizing_equity),
                      unrealized=str(book.portfolio.unrealized))
@@ -99,8 +111,9 @@ class Snapshots:
     async def book(self, now: datetime) -> Book:
         """Return the book at `now`, marked at the last prices known."""
         layers = await self._db.all_live_layers()
-        book = exposure(await self._db.portfolio_state(), layers, self._instruments,
-                        self._engine.last_price)
+        state = await self._db.portfolio_state()
+        prices = self._engine.last_prices()
+        book = exposure(state, layers, self._instruments, lambda x: marked(prices, x))
         eq = book.equity
         portfolio = PortfolioSnapshot(
             taken_at=now, trading_day=trading_day(now), kind=INTERVAL,
@@ -109,10 +122,13 @@ class Snapshots:
             sizing_equity=sizing_equity(self._config, eq.closed, eq.blended, eq.high),
             risk_percent=percent(book.risk, eq.blended),
             margin_percent=percent(book.margin_used, eq.blended), open_layers=book.layers)
-        return Book(portfolio, tuple(self._position(x) for x in layers))
+        return Book(portfolio, tuple(layers), prices)
 
-    def _position(self, layer: Layer) -> PositionSnapshot:
-        mark = self._engine.last_price(layer)
+    def _positions(self, book: Book) -> tuple[PositionSnapshot, ...]:
+        """The book's position rows, each layer at its price at that moment."""
+        return tuple(self._position(x, book.mark(x)) for x in book.layers)
+
+    def _position(self, layer: Layer, mark: Decimal) -> PositionSnapshot:
         pv = self._instruments[layer.instrument].point_value
         return PositionSnapshot(
             position_id=layer.id, instrument=layer.instrument, layer=layer.layer,
