@@ -94,6 +94,13 @@ def needs_stop(layer: Layer) -> bool:
     return layer.status is LayerStatus.OPEN and layer.tradingsymbol is not None
 
 
+def may_move(record: StopRecord, layer: Layer) -> bool:
+    """Whether the layer's stop is above the broker's: only then can `should_move` hold, the
+    wanted trigger being the layer's stop rounded down. A round over the whole book works out
+    the levels of these layers only (a few µs each, for most layers on most rounds)."""
+    return layer.current_stop > record.trigger_price
+
+
 def should_move(record: StopRecord, wanted: StopLevels) -> bool:
     """A broker stop follows the trail upwards only; a lower wanted trigger (a stop the
     book holds below the broker's, after rounding) leaves it where it is."""

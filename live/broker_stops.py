@@ -31,6 +31,7 @@ from core.broker_stops import (
     StopLevels,
     StopRecord,
     StopStatus,
+    may_move,
     needs_stop,
     should_move,
     stop_levels,
@@ -280,7 +281,6 @@ class BrokerStops:
                 record = await self._resolve(record, layer)
             if not needs_stop(layer):
                 continue
-            wanted = stop_levels(layer, self._band, spec.tick_size)
             if record is not None and record.working and (
                     record.quantity != layer.quantity
                     or record.tradingsymbol != layer.tradingsymbol):
@@ -295,12 +295,15 @@ class BrokerStops:
                     continue  # fired: its order sells the layer
                 if kind != GTT and not in_session:  # a DAY order only while the session runs
                     continue
+                wanted = stop_levels(layer, self._band, spec.tick_size)
                 if placements is None:
                     await self._place(layer, kind, wanted)
                 else:
                     placements.append((layer, kind, wanted))
-            elif record.status is StopStatus.ACTIVE and should_move(record, wanted):
-                await self._modify(record, wanted, layer)
+            elif record.status is StopStatus.ACTIVE and may_move(record, layer):
+                wanted = stop_levels(layer, self._band, spec.tick_size)
+                if should_move(record, wanted):
+                    await self._modify(record, wanted, layer)
         if placements is None:
             self._show(instrument, layers, in_session or kind == GTT)
 
