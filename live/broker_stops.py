@@ -228,7 +228,9 @@ class BrokerStops:
                 venue = read.get(record.id) if read is not None else None
                 if venue is None:
                     venue = await self._reading(self._state_call(record))
-                record = await self._apply_venue(record, venue, layers.get(record.position_id))
+                if venue.state is not StopState.ACTIVE:  # resting, as recorded: nothing to do
+                    record = await self._apply_venue(record, venue,
+                                                     layers.get(record.position_id))
             adopted |= record.status is StopStatus.TRIGGERED and before is not record.status
         return adopted
 
