@@ -14,9 +14,10 @@ from core.db_state_manager import DatabaseStateManager
 from core.models import Layer, NewLayer
 from core.reconciliation import ACCEPTED_EVENT, Discrepancy, book_positions, diff_positions
 from core.specs import InstrumentSpec
+from live.assembly import build_broker, now_utc
 from live.brokers.base import Broker
 from live.brokers.kite_session import save_session
-from live.daemon import build_broker, now_utc, state_dir_lock
+from live.daemon import state_dir_lock
 from live.database_server import database_target
 from live.fill_booking import write_exit
 from live.metrics import Metrics

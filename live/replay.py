@@ -3,7 +3,7 @@ path (DESIGN.md §13), on a book of its own.
 
 Each payload goes where the webhook sends one once it has parsed it — the inbox's
 admission, then the engine, the order flow, the paper broker and the fill booking, all wired
-by `live.daemon.assemble` — on a fresh embedded PostgreSQL in a temporary directory. The
+by `live.assembly.assemble` — on a fresh embedded PostgreSQL in a temporary directory. The
 clock is virtual: it stands at each signal's own timestamp while that signal is admitted
 and decided, and the replay waits for every consequence (fills, broker stops, exit retries,
 limits) before the next, so the same file always gives the same book.
@@ -35,8 +35,9 @@ from core.calendar import TradingCalendar
 from core.db_state_manager import DatabaseStateManager
 from core.signals import InvalidSignal, parse_signal, storable_payload
 from core.specs import InstrumentSpec, PortfolioConfig
+from live.assembly import Parts, Venue, assemble, now_utc
 from live.brokers.paper import PaperBroker
-from live.daemon import Parts, Venue, assemble, now_utc, start_task
+from live.daemon import start_task
 from live.embedded_db import EmbeddedPostgres
 from live.logging_setup import configure_logging
 from live.metrics import Metrics
