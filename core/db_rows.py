@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import fields
 from enum import Enum
@@ -25,9 +26,23 @@ from core.models import (
 from core.trading_state import Actor, StateRecord, TradingState
 
 
-def columns(model: type) -> sql.Composed:
-    """Return the column list that maps a table's rows onto `model`."""
-    return sql.SQL(", ").join(sql.Identifier(f.name) for f in fields(model))
+def columns(model: type) -> sql.SQL:
+    """Return the column list that maps a table's rows onto `model`, rendered once: a
+    composed list is escaped identifier by identifier at every execution (~5 % of the
+    daemon's CPU went to rendering its statements)."""
+    return _rendered(sql.SQL(", ").join(sql.Identifier(f.name) for f in fields(model)))
+
+
+@functools.lru_cache(maxsize=256)
+def assignments(names: tuple[str, ...]) -> sql.SQL:
+    """`"a" = %(a)s, "b" = %(b)s` for an UPDATE of these columns, rendered once."""
+    return _rendered(sql.SQL(", ").join(
+        sql.SQL("{} = {}").format(sql.Identifier(name), sql.Placeholder(name))
+        for name in names))
+
+
+def _rendered(fragment: sql.Composable) -> sql.SQL:
+    return sql.SQL(fragment.as_string(None))
 
 
 def _optional(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 from psycopg import AsyncConnection, AsyncCursor, sql
 from psycopg.types.json import Jsonb
 
-from core.db_rows import columns, row_factory
+from core.db_rows import assignments, columns, row_factory
 from core.errors import (
     Fenced,
     InsufficientEquity,
@@ -198,26 +198,22 @@ class Transaction:
                           lambda: VersionConflict("portfolio_positions", layer.id, layer.version),
                           self._stage_layer)
 
-    async def _update(self, table: str, model: type[T], returning: sql.Composed,
+    async def _update(self, table: str, model: type[T], returning: sql.Composable,
                       allowed: frozenset[str], row_id: int, version: int,
                       changes: dict[str, Any]) -> T | None:
         query, params = self._update_query(table, returning, allowed, row_id, version, changes)
         return await self._one(model, query, params)
 
-    def _update_query(self, table: str, returning: sql.Composed, allowed: frozenset[str],
+    def _update_query(self, table: str, returning: sql.Composable, allowed: frozenset[str],
                       row_id: int, version: int,
                       changes: dict[str, Any]) -> tuple[sql.Composed, dict[str, Any]]:
         unknown = set(changes) - allowed
         if unknown or not changes:
             raise ValueError(f"{table}: cannot update {sorted(unknown) or 'nothing'}")
-        assignments = sql.SQL(", ").join(
-            sql.SQL("{} = {}").format(sql.Identifier(name), sql.Placeholder(name))
-            for name in changes
-        )
         query = sql.SQL(
             """UPDATE {} SET {}, version = version + 1, updated_at = now()
                WHERE id = %(_id)s AND version = %(_version)s RETURNING {}"""
-        ).format(sql.Identifier(table), assignments, returning)
+        ).format(sql.Identifier(table), assignments(tuple(changes)), returning)
         return query, {**changes, "_id": row_id, "_version": version}
 
     async def insert_closed_part(self, layer: Layer, lots: int, quantity: int,

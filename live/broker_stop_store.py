@@ -8,7 +8,7 @@ from typing import Any
 from psycopg import AsyncConnection, sql
 
 from core.broker_stops import WORKING, StopLevels, StopRecord
-from core.db_rows import columns, row_factory
+from core.db_rows import assignments, columns, row_factory
 from core.errors import VersionConflict
 from core.models import Layer
 
@@ -55,14 +55,11 @@ async def update_stop(conn: AsyncConnection[Any], record: StopRecord,
     unknown = set(changes) - _MUTABLE
     if unknown:
         raise ValueError(f"broker_stops columns not updatable: {sorted(unknown)}")
-    assignments = sql.SQL(", ").join(
-        sql.SQL("{} = {}").format(sql.Identifier(name), sql.Placeholder(name))
-        for name in changes)
     async with conn.cursor(row_factory=_ROWS) as cur:
         await cur.execute(sql.SQL(
             """UPDATE broker_stops SET {}, version = version + 1, updated_at = now()
                WHERE id = %(id)s AND version = %(version)s RETURNING {}"""
-        ).format(assignments, _COLUMNS), {**changes, "id": record.id,
+        ).format(assignments(tuple(changes)), _COLUMNS), {**changes, "id": record.id,
                                           "version": record.version})
         updated: StopRecord | None = await cur.fetchone()
     if updated is None:
