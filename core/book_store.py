@@ -102,6 +102,11 @@ class BookStore(Protocol):
     async def record_decision(self, signal_id: int, outcome: Outcome, reason: str | None,
                               processed_by: str, now: datetime) -> None: ...
 
+    def moved_layers(self) -> set[str] | None:
+        """The instruments whose live layers changed since this was last asked (None:
+        possibly all): one reader keeps running totals with it."""
+        ...
+
     def cached_live_layers(self, instrument: str) -> list[Layer] | None:
         """The instrument's live layers if the cache holds them (no I/O), else None."""
         ...

@@ -230,6 +230,9 @@ class DatabaseStateManager:
                 return
         # Commits kept landing during the load; per-key read-through still serves correctly.
 
+    def moved_layers(self) -> set[str] | None:
+        return self.cache.moved_layers()
+
     def cached_live_layers(self, instrument: str) -> list[Layer] | None:
         layers = self.cache.live_layers(instrument)
         if layers is None and self.cache.complete:

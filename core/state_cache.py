@@ -39,6 +39,9 @@ class StateCache:
     _generations: dict[tuple[str, ...], int] = field(default_factory=dict)
     complete: bool = False  # every instrument with live layers is cached
     epoch: int = 0  # bumped by every publish and drop, for whole-book reloads
+    # Instruments whose live layers changed since `moved_layers` was last asked (None:
+    # possibly all of them, as after a whole-book load): what running totals must take up.
+    _moved: set[str] | None = None
 
     def generation(self, key: tuple[str, ...]) -> int:
         return self._generations.get(key, 0)
@@ -59,6 +62,7 @@ class StateCache:
         self._portfolio = portfolio
         self._pyramiding = {state.instrument: state for state in pyramiding}
         self.complete = True
+        self._moved = None
         return True
 
     def _count(self, found: bool) -> None:
@@ -80,10 +84,22 @@ class StateCache:
         """Store what a read-through loaded, unless a commit or drop happened meanwhile."""
         if self.generation(layers_key(instrument)) == generation:
             self._layers[instrument] = {layer.id: layer for layer in layers if layer.is_live}
+            self._moving(instrument)
+
+    def moved_layers(self) -> set[str] | None:
+        """Take the instruments whose live layers changed since the last call (None:
+        possibly every one)."""
+        moved, self._moved = self._moved, set()
+        return moved
+
+    def _moving(self, instrument: str) -> None:
+        if self._moved is not None:
+            self._moved.add(instrument)
 
     def publish_layer(self, layer: Layer) -> None:
         key = layers_key(layer.instrument)
         self._bump(key)
+        self._moving(layer.instrument)
         layers = self._layers.get(layer.instrument)
         if layers is None:
             if not self.complete:
@@ -100,6 +116,7 @@ class StateCache:
 
     def drop_layers(self, instrument: str) -> None:
         self._bump(layers_key(instrument))
+        self._moving(instrument)
         self._layers.pop(instrument, None)
         self.complete = False
 

@@ -36,7 +36,7 @@ from core.decisions import (
     rejected,
 )
 from core.errors import SignalAlreadyDecided, VersionConflict
-from core.exposure import Exposure, exposure
+from core.exposure import Exposure
 from core.intents import EntryPurpose, ExitPurpose
 from core.models import (
     BASE_LAYER,
@@ -55,6 +55,7 @@ from core.signals import Signal, entry_deadline, entry_waited_too_long
 from core.specs import InstrumentSpec, PortfolioConfig
 from core.trading_state import entry_refusal, exit_refusal
 from live import failpoints
+from live.book_exposure import BookExposure
 from live.brokers.base import Broker, BrokerError
 from live.inbox import InboxItem
 from live.instrument_locks import InstrumentLocks
@@ -97,6 +98,7 @@ class LiveTradingEngine:
         # (base, pyramid) divergence limits of the quote check; None: no quote check.
         self._price_limits = price_limits_percent if broker.price_check else None
         self._last_price: dict[str, Decimal] = {}  # in the held contract's terms
+        self._exposure = BookExposure(db, instruments, self.price_of)
         self._last_alert: dict[str, Decimal] = {}  # as the alerts quote it
         self.rollover: Rollover | None = None  # set once built (it needs the order flow)
         # Entry decisions share one portfolio cap: decide them one at a time, counting the
@@ -262,6 +264,7 @@ class LiveTradingEngine:
             if basis:
                 item = replace(item, signal=in_held_terms(item.signal, basis))
         self._last_price[item.signal.instrument] = item.signal.price
+        self._exposure.repriced(item.signal.instrument)
         return item
 
     async def _process(self, item: InboxItem, reread: bool) -> SignalOutcome:
@@ -532,6 +535,7 @@ class LiveTradingEngine:
             self._last_alert.setdefault(instrument, price)
             basis = await self.rollover.basis(instrument, now) if self.rollover else 0
             self._last_price.setdefault(instrument, price + basis)
+            self._exposure.repriced(instrument)
 
     def last_alert_price(self, instrument: str) -> Decimal | None:
         """The price the last alert quoted (a continuous chart's, before any basis)."""
@@ -550,10 +554,13 @@ class LiveTradingEngine:
         """The portfolio configuration the engine decides under."""
         return self._config
 
+    def price_of(self, instrument: str) -> Decimal | None:
+        """The instrument's last price, in the held contract's terms (None: none seen)."""
+        return self._last_price.get(instrument)
+
     async def exposure(self) -> Exposure:
         """Return the book's exposure at the last prices the engine has seen."""
-        return exposure(await self._db.portfolio_state(), await self._db.all_live_layers(),
-                        self._instruments, self.last_price)
+        return await self._exposure.exposure()
 
     async def book_snapshot(self) -> BookSnapshot:
         """Return what sizing needs: equities, free margin, open risk and volatility —

@@ -154,7 +154,7 @@ async def _plan(ctx: Context, check: ImportCheck, book: Sequence[Layer]) -> dict
     previews = [preview_layer(x) for x in check.layers]
     before = await ctx.engine.exposure()
     after = exposure(await ctx.db.portfolio_state(), [*book, *previews], ctx.instruments,
-                     ctx.engine.last_price)
+                     ctx.engine.price_of)
     limit = ctx.engine.config.max_portfolio_risk_percent
     warnings = list(check.warnings)
     risk_after = percent(after.risk, after.equity.blended)

@@ -113,7 +113,7 @@ class Snapshots:
         layers = await self._db.all_live_layers()
         state = await self._db.portfolio_state()
         prices = self._engine.last_prices()
-        book = exposure(state, layers, self._instruments, lambda x: marked(prices, x))
+        book = exposure(state, layers, self._instruments, prices.get)
         eq = book.equity
         portfolio = PortfolioSnapshot(
             taken_at=now, trading_day=trading_day(now), kind=INTERVAL,
