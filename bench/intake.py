@@ -94,15 +94,23 @@ def _figures(result: dict[str, Any]) -> dict[str, Any]:
                                      "statuses", "p50_ms_by_status", "p99_ms_by_status")}
 
 
-def daemon_step(daemon: BenchDaemon, stream: Stream, rate: int,
-                duration_s: float) -> dict[str, Any]:
-    assert daemon.process is not None
-    meter = CpuMeter(daemon.process.pid, daemon.pgdata)
+def metered_step(target: Target, meter: CpuMeter, stream: Stream, rate: int,
+                 duration_s: float) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One step, with what it cost the server, PostgreSQL and the load generator; the raw
+    result and its figures."""
     before, started = meter.read(), time.monotonic()
-    result = step(daemon, stream, rate, duration_s)
+    result = step(target, stream, rate, duration_s)
     figures = _figures(result)
     figures["cpu"] = CpuMeter.spent(before, meter.read(), time.monotonic() - started,
                                     result["requests"])
+    return result, figures
+
+
+def daemon_step(daemon: BenchDaemon, stream: Stream, rate: int,
+                duration_s: float) -> dict[str, Any]:
+    assert daemon.process is not None
+    result, figures = metered_step(daemon, CpuMeter(daemon.process.pid, daemon.pgdata),
+                                   stream, rate, duration_s)
     figures["by_kind"] = by_kind(result)
     figures["settled_s"] = daemon.settle()
     figures["lost"] = lost(daemon, result)
@@ -113,12 +121,8 @@ def daemon_step(daemon: BenchDaemon, stream: Stream, rate: int,
 
 def floor_step(floor: FloorServer, stream: Stream, rate: int,
                duration_s: float) -> dict[str, Any]:
-    meter = CpuMeter(floor.pid, floor.pgdata)
-    before, started = meter.read(), time.monotonic()
-    result = step(floor, stream, rate, duration_s)
-    figures = _figures(result)
-    figures["cpu"] = CpuMeter.spent(before, meter.read(), time.monotonic() - started,
-                                    result["requests"])
+    _, figures = metered_step(floor, CpuMeter(floor.pid, floor.pgdata), stream, rate,
+                              duration_s)
     figures["held"] = held(figures)
     return figures
 

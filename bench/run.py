@@ -66,8 +66,9 @@ def storm(daemon: BenchDaemon, count: int) -> dict[str, Any]:
 
 def intake_phases(daemon: BenchDaemon, floor: FloorServer, quick: bool) -> dict[str, Any]:
     """Ack at 200/s, the ladder and the overload step, daemon beside floor."""
-    ack_s, step_s = (5.0, 3.0) if quick else (12.0, 6.0)
-    rates = [400, 800, 1600, 3200] if quick else [400, 700, 1000, 1300, 1600, 2000, 2500, 3000]
+    ack_s, step_s = (4.0, 3.0) if quick else (12.0, 6.0)
+    rates = ([300, 600, 1200, 2400] if quick else
+             [300, 500, 700, 900, 1100, 1300, 1600, 2000, 2500, 3000])
     # Warm-up, not measured: each new pooled backend first compiles the admission function,
     # prepares its statements and fills its catalog caches.
     intake.step(daemon, Stream(0), 400, WARM_UP / 400)
@@ -108,7 +109,7 @@ def run(quick: bool) -> dict[str, Any]:
         with FloorServer(daemon.conninfo(), free_port(), work / "floor.log",
                          daemon.pgdata) as floor:
             report.update(intake_phases(daemon, floor, quick))
-        report["dashboard"] = measure_dashboard(daemon.url, 10 if quick else 30)
+        report["dashboard"] = measure_dashboard(daemon.url, 5 if quick else 30)
     finally:
         daemon.stop()
     held = max(report["sustained"]["daemon_per_s"], 200)
