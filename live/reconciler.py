@@ -18,7 +18,8 @@ the next round: book and broker legitimately differ until its fill is booked.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -44,6 +45,10 @@ from live.instrument_locks import InstrumentLocks
 from live.metrics import Metrics
 from live.readiness import MISMATCH, Readiness
 
+# How long the contract each instrument trades is trusted: a check after every fill would
+# otherwise ask each instrument again (16k of them on a 100k-layer book), and a roll moves
+# it only at its hour.
+TRADED_TTL_S = 5.0
 UNASSIGNED = "unassigned"  # the metric's label for broker positions no instrument holds
 log = structlog.get_logger(__name__)
 
@@ -77,6 +82,7 @@ class Reconciler:
         self._audits: set[asyncio.Task[None]] = set()  # mismatches being written down
         # The layers' broker stops: a shortfall their firing explains is theirs to book.
         self.stops: FiredStops | None = None
+        self._traded_at: tuple[float | None, dict[str, str]] = (None, {})
 
     # -- when to check --------------------------------------------------------------------
     async def run(self, interval_s: float | None = None) -> None:
@@ -137,27 +143,31 @@ class Reconciler:
         """
         selected = sorted(self._instruments if instruments is None else set(instruments))
         waived = accepted(await self._db.latest_event(ACCEPTED_EVENT))
-        view = await self._view()
+        view = await self._view(selected)
         found: list[Discrepancy] = []
         for instrument in selected:
             async with self._locks(instrument):
                 layers = await self._db.live_layers(instrument)
                 if _signature(layers) != view.layers.get(instrument, ()):
-                    view = await self._view()
+                    view = await self._view(selected)
                 found += await self._check_instrument(instrument, layers, view, waived,
                                                       compare_in_flight)
         found += self._check_unassigned(view, waived)
         self.last_check = (self._clock(), len(found))  # what the dashboard's health shows
         return found
 
-    async def _view(self) -> _View:
-        """The book's layers and unresolved intents, then the venue's positions."""
+    async def _view(self, selected: Collection[str]) -> _View:
+        """The book's layers and unresolved intents, then the venue's positions; what the
+        layers of the `selected` instruments were (a check after a fill looks at one, not at
+        the whole book's)."""
         layers = await self._db.all_live_layers()
         unresolved = {i.instrument for i in await self._db.load_unresolved_intents()}
         positions = await self._broker.positions()
+        wanted = set(selected)
         by_instrument: dict[str, list[Layer]] = {}
         for layer in layers:
-            by_instrument.setdefault(layer.instrument, []).append(layer)
+            if layer.instrument in wanted:
+                by_instrument.setdefault(layer.instrument, []).append(layer)
         holders = self._holders(layers)
         # Each instrument's venue positions, found once: not one scan of them per instrument.
         venue_symbols: dict[str, set[str]] = {}
@@ -165,7 +175,7 @@ class Reconciler:
             holder = holders.get(symbol)
             if holder is not None:
                 venue_symbols.setdefault(holder, set()).add(symbol)
-        return _View({name: _signature(held) for name, held in by_instrument.items()},
+        return _View({name: _signature(by_instrument.get(name, ())) for name in selected},
                      positions, holders, unresolved, venue_symbols)
 
     async def _check_instrument(self, instrument: str, layers: list[Layer], view: _View,
@@ -205,15 +215,25 @@ class Reconciler:
     def _holders(self, layers: list[Layer]) -> dict[str, str]:
         """Which instrument each contract belongs to: the one whose layers hold it, else
         the one that trades it today."""
-        now = self._clock()
-        holders = {}
-        for name in self._instruments:
-            try:
-                holders[self._broker.contract(name, now).tradingsymbol] = name
-            except BrokerError:  # no contract loaded (e.g. no session yet)
-                continue
+        holders = dict(self._traded())
         holders.update({_symbol(layer): layer.instrument for layer in layers})
         return holders
+
+    def _traded(self) -> dict[str, str]:
+        """The contract each instrument trades now, by contract (worked out again after
+        `TRADED_TTL_S`, or at once if one could not be)."""
+        checked, traded = self._traded_at
+        if checked is not None and time.monotonic() - checked < TRADED_TTL_S:
+            return traded
+        now, traded, complete = self._clock(), {}, True
+        for name in self._instruments:
+            try:
+                traded[self._broker.contract(name, now).tradingsymbol] = name
+            except BrokerError:  # no contract loaded (e.g. no session yet): asked next time
+                complete = False
+        if complete:
+            self._traded_at = (time.monotonic(), traded)
+        return traded
 
     # -- outcomes -------------------------------------------------------------------------
     async def _book_square_off(self, instrument: str, difference: Discrepancy) -> bool:
