@@ -453,6 +453,9 @@ class FakeBookStore:
             admissions.append(admission)
         return admissions
 
+    def moved_layers(self) -> set[str] | None:
+        return None  # no change log: the whole book is read each time
+
     def cached_live_layers(self, instrument: str) -> list[Layer] | None:
         return None  # nothing is decided at admission against this store
 
