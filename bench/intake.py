@@ -22,6 +22,7 @@ from bench.harness import BenchDaemon, CpuMeter, Target, latency_summary, loadge
 
 HELD_P99_MS = 100.0
 HELD_SETTLE_S = 1.0
+FLOOR_ALONE_S = 3.0
 TRADINGVIEW_WAIT_MS = 3000.0
 
 
@@ -153,8 +154,10 @@ def ladder(daemon: BenchDaemon, floor: FloorServer, stream: Stream, rates: list[
             row["daemon"] = daemon_step(daemon, stream, rate, duration_s)
             daemon_on = row["daemon"]["held"]
             daemon_held = rate if daemon_on else daemon_held
-        if floor_on:
-            row["floor"] = floor_step(floor, stream, rate, duration_s)
+        if floor_on:  # past the daemon's rates, shorter steps: the floor is steadier
+            row["floor"] = floor_step(floor, stream, rate,
+                                      duration_s if daemon_on or "daemon" in row
+                                      else FLOOR_ALONE_S)
             floor_on = row["floor"]["held"]
             floor_held = rate if floor_on else floor_held
         steps.append(row)

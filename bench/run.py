@@ -66,7 +66,7 @@ def storm(daemon: BenchDaemon, count: int) -> dict[str, Any]:
 
 def intake_phases(daemon: BenchDaemon, floor: FloorServer, quick: bool) -> dict[str, Any]:
     """Ack at 200/s, the ladder and the overload step, daemon beside floor."""
-    ack_s, step_s = (4.0, 3.0) if quick else (12.0, 6.0)
+    ack_s, step_s = (4.0, 3.0) if quick else (10.0, 5.0)
     rates = ([300, 600, 1200, 2400] if quick else
              [300, 500, 700, 900, 1100, 1300, 1600, 2000, 2500, 3000])
     # Warm-up, not measured: each new pooled backend first compiles the admission function,
@@ -109,14 +109,14 @@ def run(quick: bool) -> dict[str, Any]:
         with FloorServer(daemon.conninfo(), free_port(), work / "floor.log",
                          daemon.pgdata) as floor:
             report.update(intake_phases(daemon, floor, quick))
-        report["dashboard"] = measure_dashboard(daemon.url, 5 if quick else 30)
+        report["dashboard"] = measure_dashboard(daemon.url, 5 if quick else 15)
     finally:
         daemon.stop()
     held = max(report["sustained"]["daemon_per_s"], 200)
     books = ([(1000, [10_000]), (10_000, [100_000])] if quick else
              [(1000, [100_000]), (10_000, [100_000, 1_000_000]), (100_000, [100_000])])
     print("books:", flush=True)
-    report["scaling"] = measure_scaling(work, books, held, 3.0 if quick else 5.0)
+    report["scaling"] = measure_scaling(work, books, held, 3.0 if quick else 4.0)
     tenk = {item["logged_signals"]: item["process_start_to_ready_s"]
             for item in report["scaling"] if item["open_layers"] == 10_000}
     if 100_000 in tenk and 1_000_000 in tenk:
@@ -126,7 +126,7 @@ def run(quick: bool) -> dict[str, Any]:
     server = SharedServer(work).start()
     try:
         report["failover"] = failover.measure_failover(work, server, [2000],
-                                                       2 if quick else 5, book_alerts=100)
+                                                       2 if quick else 3, book_alerts=100)
     finally:
         server.stop()
     shutil.rmtree(work, ignore_errors=True)
