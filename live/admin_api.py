@@ -20,6 +20,7 @@ from core.trading_state import MANUAL, Actor, TradingState
 from live.access import SESSION
 from live.operator_actions import OPERATOR_ACTION, StateRefused, change_state
 from live.server import CTX, Context, error, outcome_reply, reply
+from live.waiting import within
 from live.webhook_body import BadBody, parse_body
 
 FLATTEN_ANSWER_WAIT_S = 10.0  # past this a flatten answers 202 and carries on
@@ -136,7 +137,7 @@ async def flatten(ctx: Context, body: dict[str, Any]) -> tuple[web.Response, dic
     assert ctx.flattener is not None
     task = await ctx.flattener.request(reason, Actor.OPERATOR)
     try:
-        report = await asyncio.wait_for(asyncio.shield(task), FLATTEN_ANSWER_WAIT_S)
+        report = await within(FLATTEN_ANSWER_WAIT_S, asyncio.shield(task))
     except TimeoutError:
         row = ctx.flattener.current
         return reply({"status": "flattening", "flatten_id": row.id if row else None}, 202), {

@@ -72,6 +72,7 @@ from live.stop_batches import (
 )
 from live.stop_index import LatestStops
 from live.stop_protection import Protection
+from live.waiting import woken
 
 CANCEL_CONFIRM_TRIES = 10
 Placement = tuple[Layer, str, StopLevels]  # a stop to place: the layer, its kind, its levels
@@ -151,10 +152,7 @@ class BrokerStops:
         loop = asyncio.get_running_loop()
         due = loop.time() + self._check_interval_s
         while True:
-            try:
-                await asyncio.wait_for(self._wake.wait(), max(0.0, due - loop.time()))
-            except TimeoutError:
-                pass
+            await woken(self._wake, max(0.0, due - loop.time()))
             self._wake.clear()
             if loop.time() >= due:
                 self._checks.update(self._instruments)

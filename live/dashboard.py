@@ -29,6 +29,7 @@ from live.event_feed import replay
 from live.outbox_follower import Row
 from live.rate_limit import RateLimiter
 from live.server import CTX, Context, error, reply, signal_id_of
+from live.waiting import within
 from live.web_format import ist, number, percent, rupees, signed_rupees
 from live.web_session import COOKIE, SESSION_S, Grant, Session
 
@@ -194,7 +195,7 @@ async def events(request: web.Request) -> web.StreamResponse:
     except ValueError:
         return error(400, "validation_error", "Invalid Last-Event-ID")
     try:  # where the feed stands: without it a replay's end is unknown
-        await asyncio.wait_for(ctx.feed.started.wait(), FEED_START_WAIT_S)
+        await within(FEED_START_WAIT_S, ctx.feed.started.wait())
     except TimeoutError:
         return error(503, "unavailable", "the event feed has not started; try again")
     subscription = ctx.feed.subscribe()  # before the replay: nothing falls between the two
@@ -209,7 +210,7 @@ async def events(request: web.Request) -> web.StreamResponse:
         sent = await _replay(ctx, response, sent, ctx.feed.last)
         while True:
             try:
-                rows = await asyncio.wait_for(subscription.queue.get(), KEEPALIVE_S)
+                rows = await within(KEEPALIVE_S, subscription.queue.get())
             except TimeoutError:
                 await _send(response, b": keepalive\n\n")
                 continue

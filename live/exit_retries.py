@@ -30,6 +30,7 @@ from live.instrument_locks import InstrumentLocks
 from live.metrics import Metrics
 from live.order_flow import OrderFlow
 from live.readiness import Readiness
+from live.waiting import woken
 
 EXIT_PENDING = "exit_pending:"
 log = structlog.get_logger(__name__)
@@ -124,10 +125,7 @@ class ExitRetries:
         while True:
             await self.attempt_due()
             self._wake.clear()
-            try:
-                await asyncio.wait_for(self._wake.wait(), self._poll_s)
-            except TimeoutError:
-                pass
+            await woken(self._wake, self._poll_s)
 
     async def attempt_due(self) -> int:
         """Attempt every pending exit whose time has come; return how many were attempted."""

@@ -36,6 +36,7 @@ from live.group_commit import GroupCommit
 from live.instrument_locks import InstrumentLocks
 from live.loop_lag import LoopLag
 from live.metrics import Metrics
+from live.waiting import within
 
 log = structlog.get_logger(__name__)
 # An alert not stored within this is refused unstored (503): TradingView waits 3 s in all,
@@ -325,7 +326,7 @@ class Inbox:
         if waiter is None:
             return self._recent.get(signal_id)
         try:
-            return await asyncio.wait_for(asyncio.shield(waiter), timeout_s)
+            return await within(timeout_s, asyncio.shield(waiter))
         except TimeoutError:
             return None
 

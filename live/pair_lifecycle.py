@@ -4,7 +4,6 @@ again as a standby in the same process."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import socket
 import sys
@@ -20,6 +19,7 @@ from config.settings import Settings
 from core.db_pool import TRANSIENT_ERRORS
 from core.db_state_manager import DatabaseStateManager
 from live.fence_lease import FenceLease
+from live.waiting import woken
 
 if TYPE_CHECKING:
     from live.ha_node import HaNode
@@ -61,8 +61,7 @@ async def stand_by(node: HaNode, db: DatabaseStateManager) -> None:
             await db.load_cache()  # the views read the cache: keep it the leader's
         except TRANSIENT_ERRORS as exc:
             log.warning("database_unavailable", error=str(exc))
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(node.elected.wait(), node.interval_s)
+        await woken(node.elected, node.interval_s)
     log.info("promoting", instance=node.instance, epoch=node.epoch)
 
 

@@ -11,7 +11,6 @@ get their broker stops.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from datetime import datetime
@@ -39,6 +38,7 @@ from core.trading_state import Actor
 from live.admin_api import BadRequest, _handler, _text
 from live.brokers.base import BrokerError
 from live.server import Context, error, reply
+from live.waiting import within
 from live.webhook_body import BadBody, parse_body
 
 ACTION = "import-positions"
@@ -299,7 +299,7 @@ async def _protect(ctx: Context, written: list[Layer]) -> dict[int, dict[str, An
     for instrument in sorted({x.instrument for x in written}):
         try:
             async with ctx.engine.locks(instrument):
-                await asyncio.wait_for(stops.sync_locked(instrument), 30)
+                await within(30, stops.sync_locked(instrument))
         except (BrokerError, TimeoutError) as exc:
             log.warning("positions_import_stops_later", instrument=instrument, error=str(exc))
             stops.poke(instrument)

@@ -27,6 +27,7 @@ from live.metrics import Metrics
 from live.order_flow import OrderFlow
 from live.readiness import MISMATCH, Readiness
 from live.reconciler import Reconciler
+from live.waiting import within
 
 T = TypeVar("T")
 log = structlog.get_logger(__name__)
@@ -39,7 +40,7 @@ async def run_stage(readiness: Readiness, name: str, timeout_s: float,
     log.info("startup_stage", stage=name)
     task = asyncio.ensure_future(work())
     try:
-        return await asyncio.wait_for(asyncio.shield(task), timeout_s)
+        return await within(timeout_s, asyncio.shield(task))
     except TimeoutError:
         readiness.stage_stalled(name)
         log.error("startup_stage_stalled", stage=name, timeout_s=timeout_s)

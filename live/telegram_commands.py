@@ -25,6 +25,7 @@ from live.notification_store import NotificationStore
 from live.notification_text import REPLY, Texts, lots_text
 from live.operator_actions import OPERATOR_ACTION, StateRefused, change_state
 from live.telegram_api import BotApi, RetryAfter, TelegramError
+from live.waiting import within
 from live.web_format import number, percent, rupees, signed_rupees
 
 if TYPE_CHECKING:
@@ -205,7 +206,7 @@ class TelegramCommands:
 
     async def _when_flat(self, task: asyncio.Task[Any]) -> None:
         try:
-            report = await asyncio.wait_for(asyncio.shield(task), FLATTEN_ANSWER_WAIT_S)
+            report = await within(FLATTEN_ANSWER_WAIT_S, asyncio.shield(task))
         except TimeoutError:
             await self.reply("Still flattening after 10 s; /status shows the progress.")
             return

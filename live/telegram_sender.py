@@ -29,6 +29,7 @@ from live.telegram_api import (
     RetryAfter,
     TelegramError,
 )
+from live.waiting import woken
 
 log = structlog.get_logger(__name__)
 
@@ -79,10 +80,7 @@ class TelegramSender:
                 except Exception:  # the sender outlives any one failure, loudly
                     log.exception("notification_sender_failed")
                     wait_s = RETRY_MAX_S
-                try:
-                    await asyncio.wait_for(self._woken.wait(), min(wait_s, self._poll_s))
-                except TimeoutError:
-                    pass
+                await woken(self._woken, min(wait_s, self._poll_s))
         finally:
             await self._store.close()
 

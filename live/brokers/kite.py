@@ -43,6 +43,7 @@ from live.brokers.kite_contracts import (
 from live.brokers.kite_session import KiteSession, next_expiry
 from live.brokers.kite_stops import KiteStops
 from live.metrics import Metrics
+from live.waiting import woken
 
 SESSION_CHECK_S = 5.0
 OWN_TAG = re.compile(r"PM[0-9]+")  # the tags order intents give their orders
@@ -330,10 +331,7 @@ class KiteBroker:
 
     async def wait_for_update(self, timeout_s: float) -> None:
         self._updated.clear()
-        try:
-            await asyncio.wait_for(self._updated.wait(), timeout_s)
-        except TimeoutError:
-            pass
+        await woken(self._updated, timeout_s)
 
     def accept_postback(self, payload: dict[str, Any]) -> bool:
         """Verify a postback's checksum (constant time); wake the trackers. Repeats are fine."""

@@ -4,6 +4,7 @@ fires one — booked once, at the venue's price, with reason BROKER_STOP."""
 
 from __future__ import annotations
 
+import asyncio
 from decimal import ROUND_FLOOR, Decimal
 
 import psycopg
@@ -228,3 +229,15 @@ async def test_a_placement_a_crash_cut_before_the_venue_is_placed_at_restart(db,
         assert again.stops.unprotected() == []
     finally:
         await again.close()
+
+
+async def test_the_keeper_stops_when_asked_as_an_alert_pokes_it(trading):
+    """A stop request that lands in the same instant as a poke ends the keeper: with the
+    cancellation lost, a burst of alerts at SIGTERM left the daemon running for ever."""
+    await enter(trading)
+    keeper = trading.keep_stops()
+    await asyncio.sleep(0.2)  # the entry's stop placed; the keeper waits for work
+    trading.stops.poke("GOLD_MINI")
+    keeper.cancel()  # the daemon stopping, in the same loop turn
+    done, _ = await asyncio.wait({keeper}, timeout=5)
+    assert done == {keeper} and keeper.cancelled()

@@ -144,11 +144,12 @@ class Trading:
                        flattener=self.flattener, limits=self.limits, stops=self.stops,
                        reconciler=self.reconciler, clock=self.clock, **extra)
 
-    def keep_stops(self) -> None:
+    def keep_stops(self) -> asyncio.Task[None]:
         """Run the broker-stop keeper as the daemon does: poked by decisions and fills."""
         self.engine.decision_listeners.append(self.stops.poke)
         self.flow.fill_listeners.append(self.stops.poke)
         self._keeper = asyncio.get_running_loop().create_task(self.stops.run())
+        return self._keeper
 
     async def recover(self) -> list[str]:
         """Run startup recovery; return the reasons it leaves for not trading."""
