@@ -224,8 +224,8 @@ def measure_flatten(work: Path, quick: bool) -> dict[str, dict[str, Any]]:
     """Run the kill-switch drill on paper and through the fake Kite server; p50 / p99 /
     max over the runs of each venue."""
     config_dir = write_flatten_config(work / "flatten-config")
-    return {"paper": summary(on_paper(work, config_dir, 5 if quick else 10)),
-            "kite": summary(through_kite(work, config_dir, 2 if quick else 3))}
+    return {"paper": summary(on_paper(work, config_dir, 3 if quick else 10)),
+            "kite": summary(through_kite(work, config_dir, 1 if quick else 3))}
 
 
 def summary(result: dict[str, Any]) -> dict[str, Any]:

@@ -46,10 +46,11 @@ def intake_rows(report: dict[str, Any]) -> list[Row]:
          f"≥ {TARGETS['sustained_per_s']}/s"),
     ]
     over = report["overload"]
+    shed = (f"{over['shed_503_share']:.1%} shed 503 (p99 {_ms(over['shed_p99_ms'])} ms, "
+            f"{over['shed_with_retry_after']} with Retry-After)"
+            if over["shed_503_share"] else "none shed 503")
     rows.append((f"overload {over['rate_per_s']}/s ({over['requests']} alerts)",
-                 f"{over['answered_within_3s']:.1%} answered within 3 s; "
-                 f"{over['shed_503_share']:.1%} shed 503 (p99 {_ms(over['shed_p99_ms'])} ms, "
-                 f"{over['shed_with_retry_after']} with Retry-After); "
+                 f"{over['answered_within_3s']:.1%} answered within 3 s; {shed}; "
                  f"acknowledged but lost {over['lost']['missing'] + over['lost']['undecided']}",
                  "all within 3 s, lost 0"))
     return rows
@@ -58,7 +59,7 @@ def intake_rows(report: dict[str, Any]) -> list[Row]:
 def step_lines(report: dict[str, Any]) -> list[str]:
     lines = []
     for row in report["sustained"]["steps"]:
-        parts = [f"{row['rate_per_s']}/s:"]
+        parts = []
         for who in ("daemon", "floor"):
             if who in row:
                 s = row[who]
@@ -67,7 +68,7 @@ def step_lines(report: dict[str, Any]) -> list[str]:
                              f"err {s['errors']}" + ("" if s["held"] else " (not held)")
                              + f", cores {cpu['server']:.2f}+{cpu['postgres']:.2f} pg"
                              f"+{cpu['load_generator']:.2f} load")
-        lines.append("  " + "; ".join(parts))
+        lines.append(f"  {row['rate_per_s']}/s: " + "; ".join(parts))
     return lines
 
 
@@ -112,7 +113,8 @@ def other_rows(report: dict[str, Any]) -> list[Row]:
         client, daemon = item["request_to_flat_ms"], item["daemon_elapsed_ms"]
         rows.append((f"flatten {item['open_layers']}×{item['instruments']}, {item['venue']} "
                      "p50 / p99", f"{client['p50']:.0f} / {client['p99']:.0f} ms to flat "
-                     f"(daemon {daemon['p50']:.0f} / {daemon['p99']:.0f}, {item['runs']} runs)",
+                     f"(daemon {daemon['p50']:.0f} / {daemon['p99']:.0f}, {item['runs']} "
+                     f"run{'s' if item['runs'] != 1 else ''})",
                      f"p99 ≤ {TARGETS['flatten_p99_ms']:.0f} ms"))
     for ttl, item in report.get("failover", {}).get("by_ttl", {}).items():
         took = item["kill_to_ready_ms"]
@@ -150,4 +152,6 @@ def table(report: dict[str, Any]) -> str:
     mix = report["ack_200"]["daemon"]["statuses"]
     lines.append("the stream's answers @200/s: " + ", ".join(
         f"{k} {v}" for k, v in sorted(mix.items())))
+    lines.append("phases (s): " + ", ".join(
+        f"{name} {seconds}" for name, seconds in report.get("phase_s", {}).items()))
     return "\n".join(lines)
