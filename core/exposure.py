@@ -60,16 +60,25 @@ def of_parts(portfolio: PortfolioState | None, total: Part) -> Exposure:
                     layers=total.layers)
 
 
+def marked(prices: dict[str, Decimal], layer: Layer) -> Decimal:
+    """A layer's price among `prices` (its instrument's last), else its entry's."""
+    return prices.get(layer.instrument, layer.entry_price)
+
+
+def by_instrument(layers: Iterable[Layer]) -> dict[str, list[Layer]]:
+    grouped: dict[str, list[Layer]] = {}
+    for layer in layers:
+        grouped.setdefault(layer.instrument, []).append(layer)
+    return grouped
+
+
 def exposure(portfolio: PortfolioState | None, layers: Iterable[Layer],
              instruments: dict[str, InstrumentSpec],
              last_price: Callable[[str], Decimal | None]) -> Exposure:
     """Return the book's exposure, marking each instrument's open layers at its last known
     price (None: at their entries)."""
-    by_instrument: dict[str, list[Layer]] = {}
-    for layer in layers:
-        by_instrument.setdefault(layer.instrument, []).append(layer)
     total = Part()
-    for instrument, held in by_instrument.items():
+    for instrument, held in by_instrument(layers).items():
         total = total.plus(part(held, instruments[instrument], last_price(instrument)))
     return of_parts(portfolio, total)
 
@@ -87,11 +96,8 @@ class RunningExposure:
 
     def reset(self, layers: Iterable[Layer], last_price: Callable[[str], Decimal | None]
               ) -> None:
-        by_instrument: dict[str, list[Layer]] = {}
-        for layer in layers:
-            by_instrument.setdefault(layer.instrument, []).append(layer)
         self._parts, self._total = {}, Part()
-        for instrument, held in by_instrument.items():
+        for instrument, held in by_instrument(layers).items():
             self.update(instrument, held, last_price(instrument))
 
     def update(self, instrument: str, layers: list[Layer], price: Decimal | None) -> None:

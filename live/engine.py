@@ -36,7 +36,7 @@ from core.decisions import (
     rejected,
 )
 from core.errors import SignalAlreadyDecided, VersionConflict
-from core.exposure import Exposure
+from core.exposure import Exposure, marked
 from core.intents import EntryPurpose, ExitPurpose
 from core.models import (
     BASE_LAYER,
@@ -542,7 +542,7 @@ class LiveTradingEngine:
         return self._last_alert.get(instrument)
 
     def last_price(self, layer: Layer) -> Decimal:
-        return self._last_price.get(layer.instrument, layer.entry_price)
+        return marked(self._last_price, layer)
 
     def last_prices(self) -> dict[str, Decimal]:
         """Each instrument's last price as of now (a copy): `last_price` at this moment is

@@ -29,6 +29,7 @@ import structlog
 from core.book_store import BookStore
 from core.calendar import TradingCalendar
 from core.db_pool import TRANSIENT_ERRORS
+from core.exposure import by_instrument
 from core.models import Layer, LayerStatus
 from core.reconciliation import (
     ACCEPTED_EVENT,
@@ -164,10 +165,7 @@ class Reconciler:
         unresolved = {i.instrument for i in await self._db.load_unresolved_intents()}
         positions = await self._broker.positions()
         wanted = set(selected)
-        by_instrument: dict[str, list[Layer]] = {}
-        for layer in layers:
-            if layer.instrument in wanted:
-                by_instrument.setdefault(layer.instrument, []).append(layer)
+        held = by_instrument(x for x in layers if x.instrument in wanted)
         holders = self._holders(layers)
         # Each instrument's venue positions, found once: not one scan of them per instrument.
         venue_symbols: dict[str, set[str]] = {}
@@ -175,7 +173,7 @@ class Reconciler:
             holder = holders.get(symbol)
             if holder is not None:
                 venue_symbols.setdefault(holder, set()).add(symbol)
-        return _View({name: _signature(by_instrument.get(name, ())) for name in selected},
+        return _View({name: _signature(held.get(name, ())) for name in selected},
                      positions, holders, unresolved, venue_symbols)
 
     async def _check_instrument(self, instrument: str, layers: list[Layer], view: _View,

@@ -19,7 +19,7 @@ from psycopg import AsyncConnection
 from core.accounting import layer_pnl, percent, sizing_equity
 from core.daily_limits import trading_day
 from core.db_state_manager import DatabaseStateManager
-from core.exposure import exposure
+from core.exposure import exposure, marked
 from core.models import Layer
 from core.specs import InstrumentSpec, PortfolioConfig
 from live.engine import LiveTradingEngine
@@ -49,12 +49,7 @@ class Book:
     prices: dict[str, Decimal]  # each instrument's last price at that moment
 
     def mark(self, layer: Layer) -> Decimal:
-        return marked(self.prices, layer)
-
-
-def marked(prices: dict[str, Decimal], layer: Layer) -> Decimal:
-    """A layer's price among `prices`, as the engine's `last_price` when they were taken."""
-    return prices.get(layer.instrument, layer.entry_price)
+        return marked(self.prices, layer)  # as the engine's `last_price` was at that moment
 
 
 class Snapshots:

@@ -8,7 +8,6 @@ without the engine having recorded it, and crash tests can compare broker and bo
 from __future__ import annotations
 
 import asyncio
-import json
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -22,6 +21,7 @@ from psycopg_pool import PoolTimeout
 from core.broker_stops import GTT
 from core.calendar import TradingCalendar, india_time
 from core.db_pool import make_pool
+from core.db_rows import json_param
 from core.models import ContractRef, Side
 from core.monthly_contracts import monthly_contracts, monthly_price, months_between
 from core.roll_schedule import entry_contract
@@ -307,7 +307,6 @@ class PaperBroker:
     async def place_stops(self, stops: Sequence[StopOrder]) -> list[str]:
         """Rest all `stops` in one transaction (all or none); return their references, in
         order."""
-        # One JSON parameter: arrays are adapted element by element (ms per thousand).
         rows = await self._stop_write_all(
             """INSERT INTO paper_stops (stop_id, tag, instrument, tradingsymbol, quantity,
                  trigger_price, limit_price, status)
@@ -318,9 +317,9 @@ class PaperBroker:
                                    trigger numeric, limit_price numeric)) WITH ORDINALITY
                     AS s(tag, instrument, symbol, quantity, trigger, limit_price, n)
                ORDER BY s.n RETURNING tag, stop_id""",
-            (json.dumps([{"tag": s.tag, "instrument": s.instrument, "symbol": s.tradingsymbol,
+            (json_param([{"tag": s.tag, "instrument": s.instrument, "symbol": s.tradingsymbol,
                           "quantity": s.quantity, "trigger": s.trigger, "limit_price": s.limit}
-                         for s in stops], default=str),))
+                         for s in stops]),))
         refs = {str(tag): str(ref) for tag, ref in rows}
         for stop in stops:
             self._watch(refs[stop.tag], stop.instrument, stop.tradingsymbol, stop.trigger)
@@ -329,11 +328,11 @@ class PaperBroker:
     async def stop_states(self, refs: Sequence[str]) -> dict[str, VenueStop]:
         """What the venue says of each of these stops, by reference (one it does not know
         is left out)."""
-        # The references as one JSON parameter (a startup round asks for the whole book's:
-        # an array is adapted element by element), each still found by its index.
+        # The references as one JSON parameter (a startup round asks for the whole book's),
+        # each still found by its index.
         return {s.ref: s for s in await self._stops(
             "stop_id = ANY(ARRAY(SELECT json_array_elements_text(%s::json)))",
-            json.dumps(list(refs)))}
+            json_param(list(refs)))}
 
     async def find_stops(self, stops: Sequence[StopOrder],
                          known: frozenset[str]) -> dict[str, VenueStop]:
